@@ -1,0 +1,194 @@
+package storage
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultRetentions are open-falcon's resolutions in Graphite notation.
+const DefaultRetentions = "60s:12h,5m:2d,20m:7d,3h:90d,12h:1y"
+
+// DefaultXFF is the largest unknown fraction of primary slots that still
+// gives a known consolidated slot.
+const DefaultXFF = 0.5
+
+// Retention is one archive: Rows slots of Step seconds each.
+type Retention struct {
+	Step int64 // seconds per slot
+	Rows int64 // slots kept
+}
+
+// Span is the time the archive covers.
+func (r Retention) Span() int64 { return r.Step * r.Rows }
+
+func (r Retention) String() string { return fmt.Sprintf("%ds:%d", r.Step, r.Rows) }
+
+// Schema fixes the archives of the series whose metric name matches Pattern.
+type Schema struct {
+	Name       string
+	Pattern    *regexp.Regexp // matched against the metric name; nil matches everything
+	Retentions []Retention    // finest first; each step a multiple of the first
+	// Heartbeat is the longest gap between two points over which the value is
+	// still known. 0 means 2 × the series' step (the finest step, or the
+	// point's own step when larger).
+	Heartbeat int64
+	// XFF is the unknown fraction above which a consolidated slot is
+	// unknown; negative means DefaultXFF, as 0 is a valid choice.
+	XFF float64
+}
+
+// DefaultSchema is the schema used when no other matches.
+func DefaultSchema() Schema {
+	rs, err := ParseRetentions(DefaultRetentions)
+	if err != nil {
+		panic(err) // constant input
+	}
+	return Schema{Name: "default", Retentions: rs, XFF: DefaultXFF}
+}
+
+// DefaultSchemas is the list used when Options.Schemas is empty.
+func DefaultSchemas() []Schema { return []Schema{DefaultSchema()} }
+
+// NewSchema builds a schema from Graphite storage-schemas style fields:
+// a regular expression for the metric name ("" or ".*" for all) and a
+// retention list. heartbeat 0 and xff < 0 take the defaults.
+func NewSchema(name, pattern, retentions string, heartbeat time.Duration, xff float64) (Schema, error) {
+	s := Schema{Name: name, XFF: xff}
+	if xff < 0 {
+		s.XFF = DefaultXFF
+	}
+	if s.XFF > 1 {
+		return Schema{}, fmt.Errorf("schema %q: xff %v: want a fraction between 0 and 1", name, xff)
+	}
+	if pattern != "" {
+		re, err := regexp.Compile(pattern)
+		if err != nil {
+			return Schema{}, fmt.Errorf("schema %q: pattern: %w", name, err)
+		}
+		s.Pattern = re
+	}
+	rs, err := ParseRetentions(retentions)
+	if err != nil {
+		return Schema{}, fmt.Errorf("schema %q: %w", name, err)
+	}
+	s.Retentions = rs
+	if heartbeat < 0 || heartbeat%time.Second != 0 {
+		return Schema{}, fmt.Errorf("schema %q: heartbeat %v: want whole seconds >= 0", name, heartbeat)
+	}
+	s.Heartbeat = int64(heartbeat / time.Second)
+	return s, nil
+}
+
+// Match reports whether the schema applies to a metric name.
+func (s *Schema) Match(name string) bool {
+	return s.Pattern == nil || s.Pattern.MatchString(name)
+}
+
+// MatchSchema returns the first schema matching name, or DefaultSchema.
+func MatchSchema(schemas []Schema, name string) Schema {
+	for i := range schemas {
+		if schemas[i].Match(name) {
+			return schemas[i]
+		}
+	}
+	return DefaultSchema()
+}
+
+// maxRows bounds one archive so a typo cannot allocate terabytes per series.
+const maxRows = 10_000_000
+
+// ParseRetentions parses a Graphite retention list such as
+// "60s:12h,5m:2d,1h:1y": comma-separated step:length pairs where the step is
+// a duration (s, m, h, d, w, y; a bare number is seconds) and the length is a
+// duration or a bare number of rows. Archives must be listed finest first,
+// each step a multiple of the finest and each archive covering more time than
+// the one before.
+func ParseRetentions(s string) ([]Retention, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, fmt.Errorf("retentions: empty")
+	}
+	var out []Retention
+	for i, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		stepText, lenText, ok := strings.Cut(part, ":")
+		if !ok {
+			return nil, fmt.Errorf("retention %d %q: want step:length, e.g. 60s:12h", i+1, part)
+		}
+		step, err := parseRetentionDuration(stepText)
+		if err != nil {
+			return nil, fmt.Errorf("retention %d %q: step: %w", i+1, part, err)
+		}
+		var rows int64
+		if n, err := strconv.ParseInt(strings.TrimSpace(lenText), 10, 64); err == nil {
+			rows = n
+		} else {
+			span, err := parseRetentionDuration(lenText)
+			if err != nil {
+				return nil, fmt.Errorf("retention %d %q: length: %w", i+1, part, err)
+			}
+			if span%step != 0 {
+				return nil, fmt.Errorf("retention %d %q: length %ds is not a multiple of the step %ds", i+1, part, span, step)
+			}
+			rows = span / step
+		}
+		if rows <= 0 || rows > maxRows {
+			return nil, fmt.Errorf("retention %d %q: %d rows: want 1 to %d", i+1, part, rows, maxRows)
+		}
+		r := Retention{Step: step, Rows: rows}
+		if len(out) > 0 {
+			prev := out[len(out)-1]
+			if r.Step <= prev.Step {
+				return nil, fmt.Errorf("retention %d %q: step %ds must be larger than the previous %ds (finest first)", i+1, part, r.Step, prev.Step)
+			}
+			if r.Step%out[0].Step != 0 {
+				return nil, fmt.Errorf("retention %d %q: step %ds is not a multiple of the finest step %ds", i+1, part, r.Step, out[0].Step)
+			}
+			if r.Span() <= prev.Span() {
+				return nil, fmt.Errorf("retention %d %q: covers %ds, not more than the previous %ds", i+1, part, r.Span(), prev.Span())
+			}
+		}
+		out = append(out, r)
+	}
+	if len(out) > 16 {
+		return nil, fmt.Errorf("retentions: %d archives: at most 16", len(out))
+	}
+	return out, nil
+}
+
+var retentionUnits = map[string]int64{
+	"": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1,
+	"m": 60, "min": 60, "minute": 60, "minutes": 60,
+	"h": 3600, "hour": 3600, "hours": 3600,
+	"d": 86400, "day": 86400, "days": 86400,
+	"w": 7 * 86400, "week": 7 * 86400, "weeks": 7 * 86400,
+	"y": 365 * 86400, "year": 365 * 86400, "years": 365 * 86400,
+}
+
+// parseRetentionDuration parses "60", "60s", "5m", "12h", "7d", "1w", "1y"
+// into seconds.
+func parseRetentionDuration(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("%q: want a number and a unit (s, m, h, d, w, y)", s)
+	}
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", s, err)
+	}
+	unit, ok := retentionUnits[strings.ToLower(s[i:])]
+	if !ok {
+		return 0, fmt.Errorf("%q: unknown unit %q (want s, m, h, d, w, y)", s, s[i:])
+	}
+	if n <= 0 || n > (1<<40)/unit {
+		return 0, fmt.Errorf("%q: out of range", s)
+	}
+	return n * unit, nil
+}
