@@ -1,0 +1,98 @@
+// Package intaketest holds test helpers for intake protocols: an Appender
+// that records what it is given and can be told to fail, and a reader of
+// counters from a metrics set.
+package intaketest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/opskit/opskit/internal/metric"
+)
+
+// Appender records every point appended, and the size of each call. Set Err
+// to make Append fail.
+type Appender struct {
+	mu     sync.Mutex
+	points []metric.Point
+	calls  []int
+	err    error
+	notify chan struct{}
+}
+
+// NewAppender returns an empty recording appender.
+func NewAppender() *Appender { return &Appender{notify: make(chan struct{}, 1)} }
+
+// Append records a copy of pts, or returns the configured error.
+func (a *Appender) Append(_ context.Context, pts []metric.Point) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.err != nil {
+		return a.err
+	}
+	a.points = append(a.points, pts...)
+	a.calls = append(a.calls, len(pts))
+	select {
+	case a.notify <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// SetErr makes later Append calls fail with err (nil to succeed again).
+func (a *Appender) SetErr(err error) {
+	a.mu.Lock()
+	a.err = err
+	a.mu.Unlock()
+}
+
+// Points returns a copy of what was appended so far.
+func (a *Appender) Points() []metric.Point {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]metric.Point(nil), a.points...)
+}
+
+// Calls returns the number of points of each successful Append call.
+func (a *Appender) Calls() []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]int(nil), a.calls...)
+}
+
+// WaitPoints waits until at least n points were appended or the timeout
+// passes, and returns what was appended.
+func (a *Appender) WaitPoints(n int, timeout time.Duration) []metric.Point {
+	deadline := time.After(timeout)
+	for {
+		if pts := a.Points(); len(pts) >= n {
+			return pts
+		}
+		select {
+		case <-a.notify:
+		case <-deadline:
+			return a.Points()
+		}
+	}
+}
+
+// Counter returns the value of the counter named exactly name (with its
+// labels, as written in the exposition) in set, or 0 when absent.
+func Counter(set *metrics.Set, name string) float64 {
+	var b bytes.Buffer
+	set.WritePrometheus(&b)
+	for _, line := range strings.Split(b.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			var v float64
+			fmt.Sscan(rest, &v)
+			return v
+		}
+	}
+	return 0
+}
