@@ -110,7 +110,10 @@ func TestDecodeErrors(t *testing.T) {
 		{name: "not snappy", body: []byte("hello world, not snappy at all")},
 		{name: "snappy of garbage protobuf", body: snappy.Encode(nil, []byte{0xff, 0xff, 0xff, 0xff, 0x0f})},
 		{name: "truncated", body: valid[:len(valid)-3]},
-		{name: "uncompressed protobuf", body: func() []byte { b, _ := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series(nil, "__name__", "m")}}).Marshal(); return b }()},
+		{name: "uncompressed protobuf", body: func() []byte {
+			b, _ := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series(nil, "__name__", "m")}}).Marshal()
+			return b
+		}()},
 		{name: "decompresses beyond the limit", body: snappy.Encode(nil, bytes.Repeat([]byte{0}, 4096)), max: 1024, tooBig: true},
 	}
 	for _, tc := range tests {
