@@ -1,0 +1,190 @@
+package query
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// The result of a range query can hold millions of points, so results are
+// written by hand into one buffer rather than through encoding/json, in the
+// exact form Prometheus uses: timestamps as seconds with up to three
+// decimals, values as strings.
+
+// appendTimestamp writes a millisecond timestamp as seconds.
+func appendTimestamp(b []byte, t int64) []byte {
+	if t < 0 {
+		b = append(b, '-')
+		t = -t
+	}
+	b = strconv.AppendInt(b, t/1000, 10)
+	if frac := t % 1000; frac != 0 {
+		b = append(b, '.')
+		if frac < 100 {
+			b = append(b, '0')
+		}
+		if frac < 10 {
+			b = append(b, '0')
+		}
+		b = strconv.AppendInt(b, frac, 10)
+		// As in Prometheus, 1.5 s prints as 1.500.
+	}
+	return b
+}
+
+// appendValue writes a sample value as a JSON string, as Prometheus does:
+// "NaN", "+Inf", "-Inf", and exponent form only for very small or large values.
+func appendValue(b []byte, f float64) []byte {
+	b = append(b, '"')
+	switch {
+	case math.IsNaN(f):
+		b = append(b, "NaN"...)
+	case math.IsInf(f, 1):
+		b = append(b, "+Inf"...)
+	case math.IsInf(f, -1):
+		b = append(b, "-Inf"...)
+	default:
+		format := byte('f')
+		if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+			format = 'e'
+		}
+		b = strconv.AppendFloat(b, f, format, -1, 64)
+	}
+	return append(b, '"')
+}
+
+// appendString writes s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			b = append(b, c)
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				const hex = "0123456789abcdef"
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+func appendLabels(b []byte, ls labels.Labels) []byte {
+	b = append(b, '{')
+	first := true
+	ls.Range(func(l labels.Label) {
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = appendString(b, l.Name)
+		b = append(b, ':')
+		b = appendString(b, l.Value)
+	})
+	return append(b, '}')
+}
+
+func appendPoint(b []byte, t int64, v float64) []byte {
+	b = append(b, '[')
+	b = appendTimestamp(b, t)
+	b = append(b, ',')
+	b = appendValue(b, v)
+	return append(b, ']')
+}
+
+// appendResult writes {"resultType":...,"result":...} for a query result.
+// Native histograms never occur in this storage and are left out.
+func appendResult(b []byte, v parser.Value) []byte {
+	b = append(b, `{"resultType":`...)
+	b = appendString(b, string(v.Type()))
+	b = append(b, `,"result":`...)
+	switch r := v.(type) {
+	case promql.Matrix:
+		b = append(b, '[')
+		for i, s := range r {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"metric":`...)
+			b = appendLabels(b, s.Metric)
+			b = append(b, `,"values":[`...)
+			for j, p := range s.Floats {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = appendPoint(b, p.T, p.F)
+			}
+			b = append(b, "]}"...)
+		}
+		b = append(b, ']')
+	case promql.Vector:
+		b = append(b, '[')
+		for i, s := range r {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"metric":`...)
+			b = appendLabels(b, s.Metric)
+			b = append(b, `,"value":`...)
+			b = appendPoint(b, s.T, s.F)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	case promql.Scalar:
+		b = appendPoint(b, r.T, r.V)
+	case promql.String:
+		b = append(b, '[')
+		b = appendTimestamp(b, r.T)
+		b = append(b, ',')
+		b = appendString(b, r.V)
+		b = append(b, ']')
+	default:
+		// Every value type the engine returns is handled above; this keeps
+		// the document valid should a new one appear.
+		raw, err := json.Marshal(r)
+		if err != nil {
+			raw = []byte("null")
+		}
+		b = append(b, raw...)
+	}
+	return append(b, '}')
+}
+
+// appendStrings writes a JSON array of strings.
+func appendStrings(b []byte, ss []string) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}
