@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -71,28 +72,25 @@ func findBinary(name string, fallbackDirs []string) (string, error) {
 // listening on port 0 where the code under test allows it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("find a free loopback port: %v", err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatalf("release probe listener %s: %v", addr, err)
-	}
-	return addr
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(t)))
 }
 
 // FreePort returns a loopback TCP port that is free right now; see FreeAddr.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	addr := FreeAddr(t)
-	_, portText, err := net.SplitHostPort(addr)
+	port, err := freeLoopbackPort()
 	if err != nil {
-		t.Fatalf("split free address %s: %v", addr, err)
-	}
-	port, err := strconv.Atoi(portText)
-	if err != nil {
-		t.Fatalf("parse free port %s: %v", addr, err)
+		t.Fatalf("testkit: %v", err)
 	}
 	return port
+}
+
+// freeLoopbackPort returns a TCP port on 127.0.0.1 that is free right now.
+func freeLoopbackPort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free loopback port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
