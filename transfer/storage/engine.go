@@ -2,70 +2,766 @@ package storage
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/transfer/storage/wal"
 )
 
-var errNotYet = errors.New("storage: not implemented yet")
+const keyShards = 64
 
 // Engine is the store. All methods are safe for concurrent use.
-type Engine struct{}
+//
+// Writes are serialised by applyMu: a batch is applied to the series and its
+// WAL record appended in one critical section, so the WAL holds the points of
+// each series in the order they were applied and a replay repeats exactly
+// what happened. Everything else (validation, series lookup, encoding, the
+// fsync) happens outside it.
+type Engine struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+	seed maphash.Seed
+
+	shards [keyShards]keyShard
+
+	idMu sync.RWMutex
+	byID map[uint64]*series
+
+	index *postings
+
+	applyMu  sync.Mutex // guards series state, slot allocation, nextID, layouts
+	slabs    *slabStore
+	nextID   uint64
+	layouts  map[string]*layout
+	wal      *wal.Log
+	replayed uint64
+
+	checkpointMu sync.Mutex
+	scratch      sync.Pool
+
+	closed   atomic.Bool
+	stop     chan struct{}
+	loopDone chan struct{}
+
+	seriesLive     atomic.Int64
+	seriesCreated  atomic.Uint64
+	seriesExpired  atomic.Uint64
+	pointsAppended atomic.Uint64
+	pointsRejected atomic.Uint64
+	checkpoints    atomic.Uint64
+}
+
+type keyShard struct {
+	mu sync.RWMutex
+	m  map[string]*series
+}
+
+// series is the in-memory handle of one stored series.
+type series struct {
+	id       uint64
+	key      string
+	labels   metric.Labels
+	lay      *layout
+	size     int64
+	start    int64
+	ref      slotRef
+	view     rrdView
+	lastSeen atomic.Int64 // wall clock (Unix s) of the newest append
+	dead     bool         // expired; guarded by applyMu
+}
+
+// appendScratch is reused between Append calls to avoid per-point allocation.
+type appendScratch struct {
+	key  []byte
+	refs []*series
+	rec  []byte
+}
+
+const checkpointFile = "index.ckpt"
 
 // Open opens or creates the store in dir and replays its WAL.
-func Open(dir string, opts Options) (*Engine, error) { return nil, errNotYet }
+func Open(dir string, opts Options) (*Engine, error) {
+	if len(opts.Schemas) == 0 {
+		opts.Schemas = DefaultSchemas()
+	}
+	if opts.SyncInterval == 0 {
+		opts.SyncInterval = 10 * time.Millisecond
+	}
+	if opts.SyncBytes <= 0 {
+		opts.SyncBytes = 4 << 20
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = 5 * time.Minute
+	}
+	if opts.SeriesPerSlab <= 0 {
+		opts.SeriesPerSlab = 4096
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	for i := range opts.Schemas {
+		if len(opts.Schemas[i].Retentions) == 0 {
+			return nil, fmt.Errorf("storage: schema %q has no retentions", opts.Schemas[i].Name)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	e := &Engine{
+		dir:      dir,
+		opts:     opts,
+		log:      opts.Logger,
+		seed:     maphash.MakeSeed(),
+		byID:     map[uint64]*series{},
+		index:    newPostings(),
+		nextID:   1,
+		layouts:  map[string]*layout{},
+		stop:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	for i := range e.shards {
+		e.shards[i].m = map[string]*series{}
+	}
+	e.scratch.New = func() any { return &appendScratch{} }
+	slabs, err := openSlabStore(filepath.Join(dir, "data"), int64(opts.SeriesPerSlab))
+	if err != nil {
+		return nil, err
+	}
+	e.slabs = slabs
+	if err := e.recover(); err != nil {
+		slabs.close()
+		return nil, err
+	}
+	w, err := wal.Create(filepath.Join(dir, "wal"), wal.Options{SyncInterval: opts.SyncInterval, SyncBytes: opts.SyncBytes})
+	if err != nil {
+		slabs.close()
+		return nil, err
+	}
+	e.wal = w
+	go e.loop()
+	return e, nil
+}
 
-// Append validates the points, logs them to the WAL and applies them to the
-// archives. It returns before the WAL fsync: pass the Result to Wait, or use
-// AppendWait, to learn when the batch is durable.
-func (e *Engine) Append(points []metric.Point) (Result, error) { return Result{}, errNotYet }
+// recover loads the checkpoint, then replays the WAL segments written after it.
+func (e *Engine) recover() error {
+	walDir := filepath.Join(e.dir, "wal")
+	from, err := e.loadCheckpoint()
+	if err != nil {
+		return err
+	}
+	e.slabs.buildFree()
+	segs, err := wal.Segments(walDir)
+	if err != nil {
+		return err
+	}
+	var rec walRecord
+	for _, n := range segs {
+		if n < from {
+			// Already in the checkpoint; left behind by a crash before removal.
+			if err := os.Remove(filepath.Join(walDir, wal.SegmentName(n))); err != nil {
+				return fmt.Errorf("storage: remove old wal segment: %w", err)
+			}
+			continue
+		}
+		cut, err := wal.ReplaySegment(walDir, n, func(payload []byte) error {
+			if err := decodeRecord(payload, &rec); err != nil {
+				// A checksummed record that does not decode is a bug, not a
+				// torn write: report it rather than guess.
+				return err
+			}
+			e.replayed++
+			return e.applyRecord(&rec)
+		})
+		if err != nil {
+			return fmt.Errorf("storage: replay segment %d: %w", n, err)
+		}
+		if cut > 0 {
+			e.log.Warn("cut torn tail of the WAL", "segment", n, "bytes", cut)
+		}
+	}
+	if e.replayed > 0 {
+		e.log.Info("replayed WAL", "records", e.replayed, "series", len(e.byID))
+	}
+	return nil
+}
+
+// applyRecord repeats one WAL record at replay. Points not newer than their
+// series' last update were already applied (the checkpoint holds them) and
+// are skipped, which makes replay idempotent.
+func (e *Engine) applyRecord(rec *walRecord) error {
+	now := e.opts.Now().Unix()
+	switch rec.Kind {
+	case recCreate:
+		c := &rec.Create
+		if _, ok := e.byID[c.ID]; ok {
+			return nil
+		}
+		lay := e.internLayout(c.Layout)
+		if _, err := e.createLocked(c.ID, c.Labels, lay, c.Start, now); err != nil {
+			return err
+		}
+		e.nextID = max(e.nextID, c.ID+1)
+	case recPoints:
+		for _, p := range rec.Points {
+			s := e.byID[p.ID]
+			if s == nil {
+				continue // expired later, or created before a lost checkpoint entry
+			}
+			s.view.update(p.Time, p.Value)
+			s.lastSeen.Store(now)
+		}
+	case recExpire:
+		if s := e.byID[rec.Expire]; s != nil {
+			e.removeLocked(s)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) internLayout(l layout) *layout {
+	key := fmt.Sprint(l.archives, l.heartbeat, l.xff, l.kind)
+	if p := e.layouts[key]; p != nil {
+		return p
+	}
+	p := &l
+	e.layouts[key] = p
+	return p
+}
+
+func (e *Engine) shardOf(key []byte) *keyShard {
+	return &e.shards[maphash.Bytes(e.seed, key)%keyShards]
+}
+
+func (e *Engine) lookup(key []byte) *series {
+	sh := e.shardOf(key)
+	sh.mu.RLock()
+	s := sh.m[string(key)]
+	sh.mu.RUnlock()
+	return s
+}
+
+// createLocked allocates a slot for a new series and registers it. applyMu
+// must be held (or Open be running).
+func (e *Engine) createLocked(id uint64, labels metric.Labels, lay *layout, start, now int64) (*series, error) {
+	size := SlotSize(lay.archives)
+	ref, buf, err := e.slabs.alloc(size)
+	if err != nil {
+		return nil, err
+	}
+	s := &series{
+		id:     id,
+		key:    labels.Key(),
+		labels: labels,
+		lay:    lay,
+		size:   size,
+		start:  start,
+		ref:    ref,
+		view:   rrdView{lay: lay, owner: uint32(id), buf: buf},
+	}
+	s.view.init(start)
+	s.lastSeen.Store(now)
+	e.register(s)
+	e.seriesCreated.Add(1)
+	return s, nil
+}
+
+func (e *Engine) register(s *series) {
+	sh := &e.shards[maphash.String(e.seed, s.key)%keyShards]
+	sh.mu.Lock()
+	sh.m[s.key] = s
+	sh.mu.Unlock()
+	e.idMu.Lock()
+	e.byID[s.id] = s
+	e.idMu.Unlock()
+	e.index.add(s.id, s.labels)
+	e.seriesLive.Add(1)
+}
+
+// removeLocked drops a series and frees its slot. applyMu must be held.
+func (e *Engine) removeLocked(s *series) {
+	sh := &e.shards[maphash.String(e.seed, s.key)%keyShards]
+	sh.mu.Lock()
+	if sh.m[s.key] == s {
+		delete(sh.m, s.key)
+	}
+	sh.mu.Unlock()
+	e.idMu.Lock()
+	delete(e.byID, s.id)
+	e.idMu.Unlock()
+	e.index.remove(s.id, s.labels)
+	e.slabs.release(s.size, s.ref)
+	s.dead = true
+	e.seriesLive.Add(-1)
+}
+
+// validate checks what storage itself needs of a point.
+func validate(p *metric.Point) error {
+	if p.Labels.Name() == "" {
+		return ErrNoName
+	}
+	if p.Time <= 0 || p.Time > 1<<40 {
+		return ErrBadTime
+	}
+	if math.IsInf(p.Value, 0) {
+		return ErrBadValue
+	}
+	if p.Type > metric.Derive {
+		return fmt.Errorf("unknown counter type %d", p.Type)
+	}
+	return nil
+}
+
+// Append validates the points, applies them to their series (creating new
+// series with the first matching schema), and appends one WAL record for the
+// batch. It returns before the WAL fsync: pass the Result to Wait, or use
+// AppendWait, to learn when the batch is durable. Refused points are listed
+// in Result.Rejected; the error is only for a failure of the whole engine.
+//
+// A point must be newer than its series' last accepted point (ErrTooOld);
+// the counter type and step of a series are those of its first point.
+func (e *Engine) Append(points []metric.Point) (Result, error) {
+	if e.closed.Load() {
+		return Result{}, ErrClosed
+	}
+	res := Result{Values: make([]float64, len(points))}
+	sc := e.scratch.Get().(*appendScratch)
+	defer e.scratch.Put(sc)
+	refs := sc.refs[:0]
+	for i := range points {
+		p := &points[i]
+		if err := validate(p); err != nil {
+			res.Rejected = append(res.Rejected, PointError{Index: i, Err: err})
+			res.Values[i] = math.NaN()
+			refs = append(refs, nil)
+			continue
+		}
+		sc.key = p.Labels.AppendKey(sc.key[:0])
+		refs = append(refs, e.lookup(sc.key))
+	}
+	sc.refs = refs
+	now := e.opts.Now().Unix()
+	rejectedBefore := len(res.Rejected)
+
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	if e.closed.Load() {
+		return Result{}, ErrClosed
+	}
+	rec := pointsHeader(sc.rec[:0])
+	accepted := 0
+	for i := range points {
+		p := &points[i]
+		s := refs[i]
+		if s == nil {
+			if isRejected(res.Rejected[:rejectedBefore], i) {
+				continue
+			}
+			var err error
+			if s, err = e.seriesForLocked(p, now); err != nil {
+				return Result{}, err
+			}
+			refs[i] = s
+		} else if s.dead {
+			var err error
+			if s, err = e.seriesForLocked(p, now); err != nil {
+				return Result{}, err
+			}
+		}
+		v, ok := s.view.update(p.Time, p.Value)
+		res.Values[i] = v
+		if !ok {
+			res.Rejected = append(res.Rejected, PointError{Index: i, Err: ErrTooOld})
+			continue
+		}
+		if s.lastSeen.Load() != now {
+			s.lastSeen.Store(now)
+		}
+		rec = appendPoint(rec, s.id, p.Time, p.Value)
+		accepted++
+	}
+	if len(res.Rejected) > rejectedBefore {
+		slices.SortFunc(res.Rejected, func(a, b PointError) int { return a.Index - b.Index })
+	}
+	sc.rec = rec
+	e.pointsAppended.Add(uint64(accepted))
+	e.pointsRejected.Add(uint64(len(res.Rejected)))
+	if accepted == 0 {
+		return res, nil
+	}
+	finishPoints(rec, accepted)
+	seq, err := e.wal.Append(rec)
+	if err != nil {
+		return Result{}, fmt.Errorf("storage: %w", err)
+	}
+	res.walSeq = seq
+	return res, nil
+}
+
+func isRejected(rs []PointError, i int) bool {
+	for j := len(rs) - 1; j >= 0; j-- {
+		if rs[j].Index == i {
+			return true
+		}
+		if rs[j].Index < i {
+			return false
+		}
+	}
+	return false
+}
+
+// seriesForLocked finds or creates the series of p. applyMu must be held.
+func (e *Engine) seriesForLocked(p *metric.Point, now int64) (*series, error) {
+	sc := e.scratch.Get().(*appendScratch)
+	sc.key = p.Labels.AppendKey(sc.key[:0])
+	s := e.lookup(sc.key)
+	e.scratch.Put(sc)
+	if s != nil {
+		return s, nil
+	}
+	schema := MatchSchema(e.opts.Schemas, p.Labels.Name())
+	step := schema.Retentions[0].Step
+	if int64(p.Step) > step {
+		step = int64(p.Step)
+	}
+	heartbeat := schema.Heartbeat
+	if heartbeat <= 0 {
+		heartbeat = 2 * step
+	}
+	xff := schema.XFF
+	if xff < 0 {
+		xff = DefaultXFF
+	}
+	lay := e.internLayout(layout{archives: schema.Retentions, heartbeat: heartbeat, xff: xff, kind: p.Type})
+	labels := slices.Clone(p.Labels)
+	id := e.nextID
+	// The series starts one step before its first point, so that point's
+	// value covers the step it closes (a counter's first point only primes).
+	start := p.Time - step
+	c := createRecord{ID: id, Start: start, Layout: *lay, Labels: labels}
+	if _, err := e.wal.Append(appendCreate(nil, &c)); err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	e.nextID++
+	return e.createLocked(id, labels, lay, start, now)
+}
 
 // Wait blocks until the batch behind r is durable in the WAL (fsynced), the
 // context ends or the engine fails.
-func (e *Engine) Wait(ctx context.Context, r Result) error { return errNotYet }
-
-// AppendWait is Append followed by Wait.
-func (e *Engine) AppendWait(ctx context.Context, points []metric.Point) (Result, error) {
-	return Result{}, errNotYet
+func (e *Engine) Wait(ctx context.Context, r Result) error {
+	if r.walSeq == 0 {
+		return nil
+	}
+	if err := e.wal.Wait(ctx, r.walSeq); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return nil
 }
 
-// Select returns the series matching every matcher, by the inverted index.
-// At least one matcher is required (ErrNoMatchers).
-func (e *Engine) Select(ms []*metric.Matcher) ([]SeriesRef, error) { return nil, errNotYet }
+// AppendWait is Append followed by Wait: when it returns nil, every accepted
+// point of the batch survives kill -9 and power loss.
+func (e *Engine) AppendWait(ctx context.Context, points []metric.Point) (Result, error) {
+	r, err := e.Append(points)
+	if err != nil {
+		return r, err
+	}
+	return r, e.Wait(ctx, r)
+}
+
+func (e *Engine) seriesByID(id uint64) *series {
+	e.idMu.RLock()
+	s := e.byID[id]
+	e.idMu.RUnlock()
+	return s
+}
+
+// Select returns the series matching every matcher, by the inverted index,
+// sorted by labels. At least one matcher is required (ErrNoMatchers).
+func (e *Engine) Select(ms []*metric.Matcher) ([]SeriesRef, error) {
+	if len(ms) == 0 {
+		return nil, ErrNoMatchers
+	}
+	ids, all := e.index.candidates(ms)
+	var out []SeriesRef
+	e.idMu.RLock()
+	if all {
+		for id, s := range e.byID {
+			if metric.MatchesLabels(s.labels, ms) {
+				out = append(out, SeriesRef{ID: id, Labels: s.labels})
+			}
+		}
+	} else {
+		for _, id := range ids {
+			if s := e.byID[id]; s != nil && metric.MatchesLabels(s.labels, ms) {
+				out = append(out, SeriesRef{ID: id, Labels: s.labels})
+			}
+		}
+	}
+	e.idMu.RUnlock()
+	slices.SortFunc(out, func(a, b SeriesRef) int { return compareLabels(a.Labels, b.Labels) })
+	return out, nil
+}
 
 // LabelNames returns the sorted label names of the series matching ms (all
 // series when ms is empty).
-func (e *Engine) LabelNames(ms []*metric.Matcher) ([]string, error) { return nil, errNotYet }
+func (e *Engine) LabelNames(ms []*metric.Matcher) ([]string, error) {
+	if len(ms) == 0 {
+		return e.index.names(), nil
+	}
+	refs, err := e.Select(ms)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]struct{}{}
+	for _, r := range refs {
+		for _, l := range r.Labels {
+			set[l.Name] = struct{}{}
+		}
+	}
+	return sortedKeys(set), nil
+}
 
 // LabelValues returns the sorted values of label name among the series
 // matching ms (all series when ms is empty).
 func (e *Engine) LabelValues(name string, ms []*metric.Matcher) ([]string, error) {
-	return nil, errNotYet
+	if len(ms) == 0 {
+		return e.index.values(name), nil
+	}
+	refs, err := e.Select(ms)
+	if err != nil {
+		return nil, err
+	}
+	set := map[string]struct{}{}
+	for _, r := range refs {
+		if v := r.Labels.Get(name); v != "" {
+			set[v] = struct{}{}
+		}
+	}
+	return sortedKeys(set), nil
 }
 
-// Fetch returns the slots of series id for the time range [start, end] from
-// one archive, chosen like rrdtool fetch: the finest whose retention, counted
+func sortedKeys(set map[string]struct{}) []string {
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// maxFetchSlots bounds one Fetch answer.
+const maxFetchSlots = 10_000_000
+
+// Fetch returns the slots of series id between start and end from one
+// archive, chosen like rrdtool fetch: the finest whose retention, counted
 // back from the series' newest update, reaches start and whose step is at
-// least minStep; if no archive has a step >= minStep, the coarsest. Points
-// acknowledged but not yet in the data files are included.
+// least minStep; if no archive has a step >= minStep, the coarsest; if none
+// reaches start, the one reaching furthest back. Like rrdtool fetch, the
+// answer runs from the slot stamped start-start%step+step to the one stamped
+// end-end%step+step. Every accepted point is visible at once; the slot still
+// open (not yet closed by a point at or after its end) is not, as in rrdtool.
 func (e *Engine) Fetch(id uint64, cf CF, start, end, minStep int64) (FetchResult, error) {
-	return FetchResult{}, errNotYet
+	if cf > Min {
+		return FetchResult{}, fmt.Errorf("storage: unknown consolidation function %d", cf)
+	}
+	if end < start {
+		return FetchResult{}, fmt.Errorf("storage: fetch end %d before start %d", end, start)
+	}
+	s := e.seriesByID(id)
+	if s == nil {
+		return FetchResult{}, ErrUnknownSeries
+	}
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	if s.dead {
+		return FetchResult{}, ErrUnknownSeries
+	}
+	last := s.view.state().LastUpdate
+	a := chooseArchive(s.lay.archives, last, start, minStep)
+	ar := s.lay.archives[a]
+	first := start - mod(start, ar.Step) + ar.Step
+	stop := end - mod(end, ar.Step) + ar.Step
+	n := (stop-first)/ar.Step + 1
+	if n > maxFetchSlots {
+		return FetchResult{}, fmt.Errorf("storage: fetch of %d slots exceeds %d", n, maxFetchSlots)
+	}
+	calEnd := last - mod(last, ar.Step)
+	calStart := calEnd - ar.Span()
+	rows := s.view.rowsOf(a)
+	out := FetchResult{Start: first, Step: ar.Step, Values: make([]float64, n)}
+	for i := range out.Values {
+		t := first + int64(i)*ar.Step
+		if t <= calStart || t > calEnd {
+			out.Values[i] = math.NaN()
+			continue
+		}
+		out.Values[i] = s.view.value(a, cf, t, rows)
+	}
+	return out, nil
 }
 
-// Last returns the newest known stored value of the finest archive (AVERAGE)
-// and its slot time.
-func (e *Engine) Last(id uint64) (t int64, v float64, ok bool) { return 0, 0, false }
+// chooseArchive picks the archive for a fetch (see Fetch).
+func chooseArchive(archives []Retention, last, start, minStep int64) int {
+	lo := len(archives) - 1 // no step >= minStep: the coarsest
+	for i, a := range archives {
+		if a.Step >= minStep {
+			lo = i
+			break
+		}
+	}
+	for i := lo; i < len(archives); i++ {
+		a := archives[i]
+		calEnd := last - mod(last, a.Step)
+		if calEnd-a.Span() <= start {
+			return i
+		}
+	}
+	return len(archives) - 1
+}
 
-// Checkpoint flushes the data files, persists the index and the series
-// state, and truncates the WAL. It also runs periodically.
-func (e *Engine) Checkpoint() error { return errNotYet }
+// Last returns the newest known AVERAGE slot of the finest archive: its
+// time (the end of the slot) and value.
+func (e *Engine) Last(id uint64) (t int64, v float64, ok bool) {
+	s := e.seriesByID(id)
+	if s == nil {
+		return 0, 0, false
+	}
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	if s.dead {
+		return 0, 0, false
+	}
+	ar := s.lay.archives[0]
+	last := s.view.state().LastUpdate
+	calEnd := last - mod(last, ar.Step)
+	rows := s.view.rowsOf(0)
+	for i := int64(0); i < ar.Rows; i++ {
+		t := calEnd - i*ar.Step
+		if v := s.view.value(0, Average, t, rows); !math.IsNaN(v) {
+			return t, v, true
+		}
+	}
+	return 0, 0, false
+}
 
-// ExpireIdle removes the series idle for longer than Options.IdleExpiry and
-// returns how many it removed. It also runs with each checkpoint.
-func (e *Engine) ExpireIdle() (int, error) { return 0, errNotYet }
+// ExpireIdle removes the series that received no point for longer than
+// Options.IdleExpiry (by the wall clock of their newest append) and returns
+// how many it removed. Their slots are reused by new series. It also runs
+// before each periodic checkpoint.
+func (e *Engine) ExpireIdle() (int, error) {
+	if e.opts.IdleExpiry <= 0 {
+		return 0, nil
+	}
+	if e.closed.Load() {
+		return 0, ErrClosed
+	}
+	cutoff := e.opts.Now().Add(-e.opts.IdleExpiry).Unix()
+	var idle []*series
+	for i := range e.shards {
+		sh := &e.shards[i]
+		sh.mu.RLock()
+		for _, s := range sh.m {
+			if s.lastSeen.Load() < cutoff {
+				idle = append(idle, s)
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	removed := 0
+	for len(idle) > 0 {
+		chunk := idle[:min(len(idle), 1024)]
+		idle = idle[len(chunk):]
+		e.applyMu.Lock()
+		for _, s := range chunk {
+			if s.dead || s.lastSeen.Load() >= cutoff {
+				continue
+			}
+			if _, err := e.wal.Append(appendExpire(nil, s.id)); err != nil {
+				e.applyMu.Unlock()
+				return removed, fmt.Errorf("storage: %w", err)
+			}
+			e.removeLocked(s)
+			removed++
+		}
+		e.applyMu.Unlock()
+	}
+	e.seriesExpired.Add(uint64(removed))
+	if removed > 0 {
+		e.log.Info("expired idle series", "count", removed)
+	}
+	return removed, nil
+}
 
 // Stats returns the engine's counters.
-func (e *Engine) Stats() Stats { return Stats{} }
+func (e *Engine) Stats() Stats {
+	st := Stats{
+		Series:          e.seriesLive.Load(),
+		SeriesCreated:   e.seriesCreated.Load(),
+		SeriesExpired:   e.seriesExpired.Load(),
+		PointsAppended:  e.pointsAppended.Load(),
+		PointsRejected:  e.pointsRejected.Load(),
+		Checkpoints:     e.checkpoints.Load(),
+		ReplayedRecords: e.replayed,
+	}
+	if e.wal != nil {
+		st.WALBytes = e.wal.Size()
+		st.WALSyncs = e.wal.Syncs()
+	}
+	e.applyMu.Lock()
+	st.DiskBytes = e.slabs.diskBytes()
+	e.applyMu.Unlock()
+	return st
+}
 
-// Close flushes, checkpoints and releases the files.
-func (e *Engine) Close() error { return errNotYet }
+func (e *Engine) loop() {
+	defer close(e.loopDone)
+	ticker := time.NewTicker(e.opts.CheckpointInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-ticker.C:
+			if _, err := e.ExpireIdle(); err != nil {
+				e.log.Error("expiry failed", "err", err)
+			}
+			if err := e.Checkpoint(); err != nil {
+				e.log.Error("checkpoint failed", "err", err)
+			}
+		}
+	}
+}
+
+// Close stops the background work, checkpoints (flushing the data files and
+// truncating the WAL) and releases the files.
+func (e *Engine) Close() error {
+	if e.closed.Load() {
+		return nil
+	}
+	close(e.stop)
+	<-e.loopDone
+	err := e.Checkpoint()
+	e.applyMu.Lock()
+	e.closed.Store(true)
+	e.applyMu.Unlock()
+	if werr := e.wal.Close(); err == nil {
+		err = werr
+	}
+	if serr := e.slabs.close(); err == nil {
+		err = serr
+	}
+	return err
+}

@@ -1,0 +1,307 @@
+package storage
+
+import (
+	"math"
+	"unsafe"
+
+	"github.com/opskit/opskit/internal/metric"
+)
+
+// A series slot in a slab file is laid out as
+//
+//	state    pdpState             48 bytes: last update, last raw value, open primary slot
+//	cdps     [archives]cdpState   32 bytes each: open consolidated slot per archive
+//	rows     archive 0 rows, archive 1 rows, ...   32 bytes each (row)
+//
+// so its size is 48 + 32·A + 32·Σ rows (slotSize). Everything is
+// little-endian fixed-width numbers with no pointers, accessed in place.
+
+const (
+	stateSize = int64(unsafe.Sizeof(pdpState{}))
+	cdpSize   = int64(unsafe.Sizeof(cdpState{}))
+	rowSize   = int64(unsafe.Sizeof(row{}))
+)
+
+// pdpState is the rrdtool "live head" and "PDP prep" of a series.
+type pdpState struct {
+	LastUpdate int64   // time of the newest accepted point
+	LastRaw    float64 // previous raw value of a counter; NaN unknown
+	PDPSum     float64 // Σ rate·seconds in the open primary slot; NaN none
+	PDPUnknown int64   // unknown seconds in the open primary slot
+	PDPMax     float64 // largest rate in the open primary slot
+	PDPMin     float64 // smallest rate in the open primary slot
+}
+
+// cdpState is the open consolidated slot of one archive (rrdtool "CDP prep").
+type cdpState struct {
+	Sum     float64 // Σ primary values (AVERAGE)
+	Max     float64
+	Min     float64
+	Unknown int64 // unknown primary slots so far
+}
+
+// row is one slot of an archive. Slot and Owner say which slot time
+// (end/step) and which series (low 32 bits of its id) wrote it, so a row left
+// over from an older lap of the ring or from a previous owner of the slot
+// reads as unknown without ever clearing the file.
+type row struct {
+	Slot  uint32
+	Owner uint32
+	Avg   float64
+	Max   float64
+	Min   float64
+}
+
+// layout is the shape of one series' RRD, fixed at creation.
+type layout struct {
+	archives  []Retention
+	heartbeat int64
+	xff       float64
+	kind      metric.CounterType
+}
+
+// SlotSize returns the bytes one series with these retentions occupies on
+// disk: 48 + 32·len(archives) + 32·Σ rows.
+func SlotSize(archives []Retention) int64 {
+	size := stateSize + cdpSize*int64(len(archives))
+	for _, a := range archives {
+		size += rowSize * a.Rows
+	}
+	return size
+}
+
+// rrdView is a series' RRD over its slot bytes.
+type rrdView struct {
+	lay   *layout
+	owner uint32
+	buf   []byte // exactly SlotSize bytes, 8-byte aligned
+}
+
+func (v rrdView) state() *pdpState { return (*pdpState)(unsafe.Pointer(&v.buf[0])) }
+
+func (v rrdView) cdp(a int) *cdpState {
+	return (*cdpState)(unsafe.Pointer(&v.buf[stateSize+cdpSize*int64(a)]))
+}
+
+func (v rrdView) rowsOf(a int) []row {
+	off := stateSize + cdpSize*int64(len(v.lay.archives))
+	for i := 0; i < a; i++ {
+		off += rowSize * v.lay.archives[i].Rows
+	}
+	n := v.lay.archives[a].Rows
+	return unsafe.Slice((*row)(unsafe.Pointer(&v.buf[off])), n)
+}
+
+// init sets up the state as `rrdtool create --start start` does: nothing
+// known, the seconds and primary slots before start counted as unknown.
+func (v rrdView) init(start int64) {
+	step := v.lay.archives[0].Step
+	st := v.state()
+	*st = pdpState{
+		LastUpdate: start,
+		LastRaw:    math.NaN(),
+		PDPSum:     math.NaN(),
+		PDPUnknown: mod(start, step),
+		PDPMax:     math.Inf(-1),
+		PDPMin:     math.Inf(1),
+	}
+	pdpStart := start - mod(start, step)
+	for a, ar := range v.lay.archives {
+		*v.cdp(a) = cdpState{
+			Max:     math.Inf(-1),
+			Min:     math.Inf(1),
+			Unknown: mod(pdpStart, ar.Step) / step,
+		}
+	}
+}
+
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
+
+// update applies one point at time t with raw value raw, with rrdtool's
+// arithmetic. It returns the rate that applies to (last update, t] — the
+// value itself for a gauge — or NaN when unknown, and false when t is not
+// after the last update (the point is refused, as rrdtool refuses it).
+func (v rrdView) update(t int64, raw float64) (float64, bool) {
+	st := v.state()
+	if t <= st.LastUpdate {
+		return math.NaN(), false
+	}
+	interval := t - st.LastUpdate
+	rate := raw
+	if v.lay.kind.IsRate() {
+		rate = math.NaN()
+		if !math.IsNaN(st.LastRaw) && !math.IsNaN(raw) {
+			rate = (raw - st.LastRaw) / float64(interval)
+			if rate < 0 { // a reset: unknown, not a spike
+				rate = math.NaN()
+			}
+		}
+		st.LastRaw = raw
+	}
+	if interval > v.lay.heartbeat {
+		rate = math.NaN()
+	}
+	returned := rate
+	if !v.lay.kind.IsRate() {
+		returned = raw
+	}
+
+	step := v.lay.archives[0].Step
+	procStart := st.LastUpdate - mod(st.LastUpdate, step)
+	occuStart := t - mod(t, step)
+	if occuStart == procStart {
+		// Still inside the open primary slot.
+		if math.IsNaN(rate) {
+			st.PDPUnknown += interval
+		} else {
+			st.addRate(rate, interval)
+		}
+		st.LastUpdate = t
+		return returned, true
+	}
+
+	// The primary slot that was open closes with the part of this interval
+	// before its end; it is unknown when more than half of it was unknown
+	// before this point (what this point adds unknown does not count, as in
+	// rrdtool 1.7).
+	firstPart := procStart + step - st.LastUpdate
+	var firstUnknown int64
+	if math.IsNaN(rate) {
+		firstUnknown = firstPart
+	} else {
+		st.addRate(rate, firstPart)
+	}
+	pdp, pmax, pmin := math.NaN(), math.NaN(), math.NaN()
+	if 2*st.PDPUnknown <= step {
+		pdp = st.PDPSum / float64(step-st.PDPUnknown-firstUnknown)
+		if math.IsNaN(pdp) || math.IsInf(pdp, 0) {
+			pdp = math.NaN()
+		} else {
+			pmax, pmin = st.PDPMax, st.PDPMin
+		}
+	}
+	elapsed := (occuStart - procStart) / step
+	procPDP := procStart / step
+	v.addPDPs(procPDP, 1, pdp, pmax, pmin)
+	if elapsed > 1 {
+		// Whole primary slots inside the interval take its rate.
+		v.addPDPs(procPDP+1, elapsed-1, rate, rate, rate)
+	}
+	// Reopen the primary slot with what lies after its start.
+	postInt := t - occuStart
+	st.PDPMax, st.PDPMin = math.Inf(-1), math.Inf(1)
+	if math.IsNaN(rate) {
+		st.PDPUnknown = postInt
+		st.PDPSum = math.NaN()
+	} else {
+		st.PDPUnknown = 0
+		st.PDPSum = rate * float64(postInt)
+		if postInt > 0 {
+			st.PDPMax, st.PDPMin = rate, rate
+		}
+	}
+	st.LastUpdate = t
+	return returned, true
+}
+
+func (st *pdpState) addRate(rate float64, seconds int64) {
+	if math.IsNaN(st.PDPSum) {
+		st.PDPSum = 0
+	}
+	st.PDPSum += rate * float64(seconds)
+	if seconds > 0 {
+		st.PDPMax = math.Max(st.PDPMax, rate)
+		st.PDPMin = math.Min(st.PDPMin, rate)
+	}
+}
+
+// addPDPs feeds elapsed completed primary slots, all with the same value,
+// into every archive; procPDP is the number (time/step) of the slot that was
+// open before.
+func (v rrdView) addPDPs(procPDP, elapsed int64, pdp, pmax, pmin float64) {
+	step := v.lay.archives[0].Step
+	known := !math.IsNaN(pdp)
+	for a, ar := range v.lay.archives {
+		perRow := ar.Step / step
+		rows := v.rowsOf(a)
+		if perRow == 1 {
+			n := min(elapsed, ar.Rows)
+			v.writeRows(rows, ar, (procPDP+elapsed-n+1)*step, n, pdp, pmax, pmin)
+			continue
+		}
+		c := v.cdp(a)
+		startOffset := perRow - procPDP%perRow
+		if startOffset > elapsed {
+			if known {
+				c.Sum += pdp * float64(elapsed)
+				c.Max = math.Max(c.Max, pmax)
+				c.Min = math.Min(c.Min, pmin)
+			} else {
+				c.Unknown += elapsed
+			}
+			continue
+		}
+		steps := (elapsed-startOffset)/perRow + 1
+		if !known {
+			c.Unknown += startOffset
+		}
+		first := (procPDP + startOffset) * step
+		if float64(c.Unknown) > float64(perRow)*v.lay.xff {
+			v.writeRows(rows, ar, first, 1, math.NaN(), math.NaN(), math.NaN())
+		} else {
+			avg := c.Sum
+			mx, mn := c.Max, c.Min
+			if known {
+				avg += pdp * float64(startOffset)
+				mx, mn = math.Max(mx, pmax), math.Min(mn, pmin)
+			}
+			v.writeRows(rows, ar, first, 1, avg/float64(perRow-c.Unknown), mx, mn)
+		}
+		if steps > 1 {
+			fill := min(steps-1, ar.Rows)
+			v.writeRows(rows, ar, first+(steps-fill)*ar.Step, fill, pdp, pmax, pmin)
+		}
+		carry := (elapsed - startOffset) % perRow
+		*c = cdpState{Max: math.Inf(-1), Min: math.Inf(1)}
+		if !known {
+			c.Unknown = carry
+		} else if carry > 0 {
+			c.Sum = pdp * float64(carry)
+			c.Max, c.Min = pmax, pmin
+		}
+	}
+}
+
+// writeRows writes n consecutive slots ending at end, end+step, ... with the
+// same values (unknown ones too: they overwrite whatever the ring held).
+func (v rrdView) writeRows(rows []row, ar Retention, end int64, n int64, avg, mx, mn float64) {
+	for i := int64(0); i < n; i++ {
+		t := end + i*ar.Step
+		slot := t / ar.Step
+		r := &rows[mod(slot, ar.Rows)]
+		*r = row{Slot: uint32(slot), Owner: v.owner, Avg: avg, Max: mx, Min: mn}
+	}
+}
+
+// value returns the slot of archive a that ends at t, NaN when unknown.
+func (v rrdView) value(a int, cf CF, t int64, rows []row) float64 {
+	ar := v.lay.archives[a]
+	slot := t / ar.Step
+	r := &rows[mod(slot, ar.Rows)]
+	if r.Slot != uint32(slot) || r.Owner != v.owner {
+		return math.NaN()
+	}
+	switch cf {
+	case Max:
+		return r.Max
+	case Min:
+		return r.Min
+	}
+	return r.Avg
+}
