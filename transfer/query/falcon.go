@@ -206,7 +206,9 @@ func (a *API) handleFalconHistory(w http.ResponseWriter, r *http.Request) {
 			if !found {
 				continue
 			}
-			res, err := a.reader.Fetch(ref.ID, req.cf, req.StartTime, req.EndTime, req.Step)
+			// One second before start_time, so that a slot stamped at it is
+			// included (the storage starts after the given start, as rrdtool).
+			res, err := a.reader.Fetch(ref.ID, req.cf, req.StartTime-1, req.EndTime, req.Step)
 			if errors.Is(err, storage.ErrUnknownSeries) {
 				continue
 			}

@@ -78,7 +78,9 @@ func (qr *querier) Select(ctx context.Context, sortSeries bool, hints *promstora
 		}
 	}
 	minStep := qr.q.plan.minStepFor(want)
-	start := max(floorDiv(startMs, 1000), 0)
+	// Like rrdtool fetch, the storage answers from the first slot stamped
+	// after start; one second earlier includes a slot stamped at start.
+	start := max(floorDiv(startMs, 1000)-1, 0)
 	end := max(ceilDiv(endMs, 1000), 0)
 
 	out := make([]promql.Series, 0, len(refs))
