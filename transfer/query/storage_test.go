@@ -163,13 +163,13 @@ func TestOnRealStorage(t *testing.T) {
 				`{"__name__":"net.if.in.bytes","endpoint":"h1","iface":"eth0"},{"__name__":"requests_total","endpoint":"h1"}]}`,
 		},
 		{
-			name:     "series after the newest point",
-			path:     "/api/v1/series", form: url.Values{"match[]": {`{endpoint="h1"}`}, "start": {sec(testNow + 3600)}},
+			name: "series after the newest point",
+			path: "/api/v1/series", form: url.Values{"match[]": {`{endpoint="h1"}`}, "start": {sec(testNow + 3600)}},
 			wantBody: `{"status":"success","data":[]}`,
 		},
 		{
-			name:     "labels with match[]",
-			path:     "/api/v1/labels", form: url.Values{"match[]": {`{"net.if.in.bytes"}`}},
+			name: "labels with match[]",
+			path: "/api/v1/labels", form: url.Values{"match[]": {`{"net.if.in.bytes"}`}},
 			wantBody: `{"status":"success","data":["__name__","endpoint","iface"]}`,
 		},
 		{
