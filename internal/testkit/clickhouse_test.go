@@ -33,7 +33,12 @@ type logRow struct {
 
 func TestClickHouseBatchInsertRoundTrip(t *testing.T) {
 	server := SharedClickHouse(t)
-	server.Exec(t, `CREATE TABLE logs (
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := server.Conn(t)
+	// DDL over the native protocol works on 18.16; only INSERT ... VALUES
+	// does not (see TestClickHouseNativeInsertValues).
+	err := conn.Exec(ctx, `CREATE TABLE logs (
 		time DateTime,
 		host String,
 		level UInt8,
@@ -42,6 +47,9 @@ func TestClickHouseBatchInsertRoundTrip(t *testing.T) {
 		tags Array(String),
 		trace_id Nullable(String)
 	) ENGINE = MergeTree() ORDER BY (host, time)`)
+	if err != nil {
+		t.Fatalf("create table: %v", err)
+	}
 
 	trace := "abc123"
 	base := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -51,9 +59,6 @@ func TestClickHouseBatchInsertRoundTrip(t *testing.T) {
 		{Time: base.Add(2 * time.Second), Host: "wéb-3 \"quoted\"\n", Level: 0, Latency: 12345.5, Offset: 0, Tags: []string{"x"}, TraceID: nil},
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn := server.Conn(t)
 	batch, err := conn.PrepareBatch(ctx, "INSERT INTO logs (time, host, level, latency, offset, tags, trace_id)")
 	if err != nil {
 		t.Fatalf("prepare batch: %v", err)
@@ -323,5 +328,31 @@ func TestClickHouseStringSettings(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("revision %d: string setting: %v", version.Revision, err)
+	}
+}
+
+// TestClickHouseNativeInsertValues pins the note on ClickHouseServer.Exec:
+// over the native protocol an 18.x server waits for data blocks after
+// INSERT ... VALUES, so clickhouse-go's Exec runs into its deadline there;
+// newer servers take the inline rows.
+func TestClickHouseNativeInsertValues(t *testing.T) {
+	server := SharedClickHouse(t)
+	server.Exec(t, "CREATE TABLE kv (k String, v UInt64) ENGINE = Memory")
+	conn := server.Conn(t)
+	version, err := conn.ServerVersion()
+	if err != nil {
+		t.Fatalf("server version: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	err = conn.Exec(ctx, "INSERT INTO kv (k, v) VALUES ('a', 1)")
+	if version.Version.Major < 19 {
+		if err == nil {
+			t.Fatalf("%s: native INSERT ... VALUES succeeded; update the note on Exec", version)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("%s: native INSERT ... VALUES: %v", version, err)
 	}
 }
