@@ -105,6 +105,11 @@ func (p *Parser) labels(path []byte) (metric.Labels, *intake.Reject) {
 // Graphite's tag rules: tag names are non-empty and hold none of ";!^=",
 // tag values are non-empty, hold no ";" and do not start with "~".
 func (p *Parser) parsePath(path []byte) (metric.Labels, *intake.Reject) {
+	for _, c := range path {
+		if c < 0x20 || c == 0x7f {
+			return nil, intake.Rejectf(intake.ReasonBadLabel, "path %q holds a control character", intake.Truncate(string(path)))
+		}
+	}
 	name, tags, tagged := bytes.Cut(path, []byte{';'})
 	if len(name) == 0 || len(bytes.TrimLeft(name, "~")) == 0 {
 		return nil, intake.Rejectf(intake.ReasonEmptyMetric, "path %q has no metric name", intake.Truncate(string(path)))

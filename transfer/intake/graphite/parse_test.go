@@ -69,6 +69,7 @@ func TestParseLine(t *testing.T) {
 		{name: "repeated tag", line: "m;a=1;a=2 1 1699999999", reason: intake.ReasonDuplicateLabel},
 		{name: "name over its limit", line: strings.Repeat("n", 300) + " 1 1699999999", reason: intake.ReasonNameTooLong},
 		{name: "invalid UTF-8", line: "m\xff\xfe 1 1699999999", reason: intake.ReasonBadLabel},
+		{name: "control character", line: "m\x01x 1 1699999999", reason: intake.ReasonBadLabel},
 		{name: "too many tags", line: "m" + strings.Repeat(";t=v", 1) + manyTags(70) + " 1 1699999999", reason: intake.ReasonTooManyLabels},
 	}
 	for _, tc := range tests {

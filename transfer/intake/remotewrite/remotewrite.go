@@ -22,6 +22,9 @@ import (
 // Proto is the "proto" label value of this intake's metrics.
 const Proto = "remote_write"
 
+// maxSnappyRatio bounds decoded/compressed size of a valid snappy block.
+const maxSnappyRatio = 24
+
 // ErrTooLarge is returned when the decompressed body is over the limit.
 var ErrTooLarge = errors.New("decompressed body over the limit")
 
@@ -65,6 +68,11 @@ func (d *Decoder) Decode(body []byte) (Result, error) {
 	}
 	if int64(n) > d.lim.MaxBodyBytes {
 		return res, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, d.lim.MaxBodyBytes)
+	}
+	// Snappy expands at most about 22 times (a 3-byte copy of 64 bytes), so
+	// a larger claimed length is a lie; refuse it before allocating for it.
+	if n > maxSnappyRatio*len(body)+64 {
+		return res, fmt.Errorf("snappy: claimed length %d is impossible for %d compressed bytes", n, len(body))
 	}
 	if cap(d.raw) < n {
 		d.raw = make([]byte, n)

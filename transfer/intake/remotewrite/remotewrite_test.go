@@ -114,6 +114,7 @@ func TestDecodeErrors(t *testing.T) {
 			b, _ := (&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series(nil, "__name__", "m")}}).Marshal()
 			return b
 		}()},
+		{name: "claims an impossible length", body: []byte{0x80, 0x80, 0x40, 0x00, 0x01}},
 		{name: "decompresses beyond the limit", body: snappy.Encode(nil, bytes.Repeat([]byte{0}, 4096)), max: 1024, tooBig: true},
 	}
 	for _, tc := range tests {

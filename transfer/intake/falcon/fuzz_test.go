@@ -1,0 +1,66 @@
+package falcon
+
+import (
+	"bytes"
+	"math"
+	"testing"
+
+	"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/transfer/intake"
+)
+
+// FuzzDecode feeds arbitrary bodies to the push decoder: it must never
+// panic, and everything it accepts must be storable.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`[{"endpoint":"web1","metric":"cpu.idle","timestamp":1699999980,"step":60,"value":93.5,"counterType":"GAUGE","tags":"core=0"}]`))
+	f.Add([]byte(`[{"endpoint":"h","metric":"m","step":10,"value":"1e3"},5,{"metric":""}]`))
+	lim := intake.DefaultLimits()
+	f.Fuzz(func(t *testing.T, body []byte) {
+		res, err := Decode(bytes.NewReader(body), now, lim)
+		if err != nil {
+			if len(res.Points) != 0 {
+				t.Fatalf("points kept from a body that is not an array: %v", err)
+			}
+			return
+		}
+		if len(res.Points) != len(res.Indexes) {
+			t.Fatalf("%d points but %d indexes", len(res.Points), len(res.Indexes))
+		}
+		seen := map[int]bool{}
+		for i, p := range res.Points {
+			checkPoint(t, p, lim)
+			idx := res.Indexes[i]
+			if idx < 0 || idx >= res.Items || seen[idx] {
+				t.Fatalf("bad or repeated index %d of %d items", idx, res.Items)
+			}
+			seen[idx] = true
+		}
+		for _, r := range res.Rejected {
+			if r.Reason == "" || r.Detail == "" {
+				t.Fatalf("rejection without reason or detail: %+v", r)
+			}
+			if seen[r.Index] {
+				t.Fatalf("item %d both accepted and rejected", r.Index)
+			}
+		}
+	})
+}
+
+func checkPoint(t *testing.T, p metric.Point, lim intake.Limits) {
+	t.Helper()
+	if p.Labels.Name() == "" || p.Labels.Get(metric.EndpointLabel) == "" {
+		t.Fatalf("accepted a point without name or endpoint: %v", p.Labels)
+	}
+	if rej := lim.Validate(&p); rej != nil {
+		t.Fatalf("accepted a point that fails validation: %v", rej)
+	}
+	if math.IsNaN(p.Value) || math.IsInf(p.Value, 0) || p.Time <= 0 {
+		t.Fatalf("accepted value %v at %d", p.Value, p.Time)
+	}
+	if p.Step < MinStep || p.Step > MaxStep || p.Time%int64(p.Step) != 0 {
+		t.Fatalf("step %d, time %d not aligned", p.Step, p.Time)
+	}
+	if p.Time > 2*now {
+		t.Fatalf("time %d beyond twice now", p.Time)
+	}
+}
