@@ -67,12 +67,11 @@ func (s *ClickHouseServer) Conn(t testing.TB) driver.Conn {
 }
 
 // Exec runs one statement in the test's database through the HTTP
-// interface and fails the test if the server rejects it. Any statement
-// works, INSERT ... VALUES with literal rows included: over the native
-// protocol an 18.16 server answers such an INSERT by waiting for data blocks
-// that clickhouse-go's Conn.Exec never sends, so Exec(ctx, "INSERT ...
-// VALUES ...") hangs until its deadline there. Code that must run against
-// 18.16 inserts with Conn.PrepareBatch.
+// interface and fails the test if the server rejects it. It goes over HTTP
+// so that any statement works, INSERT ... VALUES with literal rows
+// included, which clickhouse-go's native Conn.Exec cannot send to 18.16 (see
+// openClickHouse). Code that must run against 18.16 inserts with
+// Conn.PrepareBatch.
 func (s *ClickHouseServer) Exec(t testing.TB, query string) {
 	t.Helper()
 	if err := s.process.execHTTP(s.database, query); err != nil {
@@ -86,8 +85,9 @@ func (s *ClickHouseServer) LogTail() string { return s.process.logTail(clickhous
 // ClickHouse starts a ClickHouse server of its own for this test, on free
 // loopback ports and in a temporary directory, and stops it and removes the
 // directory when the test ends. If the test failed, the tail of the server's
-// log is added to the test output. Starting a server takes seconds: prefer
-// SharedClickHouse unless the test restarts or breaks the server.
+// log is added to the test output. Starting and stopping a server takes
+// about a second, more on a busy machine: prefer SharedClickHouse unless the
+// test stops, restarts or breaks the server.
 //
 // It needs Debian's clickhouse-server (or a current release's "clickhouse"
 // binary); without it the test fails in CI and is skipped elsewhere.
@@ -127,15 +127,18 @@ func requireClickHouse(t testing.TB) clickhouseBinary {
 // openClickHouse opens a native-protocol connection.
 //
 // Compatibility with ClickHouse 18.16.1 (Debian's package), checked against
-// clickhouse-go v2.50: the handshake negotiates down to the server's
-// revision 54413, and the client then encodes the query, client info and
-// blocks in the old layout, so queries and batch inserts work. One thing
-// does not: below revision 54429 settings travel as typed binary values, and
-// the client can only encode int and bool settings that way. A string or
-// float setting (in Options.Settings or clickhouse.WithSettings) fails every
-// query with "query setting ... has unsupported data type", so pass only
-// int/bool settings. The client itself adds max_execution_time (an int)
-// when the context has a deadline, which the old server accepts.
+// clickhouse-go v2.50 (see the tests that pin each point):
+//   - The handshake negotiates down to the server's revision 54412 and the
+//     client then encodes client info, queries and blocks in the old
+//     layout: SELECT, DDL and PrepareBatch inserts work.
+//   - Below revision 54429 settings travel as typed binary values, which the
+//     client can only encode for int and bool settings. A string or float
+//     setting (in Options.Settings or clickhouse.WithSettings) fails every
+//     query with "query setting ... has unsupported data type", so pass only
+//     int/bool settings. The client adds max_execution_time (an int) by
+//     itself when the context has a deadline; the old server accepts it.
+//   - Conn.Exec of INSERT ... VALUES hangs until the context's deadline: the
+//     old server waits for data blocks after any INSERT. Use PrepareBatch.
 func openClickHouse(nativeAddr, database string) (driver.Conn, error) {
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:             []string{nativeAddr},

@@ -356,3 +356,55 @@ func TestClickHouseNativeInsertValues(t *testing.T) {
 		t.Fatalf("%s: native INSERT ... VALUES: %v", version, err)
 	}
 }
+
+// TestClickHouseCompression checks that the compression codecs opskit's
+// writers may enable work against the server (18.16 included).
+func TestClickHouseCompression(t *testing.T) {
+	server := SharedClickHouse(t)
+	server.Exec(t, "CREATE TABLE lines (n UInt32, line String) ENGINE = Memory")
+	tests := []struct {
+		name   string
+		method clickhouse.CompressionMethod
+	}{
+		{name: "lz4", method: clickhouse.CompressionLZ4},
+		{name: "zstd", method: clickhouse.CompressionZSTD},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn, err := clickhouse.Open(&clickhouse.Options{
+				Addr:        []string{server.NativeAddr()},
+				Auth:        clickhouse.Auth{Database: server.Database(), Username: "default"},
+				Compression: &clickhouse.Compression{Method: tt.method},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			batch, err := conn.PrepareBatch(ctx, "INSERT INTO lines (n, line)")
+			if err != nil {
+				t.Fatalf("prepare batch: %v", err)
+			}
+			const rows = 1000
+			for n := range rows {
+				if err := batch.Append(uint32(i*rows+n), strings.Repeat("compressible ", 10)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := batch.Send(); err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			var count, sum uint64
+			err = conn.QueryRow(ctx, "SELECT count(), sum(n) FROM lines WHERE n >= ? AND n < ?",
+				uint32(i*rows), uint32((i+1)*rows)).Scan(&count, &sum)
+			if err != nil {
+				t.Fatalf("select: %v", err)
+			}
+			wantSum := uint64(rows*i*rows + rows*(rows-1)/2)
+			if count != rows || sum != wantSum {
+				t.Fatalf("count %d sum %d, want %d and %d", count, sum, rows, wantSum)
+			}
+		})
+	}
+}
