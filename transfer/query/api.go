@@ -222,6 +222,28 @@ func (a *API) respond(w http.ResponseWriter, data []byte, ws annotations.Annotat
 	b := make([]byte, 0, len(data)+64)
 	b = append(b, `{"status":"success","data":`...)
 	b = append(b, data...)
+	b = appendWarnings(b, ws, query)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// respondResult streams a successful query result.
+func (a *API) respondResult(w http.ResponseWriter, v parser.Value, ws annotations.Annotations, query string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	rw := &resultWriter{w: w, buf: make([]byte, 0, 2*flushAt)}
+	rw.buf = append(rw.buf, `{"status":"success","data":`...)
+	rw.writeResult(v)
+	rw.buf = appendWarnings(rw.buf, ws, query)
+	rw.flush()
+	if rw.err != nil {
+		a.opts.Logger.Debug("writing query result", "err", rw.err)
+	}
+}
+
+// appendWarnings ends the envelope: warnings and infos, then the brace.
+func appendWarnings(b []byte, ws annotations.Annotations, query string) []byte {
 	if len(ws) > 0 {
 		warnings, infos := ws.AsStrings(query, 10, 10)
 		if len(warnings) > 0 {
@@ -233,10 +255,7 @@ func (a *API) respond(w http.ResponseWriter, data []byte, ws annotations.Annotat
 			b = appendStrings(b, infos)
 		}
 	}
-	b = append(b, '}')
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	return append(b, '}')
 }
 
 func (a *API) respondError(w http.ResponseWriter, e *apiError) {
@@ -468,7 +487,7 @@ func (a *API) exec(ctx context.Context, w http.ResponseWriter, qry promql.Query,
 		a.respondError(w, engineError(res.Err))
 		return
 	}
-	a.respond(w, appendResult(nil, res.Value), res.Warnings, qs)
+	a.respondResult(w, res.Value, res.Warnings, qs)
 }
 
 // matcherSets parses match[] as Prometheus does: each selector needs one

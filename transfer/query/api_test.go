@@ -421,12 +421,15 @@ func (*failingReader) Select([]*metric.Matcher) ([]storage.SeriesRef, error) {
 }
 
 func TestAppendValueMatchesPrometheus(t *testing.T) {
+	tenth := 0.1 // a variable, so that 0.1 + 0.2 is float arithmetic, not an exact constant
 	tests := []struct {
 		in   float64
 		want string
 	}{
 		{1, `"1"`}, {0.1, `"0.1"`}, {-2.5, `"-2.5"`}, {1e-7, `"1e-07"`}, {1e21, `"1e+21"`},
 		{123456789012, `"123456789012"`}, {math.NaN(), `"NaN"`}, {math.Inf(1), `"+Inf"`}, {math.Inf(-1), `"-Inf"`},
+		{tenth + 0.2, `"0.30000000000000004"`}, {-0.005, `"-0.005"`}, {12.345, `"12.345"`}, {-12.34, `"-12.34"`},
+		{999999999999.999, `"999999999999.999"`}, {1e12 + 0.5, `"1000000000000.5"`}, {0.0005, `"0.0005"`}, {math.Copysign(0, -1), `"-0"`},
 	}
 	for _, tt := range tests {
 		if got := string(appendValue(nil, tt.in)); got != tt.want {

@@ -100,3 +100,24 @@ func FuzzParseTimeAndDuration(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAppendFloat: the fast path for values with few decimals prints what
+// strconv prints, as Prometheus does.
+func FuzzAppendFloat(f *testing.F) {
+	for _, v := range []float64{0, 1, -1, 0.5, 12.345, 0.1 + 0.2, 1e-7, 1e21, 999999999999.999, 123.0001} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v float64) {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return
+		}
+		format := byte('f')
+		if abs := math.Abs(v); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+			format = 'e'
+		}
+		want := strconv.FormatFloat(v, format, -1, 64)
+		if got := string(appendFloat(nil, v)); got != want {
+			t.Fatalf("appendFloat(%v) = %s, want %s", v, got, want)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package query
 
 import (
 	"encoding/json"
+	"io"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -49,13 +50,44 @@ func appendValue(b []byte, f float64) []byte {
 	case math.IsInf(f, -1):
 		b = append(b, "-Inf"...)
 	default:
-		format := byte('f')
-		if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-			format = 'e'
-		}
-		b = strconv.AppendFloat(b, f, format, -1, 64)
+		b = appendFloat(b, f)
 	}
 	return append(b, '"')
+}
+
+// appendFloat writes f as strconv.AppendFloat(f, 'f', -1) would, with 'e'
+// for very small or large magnitudes, as Prometheus does. Most metric values
+// have at most three decimals; those take a fast path that gives the same
+// digits: when f is the double nearest to n/1000, no other decimal with
+// three or fewer decimals lies as near (below 1e12 a double's spacing is far
+// finer than 0.001), so n/1000 is the shortest form.
+func appendFloat(b []byte, f float64) []byte {
+	abs := math.Abs(f)
+	if abs < 1e12 {
+		if n := math.Round(f * 1000); n/1000 == f {
+			m := int64(n)
+			if math.Signbit(f) { // also -0, which strconv prints as "-0"
+				b = append(b, '-')
+				m = -m
+			}
+			b = strconv.AppendInt(b, m/1000, 10)
+			if frac := m % 1000; frac != 0 {
+				digits := [3]byte{byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+				k := 3
+				for digits[k-1] == '0' {
+					k--
+				}
+				b = append(b, '.')
+				b = append(b, digits[:k]...)
+			}
+			return b
+		}
+	}
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	return strconv.AppendFloat(b, f, format, -1, 64)
 }
 
 // appendString writes s as a JSON string.
@@ -119,10 +151,33 @@ func appendPoint(b []byte, t int64, v float64) []byte {
 	return append(b, ']')
 }
 
-// appendResult writes {"resultType":...,"result":...} for a query result.
+// resultWriter streams a query result to the client through a small
+// buffer, so a result of millions of points is never one allocation.
+type resultWriter struct {
+	w   io.Writer
+	buf []byte
+	err error
+}
+
+const flushAt = 32 << 10
+
+func (rw *resultWriter) maybeFlush() {
+	if len(rw.buf) >= flushAt {
+		rw.flush()
+	}
+}
+
+func (rw *resultWriter) flush() {
+	if rw.err == nil && len(rw.buf) > 0 {
+		_, rw.err = rw.w.Write(rw.buf)
+	}
+	rw.buf = rw.buf[:0]
+}
+
+// writeResult writes {"resultType":...,"result":...} for a query result.
 // Native histograms never occur in this storage and are left out.
-func appendResult(b []byte, v parser.Value) []byte {
-	b = append(b, `{"resultType":`...)
+func (rw *resultWriter) writeResult(v parser.Value) {
+	b := append(rw.buf, `{"resultType":`...)
 	b = appendString(b, string(v.Type()))
 	b = append(b, `,"result":`...)
 	switch r := v.(type) {
@@ -142,6 +197,9 @@ func appendResult(b []byte, v parser.Value) []byte {
 				b = appendPoint(b, p.T, p.F)
 			}
 			b = append(b, "]}"...)
+			rw.buf = b
+			rw.maybeFlush()
+			b = rw.buf
 		}
 		b = append(b, ']')
 	case promql.Vector:
@@ -155,6 +213,9 @@ func appendResult(b []byte, v parser.Value) []byte {
 			b = append(b, `,"value":`...)
 			b = appendPoint(b, s.T, s.F)
 			b = append(b, '}')
+			rw.buf = b
+			rw.maybeFlush()
+			b = rw.buf
 		}
 		b = append(b, ']')
 	case promql.Scalar:
@@ -174,7 +235,7 @@ func appendResult(b []byte, v parser.Value) []byte {
 		}
 		b = append(b, raw...)
 	}
-	return append(b, '}')
+	rw.buf = append(b, '}')
 }
 
 // appendStrings writes a JSON array of strings.
