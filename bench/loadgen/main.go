@@ -15,6 +15,10 @@
 // whisper file holds its last point, or rrdcached wrote every update after
 // FLUSHALL); without one, stored is accepted.
 //
+// "loadgen summary" reads such JSON lines on stdin and prints a Markdown
+// table of each target's median rates and the ratios of transfer to the
+// others.
+//
 // Exit status: 0 when every point was accepted and stored, 1 otherwise, 2
 // for bad usage.
 package main
@@ -24,6 +28,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/signal"
@@ -73,6 +78,9 @@ type report struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "summary" {
+		os.Exit(runSummary(os.Stdin, os.Stdout, os.Stderr))
+	}
 	cfg, err := parseFlags(os.Args[1:], time.Now())
 	if errors.Is(err, pflag.ErrHelp) {
 		os.Exit(0)
@@ -308,3 +316,17 @@ func rate(points int64, d time.Duration) (float64, float64) {
 }
 
 func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
+
+// runSummary is the summary subcommand; it returns the exit status.
+func runSummary(in io.Reader, out, errOut io.Writer) int {
+	reports, err := readReports(in)
+	if err != nil {
+		fmt.Fprintln(errOut, "loadgen summary:", err)
+		return 1
+	}
+	if err := writeSummary(out, summarize(reports)); err != nil {
+		fmt.Fprintln(errOut, "loadgen summary:", err)
+		return 1
+	}
+	return 0
+}
