@@ -302,8 +302,8 @@ func (d *Daemon) OnReload(fn func(ctx context.Context) error) {
 }
 
 // OnStop registers a flush/close hook. Hooks run in reverse order of
-// registration, after the HTTP server has stopped taking requests, within
-// --shutdown-timeout.
+// registration, after the HTTP server has stopped taking requests and the
+// work started with Go has returned, within --shutdown-timeout.
 func (d *Daemon) OnStop(name string, fn func(ctx context.Context) error) {
 	d.mu.Lock()
 	d.stoppers = append(d.stoppers, stopHook{name, fn})
@@ -484,8 +484,8 @@ wait:
 	return ExitOK
 }
 
-// shutdown stops the HTTP server, then runs stop hooks in reverse order,
-// all within timeout. It reports whether everything finished cleanly.
+// shutdown stops the HTTP server, waits for background work, then runs the
+// stop hooks in reverse order, all within timeout. It reports whether everything finished cleanly.
 func (d *Daemon) shutdown(srv *http.Server, timeout time.Duration) bool {
 	d.SetNotReady("stop", "stopping")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -493,6 +493,16 @@ func (d *Daemon) shutdown(srv *http.Server, timeout time.Duration) bool {
 	clean := true
 	if err := srv.Shutdown(ctx); err != nil {
 		d.Log.Error("http shutdown", "err", err)
+		clean = false
+	}
+	// Background work (d.Go) has seen its context end; let it finish
+	// flushing into the components before their stop hooks close them.
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		d.Log.Error("background work did not finish before --shutdown-timeout")
 		clean = false
 	}
 	d.mu.Lock()
@@ -503,14 +513,6 @@ func (d *Daemon) shutdown(srv *http.Server, timeout time.Duration) bool {
 			d.Log.Error("stop hook failed", "hook", hooks[i].name, "err", err)
 			clean = false
 		}
-	}
-	done := make(chan struct{})
-	go func() { d.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		d.Log.Error("background work did not finish before --shutdown-timeout")
-		clean = false
 	}
 	return clean
 }
