@@ -408,3 +408,30 @@ func TestClickHouseCompression(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkClickHouseBatchInsert measures native batch inserts of 10,000
+// narrow rows, a baseline for opskit's ClickHouse writers.
+func BenchmarkClickHouseBatchInsert(b *testing.B) {
+	server := SharedClickHouse(b)
+	server.Exec(b, "CREATE TABLE samples (time DateTime, series String, value Float64) ENGINE = MergeTree() ORDER BY (series, time)")
+	conn := server.Conn(b)
+	ctx := context.Background()
+	const rows = 10000
+	now := time.Now().UTC().Truncate(time.Second)
+	b.ResetTimer()
+	for range b.N {
+		batch, err := conn.PrepareBatch(ctx, "INSERT INTO samples (time, series, value)")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for n := range rows {
+			if err := batch.Append(now, "cpu.idle/host=web-"+strconv.Itoa(n%100), float64(n)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := batch.Send(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*rows)/b.Elapsed().Seconds(), "rows/s")
+}

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,4 +145,31 @@ func recordValues(records []*kgo.Record) []string {
 		values[i] = string(r.Value)
 	}
 	return values
+}
+
+// BenchmarkKafkaProduce measures how fast the fake cluster takes records, the
+// ceiling for benchmarks that write through it.
+func BenchmarkKafkaProduce(b *testing.B) {
+	const topic = "bench"
+	cluster := Kafka(b, KafkaTopic(topic, 3))
+	client := cluster.Client(b, kgo.ProducerLinger(0))
+	value := make([]byte, 100)
+	ctx := context.Background()
+	b.SetBytes(int64(len(value)))
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range b.N {
+		wg.Add(1)
+		client.Produce(ctx, &kgo.Record{Topic: topic, Value: value}, func(_ *kgo.Record, err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d records failed", n)
+	}
 }
