@@ -163,7 +163,8 @@ RESULTS=$TMP/results.jsonl
 
 # run_transfer MODE RUN
 run_transfer() {
-	local mode=$1 run=$2 dir=$TMP/transfer-$mode-$run http graphite args=()
+	local mode=$1 run=$2 dir http graphite args=()
+	dir=$TMP/transfer-$mode-$run
 	mkdir -p "$dir"
 	http=$(free_port)
 	graphite=$(free_port)
@@ -189,7 +190,8 @@ run_transfer() {
 # run_carbon RUN: carbon-cache with whisper, unthrottled, its own
 # instrumentation every second (kept at 1 s resolution).
 run_carbon() {
-	local run=$1 dir=$TMP/carbon-$run line pickle query
+	local run=$1 dir line pickle query
+	dir=$TMP/carbon-$run
 	mkdir -p "$dir/conf" "$dir/storage/whisper" "$dir/log"
 	line=$(free_port)
 	pickle=$(free_port)
@@ -248,7 +250,8 @@ run_carbon() {
 # run_rrdcached RUN: rrdcached with its journal, files created through it
 # before the clock starts, then every update accepted and flushed.
 run_rrdcached() {
-	local run=$1 dir=$TMP/rrdcached-$run
+	local run=$1 dir
+	dir=$TMP/rrdcached-$run
 	mkdir -p "$dir/data" "$dir/journal"
 	start "rrdcached-$run" "$RRDCACHED" -g -B -b "$dir/data" -j "$dir/journal" -F \
 		-l "unix:$dir/rrdcached.sock" -p "$dir/rrdcached.pid"
@@ -263,14 +266,14 @@ log "workload: $SERIES series x $POINTS points, $CONNS connections, batch $BATCH
 log "machine: $(nproc) cores; $(free -h | awk '/^Mem:/ {print $2 " memory, " $7 " available"}')"
 : >"$RESULTS"
 # Targets take turns within each round, so a noisy period hurts all of them.
-for run in $(seq "$RUNS"); do
+for round in $(seq "$RUNS"); do
 	for t in $TARGETS; do
-		log "run $run/$RUNS: $t"
+		log "run $round/$RUNS: $t"
 		case "$t" in
-		transfer-graphite) run_transfer graphite "$run" ;;
-		transfer-falcon) run_transfer falcon "$run" ;;
-		carbon-cache) run_carbon "$run" ;;
-		rrdcached) run_rrdcached "$run" ;;
+		transfer-graphite) run_transfer graphite "$round" ;;
+		transfer-falcon) run_transfer falcon "$round" ;;
+		carbon-cache) run_carbon "$round" ;;
+		rrdcached) run_rrdcached "$round" ;;
 		esac
 	done
 done
