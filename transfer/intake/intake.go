@@ -9,6 +9,7 @@
 package intake
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -58,7 +60,44 @@ const (
 	ReasonLabelTooLong   = "label_too_long"   // label name or value over its limit
 	ReasonTooLong        = "too_long"         // open-falcon metric+tags over 510 bytes, or an overlong line
 	ReasonUnsupported    = "unsupported"      // a valid but unsupported kind, e.g. native histograms
+	ReasonOutOfOrder     = "out_of_order"     // storage refused a point not newer than its series' last one
+	ReasonRefused        = "refused"          // storage refused a point for another reason
 )
+
+// PointReject is one point an Appender refused while storing the others.
+type PointReject struct {
+	// Index is the point's position in the slice given to Append.
+	Index int
+	// Reason is one of the Reason* words, e.g. ReasonOutOfOrder.
+	Reason string
+	Detail string
+}
+
+// PartialError is what Append returns when it refused some points and
+// stored all the others (they are as durable as after a nil error).
+type PartialError struct {
+	Rejected []PointReject
+}
+
+func (e *PartialError) Error() string {
+	if len(e.Rejected) == 0 {
+		return "no point refused"
+	}
+	return fmt.Sprintf("%d points refused by storage, first: %s: %s", len(e.Rejected), e.Rejected[0].Reason, e.Rejected[0].Detail)
+}
+
+// SplitAppendError tells the outcomes of Append apart: a *PartialError
+// (some points stored) is returned as partial with a nil err; any other
+// error means nothing can be assumed stored.
+func SplitAppendError(appendErr error) (partial *PartialError, err error) {
+	if appendErr == nil {
+		return nil, nil
+	}
+	if errors.As(appendErr, &partial) {
+		return partial, nil
+	}
+	return nil, appendErr
+}
 
 // Reject says why one input item was refused.
 type Reject struct {
@@ -255,7 +294,9 @@ func Fail(w http.ResponseWriter, rec *Recorder, proto string, code int, err erro
 // counts and logs the rejected items, appends the valid points and answers
 // 200 when nothing failed to store (even with some items rejected), 400 when
 // every item was rejected, 503 with the error text when Append failed.
-func StoreAndAnswer(ctx context.Context, w http.ResponseWriter, app Appender, rec *Recorder, proto string, pts []metric.Point, rejected []Rejection) {
+// indexes[i] is the item index of pts[i], used to report points that
+// storage refused (a *PartialError) like the items refused by parsing.
+func StoreAndAnswer(ctx context.Context, w http.ResponseWriter, app Appender, rec *Recorder, proto string, pts []metric.Point, indexes []int, rejected []Rejection) {
 	for _, rj := range rejected {
 		rec.Rejected(proto, &Reject{Reason: rj.Reason, Detail: rj.Detail}, "item "+strconv.Itoa(rj.Index))
 	}
@@ -263,25 +304,37 @@ func StoreAndAnswer(ctx context.Context, w http.ResponseWriter, app Appender, re
 		rejected = []Rejection{}
 	}
 	resp := Response{Rejected: rejected}
-	if len(pts) == 0 {
-		code := http.StatusOK
-		if len(rejected) > 0 {
-			code = http.StatusBadRequest
-			resp.Error = "every item was rejected"
+	stored := 0
+	if len(pts) > 0 {
+		partial, err := SplitAppendError(app.Append(ctx, pts))
+		if err != nil {
+			rec.AppendFailed(proto, len(pts), err)
+			rec.Request(proto, http.StatusServiceUnavailable)
+			resp.Error = "storing points failed: " + err.Error()
+			WriteJSON(w, http.StatusServiceUnavailable, resp)
+			return
 		}
-		rec.Request(proto, code)
-		WriteJSON(w, code, resp)
-		return
+		stored = len(pts)
+		if partial != nil {
+			for _, pr := range partial.Rejected {
+				idx := pr.Index
+				if pr.Index >= 0 && pr.Index < len(indexes) {
+					idx = indexes[pr.Index]
+				}
+				rec.Rejected(proto, &Reject{Reason: pr.Reason, Detail: pr.Detail}, "item "+strconv.Itoa(idx))
+				resp.Rejected = append(resp.Rejected, Rejection{Index: idx, Reason: pr.Reason, Detail: pr.Detail})
+			}
+			stored -= len(partial.Rejected)
+			slices.SortStableFunc(resp.Rejected, func(a, b Rejection) int { return cmp.Compare(a.Index, b.Index) })
+		}
+		rec.Received(proto, stored)
 	}
-	if err := app.Append(ctx, pts); err != nil {
-		rec.AppendFailed(proto, len(pts), err)
-		rec.Request(proto, http.StatusServiceUnavailable)
-		resp.Error = "storing points failed: " + err.Error()
-		WriteJSON(w, http.StatusServiceUnavailable, resp)
-		return
+	resp.Accepted = stored
+	code := http.StatusOK
+	if stored == 0 && len(resp.Rejected) > 0 {
+		code = http.StatusBadRequest
+		resp.Error = "every item was rejected"
 	}
-	rec.Received(proto, len(pts))
-	resp.Accepted = len(pts)
-	rec.Request(proto, http.StatusOK)
-	WriteJSON(w, http.StatusOK, resp)
+	rec.Request(proto, code)
+	WriteJSON(w, code, resp)
 }

@@ -45,5 +45,5 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		intake.Fail(w, h.rec, Proto, http.StatusBadRequest, err)
 		return
 	}
-	intake.StoreAndAnswer(r.Context(), w, h.app, h.rec, Proto, res.Points, res.Rejected)
+	intake.StoreAndAnswer(r.Context(), w, h.app, h.rec, Proto, res.Points, res.Indexes, res.Rejected)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/transfer/intake"
 	"github.com/opskit/opskit/transfer/intake/intaketest"
 )
@@ -148,5 +149,40 @@ func TestHandlerCounters(t *testing.T) {
 	}
 	if got := intaketest.Counter(set, `opskit_transfer_points_received_total{proto="falcon"}`); got != 6 {
 		t.Fatalf("received rose to %v on a failed append", got)
+	}
+}
+
+func TestHandlerStorageRefusesSome(t *testing.T) {
+	app := intaketest.NewAppender()
+	app.SetRefuse(func(p metric.Point) bool { return p.Labels.Name() == "old" })
+	set := metrics.NewSet()
+	h := NewHandler(app, intake.NewRecorder(set, nil), intake.Limits{})
+	post := func(body string) (int, intake.Response) {
+		rw := httptest.NewRecorder()
+		h.ServeHTTP(rw, httptest.NewRequest(http.MethodPost, "/api/push", strings.NewReader(body)))
+		var resp intake.Response
+		if err := json.Unmarshal(rw.Body.Bytes(), &resp); err != nil {
+			t.Fatal(err)
+		}
+		return rw.Code, resp
+	}
+	// Item 1 fails parsing, item 2 is refused by storage: both reported by
+	// their index in the array, in order.
+	code, resp := post(`[` + item("a") + `,` + item("") + `,` + item("old") + `,` + item("b") + `]`)
+	if code != 200 || resp.Accepted != 2 {
+		t.Fatalf("status %d, %+v", code, resp)
+	}
+	if len(resp.Rejected) != 2 || resp.Rejected[0].Index != 1 || resp.Rejected[1].Index != 2 || resp.Rejected[1].Reason != intake.ReasonOutOfOrder {
+		t.Fatalf("rejected %+v", resp.Rejected)
+	}
+	if got := intaketest.Counter(set, `opskit_transfer_points_rejected_total{proto="falcon",reason="out_of_order"}`); got != 1 {
+		t.Fatalf("out_of_order = %v", got)
+	}
+	if got := intaketest.Counter(set, `opskit_transfer_points_received_total{proto="falcon"}`); got != 2 {
+		t.Fatalf("received = %v, want 2", got)
+	}
+	// Everything refused by storage is a 400 like everything refused by parsing.
+	if code, resp := post(`[` + item("old") + `]`); code != 400 || resp.Accepted != 0 || len(resp.Rejected) != 1 {
+		t.Fatalf("status %d, %+v", code, resp)
 	}
 }

@@ -41,18 +41,14 @@ func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		intake.Fail(w, h.rec, ProtoHTTP, code, err)
 		return
 	}
-	pts, rejected := ParseBody(body, h.now().Unix(), h.lim)
-	intake.StoreAndAnswer(r.Context(), w, h.app, h.rec, ProtoHTTP, pts, rejected)
+	pts, lines, rejected := ParseBody(body, h.now().Unix(), h.lim)
+	intake.StoreAndAnswer(r.Context(), w, h.app, h.rec, ProtoHTTP, pts, lines, rejected)
 }
 
-// ParseBody parses every line of body; rejections carry 1-based line
-// numbers. Blank lines are skipped.
-func ParseBody(body []byte, now int64, lim intake.Limits) ([]metric.Point, []intake.Rejection) {
+// ParseBody parses every line of body. lines[i] is the 1-based line number
+// of pts[i]; rejections carry line numbers too. Blank lines are skipped.
+func ParseBody(body []byte, now int64, lim intake.Limits) (pts []metric.Point, lines []int, rejected []intake.Rejection) {
 	p := NewParser(lim, 0)
-	var (
-		pts      []metric.Point
-		rejected []intake.Rejection
-	)
 	for lineNo := 1; len(body) > 0; lineNo++ {
 		line, rest, _ := bytes.Cut(body, []byte{'\n'})
 		body = rest
@@ -65,6 +61,7 @@ func ParseBody(body []byte, now int64, lim intake.Limits) ([]metric.Point, []int
 			continue
 		}
 		pts = append(pts, pt)
+		lines = append(lines, lineNo)
 	}
-	return pts, rejected
+	return pts, lines, rejected
 }

@@ -136,7 +136,10 @@ func TestParseLineAllocs(t *testing.T) {
 
 func TestParseBody(t *testing.T) {
 	body := "a.b 1 1699999999\n\nbad line here x\r\nc.d;k=v 2 -1\r\n   \nnovalue\ne.f 3 1699999999"
-	pts, rejected := ParseBody([]byte(body), now, intake.Limits{})
+	pts, lines, rejected := ParseBody([]byte(body), now, intake.Limits{})
+	if len(lines) != 3 || lines[0] != 1 || lines[1] != 4 || lines[2] != 7 {
+		t.Fatalf("line numbers %v, want [1 4 7]", lines)
+	}
 	if len(pts) != 3 {
 		t.Fatalf("accepted %d points, want 3: %+v", len(pts), pts)
 	}

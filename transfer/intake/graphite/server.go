@@ -273,12 +273,19 @@ func (c *connState) flush(ctx context.Context) bool {
 		return true
 	}
 	n := len(c.batch)
-	err := c.s.app.Append(ctx, c.batch)
+	partial, err := intake.SplitAppendError(c.s.app.Append(ctx, c.batch))
 	clear(c.batch) // drop label references held by the reused array
 	c.batch = c.batch[:0]
 	if err != nil {
 		c.s.rec.AppendFailed(Proto, n, fmt.Errorf("from %s: %w", c.peer, err))
 		return false
+	}
+	if partial != nil {
+		// Refused by storage (e.g. out of order): counted like bad lines.
+		for _, pr := range partial.Rejected {
+			c.s.rec.Rejected(Proto, &intake.Reject{Reason: pr.Reason, Detail: pr.Detail}, c.peer)
+		}
+		n -= len(partial.Rejected)
 	}
 	c.s.rec.Received(Proto, n)
 	return true

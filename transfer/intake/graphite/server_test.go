@@ -13,6 +13,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/transfer/intake"
 	"github.com/opskit/opskit/transfer/intake/intaketest"
 )
@@ -265,5 +266,37 @@ func TestHTTPHandler(t *testing.T) {
 	}
 	if got := intaketest.Counter(set, `opskit_transfer_points_received_total{proto="graphite_http"}`); got != 2 {
 		t.Fatalf("received = %v, want 2", got)
+	}
+}
+
+func TestServerStorageRefusesSome(t *testing.T) {
+	ts := startServer(t, Config{BatchSize: 3})
+	ts.app.SetRefuse(func(p metric.Point) bool { return p.Labels.Name() == "old" })
+	c := dial(t, ts.addr)
+	write(t, c, "a 1 1699999999\nold 2 1699999999\nb 3 1699999999\nc 4 1699999999\n")
+	if pts := ts.app.WaitPoints(2, 5*time.Second); len(pts) != 2 {
+		t.Fatalf("stored %d, want 2", len(pts))
+	}
+	// The connection stays open: a refused point is not a storage failure.
+	c.(*net.TCPConn).CloseWrite()
+	if pts := ts.app.WaitPoints(3, 5*time.Second); len(pts) != 3 {
+		t.Fatalf("stored %d, want 3", len(pts))
+	}
+	if got := intaketest.Counter(ts.set, `opskit_transfer_points_rejected_total{proto="graphite",reason="out_of_order"}`); got != 1 {
+		t.Fatalf("out_of_order = %v", got)
+	}
+	if got := intaketest.Counter(ts.set, `opskit_transfer_points_received_total{proto="graphite"}`); got != 3 {
+		t.Fatalf("received = %v, want 3", got)
+	}
+}
+
+func TestHTTPHandlerStorageRefusesSome(t *testing.T) {
+	app := intaketest.NewAppender()
+	app.SetRefuse(func(p metric.Point) bool { return p.Labels.Name() == "old" })
+	h := NewHTTPHandler(app, nil, intake.Limits{})
+	rw := httptest.NewRecorder()
+	h.ServeHTTP(rw, httptest.NewRequest(http.MethodPost, "/api/graphite", strings.NewReader("a 1 1699999999\n\nold 1 1699999999\n")))
+	if rw.Code != 200 || !strings.Contains(rw.Body.String(), `"accepted":1`) || !strings.Contains(rw.Body.String(), `{"index":3,"reason":"out_of_order"`) {
+		t.Fatalf("%d %s", rw.Code, rw.Body)
 	}
 }

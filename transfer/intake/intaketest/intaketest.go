@@ -14,15 +14,17 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/transfer/intake"
 )
 
-// Appender records every point appended, and the size of each call. Set Err
-// to make Append fail.
+// Appender records every point appended, and the size of each call. SetErr
+// makes Append fail; SetRefuse makes it refuse some points.
 type Appender struct {
 	mu     sync.Mutex
 	points []metric.Point
 	calls  []int
 	err    error
+	refuse func(metric.Point) bool
 	notify chan struct{}
 }
 
@@ -36,13 +38,31 @@ func (a *Appender) Append(_ context.Context, pts []metric.Point) error {
 	if a.err != nil {
 		return a.err
 	}
-	a.points = append(a.points, pts...)
+	var partial intake.PartialError
+	for i, p := range pts {
+		if a.refuse != nil && a.refuse(p) {
+			partial.Rejected = append(partial.Rejected, intake.PointReject{Index: i, Reason: intake.ReasonOutOfOrder, Detail: "refused by the test appender"})
+			continue
+		}
+		a.points = append(a.points, p)
+	}
 	a.calls = append(a.calls, len(pts))
 	select {
 	case a.notify <- struct{}{}:
 	default:
 	}
+	if len(partial.Rejected) > 0 {
+		return &partial
+	}
 	return nil
+}
+
+// SetRefuse makes Append refuse the points for which refuse returns true
+// (as out of order), store the others and return an *intake.PartialError.
+func (a *Appender) SetRefuse(refuse func(metric.Point) bool) {
+	a.mu.Lock()
+	a.refuse = refuse
+	a.mu.Unlock()
 }
 
 // SetErr makes later Append calls fail with err (nil to succeed again).

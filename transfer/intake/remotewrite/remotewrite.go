@@ -149,8 +149,9 @@ func floorDiv(a, b int64) int64 {
 }
 
 // Handler serves POST /api/v1/write. It answers 204 when the valid samples
-// are stored (rejected series are counted and logged, not reported: the
-// protocol has no place for them), 400 for a body that does not decode
+// are stored (rejected series, and samples storage refused as a
+// *intake.PartialError, are counted and logged, not reported: the protocol
+// has no place for them), 400 for a body that does not decode
 // (Prometheus drops such a batch), 413 for an oversized one, 415 for
 // remote_write 2.0 bodies, and 503 when Append fails (Prometheus retries).
 type Handler struct {
@@ -208,12 +209,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.rec.Rejected(Proto, &intake.Reject{Reason: rj.Reason, Detail: rj.Detail}, "series "+strconv.Itoa(rj.Index))
 	}
 	if len(res.Points) > 0 {
-		if err := h.app.Append(r.Context(), res.Points); err != nil {
+		partial, err := intake.SplitAppendError(h.app.Append(r.Context(), res.Points))
+		if err != nil {
 			h.rec.AppendFailed(Proto, len(res.Points), err)
 			h.fail(w, http.StatusServiceUnavailable, "storing samples failed: "+err.Error())
 			return
 		}
-		h.rec.Received(Proto, len(res.Points))
+		stored := len(res.Points)
+		if partial != nil {
+			// The rest is durable: answering an error would make Prometheus
+			// resend (5xx) or drop (4xx) samples already stored.
+			for _, pr := range partial.Rejected {
+				h.rec.Rejected(Proto, &intake.Reject{Reason: pr.Reason, Detail: pr.Detail}, r.RemoteAddr)
+			}
+			stored -= len(partial.Rejected)
+		}
+		h.rec.Received(Proto, stored)
 	}
 	h.rec.Request(Proto, http.StatusNoContent)
 	w.WriteHeader(http.StatusNoContent)

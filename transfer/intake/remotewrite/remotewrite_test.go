@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/prompb"
 
+	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/transfer/intake"
 	"github.com/opskit/opskit/transfer/intake/intaketest"
 )
@@ -190,5 +191,27 @@ func TestFloorDiv(t *testing.T) {
 		if got := floorDiv(tc.ms, 1000); got != tc.s {
 			t.Errorf("floorDiv(%d) = %d, want %d", tc.ms, got, tc.s)
 		}
+	}
+}
+
+func TestHandlerStorageRefusesSome(t *testing.T) {
+	app := intaketest.NewAppender()
+	app.SetRefuse(func(p metric.Point) bool { return p.Labels.Name() == "old" })
+	set := metrics.NewSet()
+	h := NewHandler(app, intake.NewRecorder(set, nil), intake.Limits{})
+	body := encode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series([]prompb.Sample{{Value: 1, Timestamp: 1700000000000}}, "__name__", "old"),
+		series([]prompb.Sample{{Value: 1, Timestamp: 1700000000000}}, "__name__", "new"),
+	}})
+	rw := httptest.NewRecorder()
+	h.ServeHTTP(rw, httptest.NewRequest(http.MethodPost, "/api/v1/write", bytes.NewReader(body)))
+	if rw.Code != 204 {
+		t.Fatalf("status %d: the stored rest must not be resent or dropped", rw.Code)
+	}
+	if got := intaketest.Counter(set, `opskit_transfer_points_rejected_total{proto="remote_write",reason="out_of_order"}`); got != 1 {
+		t.Fatalf("out_of_order = %v", got)
+	}
+	if got := intaketest.Counter(set, `opskit_transfer_points_received_total{proto="remote_write"}`); got != 1 {
+		t.Fatalf("received = %v", got)
 	}
 }
