@@ -37,6 +37,10 @@ type Options struct {
 	// MaxSamples bounds the samples one query may hold in memory at once.
 	// Default 50,000,000, as Prometheus's --query.max-samples.
 	MaxSamples int
+	// MaxConcurrent bounds the queries evaluated at once; more wait for a
+	// turn within their timeout. Default 20, as Prometheus's
+	// --query.max-concurrency. With MaxSamples it bounds query memory.
+	MaxConcurrent int
 	// MaxBodyBytes bounds a request body (form or JSON). Default 16 MiB.
 	MaxBodyBytes int64
 	// Version is reported by /api/v1/status/buildinfo as the Prometheus
@@ -62,6 +66,8 @@ type API struct {
 	parser    parser.Parser
 	opts      Options
 	started   time.Time
+	// turns holds one token per query being evaluated.
+	turns chan struct{}
 }
 
 // NewAPI returns the query API over r.
@@ -74,6 +80,9 @@ func NewAPI(r Reader, opts Options) *API {
 	}
 	if opts.MaxSamples <= 0 {
 		opts.MaxSamples = 50_000_000
+	}
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = 20
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 16 << 20
@@ -107,6 +116,7 @@ func NewAPI(r Reader, opts Options) *API {
 		parser:    p,
 		opts:      opts,
 		started:   opts.Now(),
+		turns:     make(chan struct{}, opts.MaxConcurrent),
 	}
 }
 
@@ -377,6 +387,9 @@ func (a *API) queryOpts(r *http.Request, qs string, start, end time.Time, step t
 	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
 		if vs, ok := node.(*parser.VectorSelector); ok && cfErr == nil {
 			_, _, cfErr = convertMatchers(vs.LabelMatchers)
+			if cfErr == nil && !hasSelectingMatcher(vs.LabelMatchers) {
+				cfErr = errOnlyCF
+			}
 		}
 		return nil
 	})
@@ -479,9 +492,17 @@ func (a *API) handleQueryRange(w http.ResponseWriter, r *http.Request) {
 	a.exec(ctx, w, qry, qs)
 }
 
-// exec runs a query and writes its result before the engine reclaims it.
+// exec runs a query, once a turn is free, and writes its result before the
+// engine reclaims it.
 func (a *API) exec(ctx context.Context, w http.ResponseWriter, qry promql.Query, qs string) {
 	defer qry.Close()
+	select {
+	case a.turns <- struct{}{}:
+		defer func() { <-a.turns }()
+	case <-ctx.Done():
+		a.respondError(w, engineError(fmt.Errorf("waiting for a query slot: %w", ctx.Err())))
+		return
+	}
 	res := qry.Exec(ctx)
 	if res.Err != nil {
 		a.respondError(w, engineError(res.Err))
@@ -499,7 +520,7 @@ func (a *API) matcherSets(r *http.Request) ([][]*metric.Matcher, *apiError) {
 		if err != nil {
 			return nil, badData(err)
 		}
-		if !slices.ContainsFunc(pms, func(m *labels.Matcher) bool { return m.Name != CFLabel && !m.Matches("") }) {
+		if !hasSelectingMatcher(pms) {
 			return nil, badData(errors.New("match[] must contain at least one non-empty matcher"))
 		}
 		_, ms, err := convertMatchers(pms)
@@ -509,6 +530,15 @@ func (a *API) matcherSets(r *http.Request) ([][]*metric.Matcher, *apiError) {
 		out = append(out, ms)
 	}
 	return out, nil
+}
+
+// errOnlyCF: PromQL accepts {__cf__="max"}, but it selects nothing.
+var errOnlyCF = errors.New("a selector needs a matcher other than __cf__ that does not match the empty string")
+
+// hasSelectingMatcher reports whether a selector has a matcher, other than
+// __cf__, that rules out the empty string: PromQL's rule for a selector.
+func hasSelectingMatcher(pms []*labels.Matcher) bool {
+	return slices.ContainsFunc(pms, func(m *labels.Matcher) bool { return m.Name != CFLabel && !m.Matches("") })
 }
 
 func limitParam(r *http.Request) (int, *apiError) {

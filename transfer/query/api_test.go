@@ -243,6 +243,12 @@ func TestPrometheusAPIGolden(t *testing.T) {
 			wantBody: `{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": __cf__: unknown consolidation function \"last\" (want average, max or min)"}`,
 		},
 		{
+			name: "__cf__ alone selects nothing", method: "GET", path: "/api/v1/query",
+			form:     url.Values{"query": {`{__cf__="max"}`}, "time": {now}},
+			wantCode: 400,
+			wantBody: `{"status":"error","errorType":"bad_data","error":"invalid parameter \"query\": a selector needs a matcher other than __cf__ that does not match the empty string"}`,
+		},
+		{
 			name: "zero step", method: "GET", path: "/api/v1/query_range",
 			form:     url.Values{"query": {"1"}, "start": {"0"}, "end": {"60"}, "step": {"0"}},
 			wantCode: 400,
@@ -399,6 +405,19 @@ func TestQueryErrorsFromEngineAndStorage(t *testing.T) {
 		want := `{"status":"error","errorType":"internal","error":"expanding series: select [__name__=\"cpu.idle\"]: disk on fire"}`
 		if code != 500 || body != want {
 			t.Errorf("got %d %s\nwant 500 %s", code, body, want)
+		}
+	})
+	t.Run("a query waiting for a turn times out", func(t *testing.T) {
+		api, _ := newTestAPI(t, Options{MaxConcurrent: 1})
+		api.turns <- struct{}{} // the only turn is taken
+		code, body := call(t, api.Handler(), "GET", "/api/v1/query", url.Values{"query": {"1"}, "timeout": {"0.05"}})
+		want := `{"status":"error","errorType":"timeout","error":"waiting for a query slot: context deadline exceeded"}`
+		if code != 503 || body != want {
+			t.Errorf("got %d %s\nwant 503 %s", code, body, want)
+		}
+		<-api.turns
+		if code, body := call(t, api.Handler(), "GET", "/api/v1/query", url.Values{"query": {"1"}}); code != 200 {
+			t.Errorf("with the turn free: %d %s", code, body)
 		}
 	})
 	t.Run("timeout", func(t *testing.T) {

@@ -18,7 +18,8 @@ type fakeReader struct {
 	now      int64
 	archives []storage.Retention
 	series   []fakeSeries
-	fetches  []fakeFetch // what Fetch was asked, for assertions
+	fetches  []fakeFetch         // what Fetch was asked, for assertions
+	selects  [][]*metric.Matcher // what Select was asked
 }
 
 type fakeSeries struct {
@@ -51,6 +52,7 @@ func (f *fakeReader) add(points map[int64]float64, pairs ...string) {
 }
 
 func (f *fakeReader) Select(ms []*metric.Matcher) ([]storage.SeriesRef, error) {
+	f.selects = append(f.selects, ms)
 	if len(ms) == 0 {
 		return nil, storage.ErrNoMatchers
 	}

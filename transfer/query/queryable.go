@@ -58,6 +58,9 @@ func (qr *querier) Select(ctx context.Context, sortSeries bool, hints *promstora
 	if err != nil {
 		return promstorage.ErrSeriesSet(err)
 	}
+	if len(ms) == 0 {
+		return promstorage.ErrSeriesSet(errOnlyCF)
+	}
 	refs, err := qr.q.reader.Select(ms)
 	if err != nil {
 		// ErrStorage makes the API answer 500 "internal", as for a TSDB fault.

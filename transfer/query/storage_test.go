@@ -173,6 +173,11 @@ func TestOnRealStorage(t *testing.T) {
 			wantBody: `{"status":"success","data":["__name__","endpoint","iface"]}`,
 		},
 		{
+			name:     "labels",
+			path:     "/api/v1/labels",
+			wantBody: `{"status":"success","data":["__name__","endpoint","iface"]}`,
+		},
+		{
 			name:     "label values",
 			path:     "/api/v1/label/__name__/values",
 			wantBody: `{"status":"success","data":["cpu.idle","net.if.in.bytes","requests_total"]}`,
