@@ -215,10 +215,13 @@ func (l Limits) ValidateLabels(ls metric.Labels) *Reject {
 		if !utf8.ValidString(lb.Name) || !utf8.ValidString(lb.Value) {
 			return Rejectf(ReasonBadLabel, "label %q is not valid UTF-8", Truncate(lb.Name))
 		}
+		if lb.Name == metric.NameLabel {
+			continue // its value was checked against MaxMetricNameLen
+		}
 		if len(lb.Name) > l.MaxLabelNameLen {
 			return Rejectf(ReasonLabelTooLong, "label name %q is %d bytes, over the limit of %d", Truncate(lb.Name), len(lb.Name), l.MaxLabelNameLen)
 		}
-		if lb.Name != metric.NameLabel && len(lb.Value) > l.MaxLabelValueLen {
+		if len(lb.Value) > l.MaxLabelValueLen {
 			return Rejectf(ReasonLabelTooLong, "value of label %q is %d bytes, over the limit of %d", Truncate(lb.Name), len(lb.Value), l.MaxLabelValueLen)
 		}
 	}
