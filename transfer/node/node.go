@@ -1,0 +1,156 @@
+// Package node assembles one transfer node: the storage engine, the intake
+// protocols feeding it and the query APIs reading it. The write path goes
+// through Node.Append, the one place where the cluster (ring, forwarding,
+// judge and sink fan-out) will hook in.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/transfer/intake"
+	"github.com/opskit/opskit/transfer/intake/falcon"
+	"github.com/opskit/opskit/transfer/intake/graphite"
+	"github.com/opskit/opskit/transfer/intake/remotewrite"
+	"github.com/opskit/opskit/transfer/query"
+	"github.com/opskit/opskit/transfer/storage"
+)
+
+// Config is everything a node needs besides its logger and metrics.
+type Config struct {
+	DataDir  string
+	Storage  storage.Options
+	Limits   intake.Limits
+	Graphite graphite.Config
+	Query    query.Options
+	// ExpiryInterval is how often idle series are looked for (when
+	// Storage.IdleExpiry is set). Default 1h.
+	ExpiryInterval time.Duration
+}
+
+// Node is one running transfer node.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	engine   *storage.Engine
+	rec      *intake.Recorder
+	api      *query.API
+	graphite *graphite.Server
+}
+
+// Open opens the storage (replaying its WAL) and prepares the intake and
+// query handlers. Metrics are registered on set.
+func Open(cfg Config, set *metrics.Set, log *slog.Logger) (*Node, error) {
+	if cfg.Storage.Logger == nil {
+		cfg.Storage.Logger = log
+	}
+	if cfg.ExpiryInterval <= 0 {
+		cfg.ExpiryInterval = time.Hour
+	}
+	eng, err := storage.Open(cfg.DataDir, cfg.Storage)
+	if err != nil {
+		return nil, fmt.Errorf("open storage: %w", err)
+	}
+	n := &Node{cfg: cfg, log: log, engine: eng, rec: intake.NewRecorder(set, log)}
+	if cfg.Query.Schemas == nil {
+		cfg.Query.Schemas = cfg.Storage.Schemas
+	}
+	if cfg.Query.Logger == nil {
+		cfg.Query.Logger = log
+	}
+	n.api = query.NewAPI(eng, cfg.Query)
+	n.graphite = graphite.NewServer(n, n.rec, cfg.Limits, cfg.Graphite)
+	n.registerMetrics(set)
+	return n, nil
+}
+
+// Engine is the node's storage engine.
+func (n *Node) Engine() *storage.Engine { return n.engine }
+
+// Append is the write path every intake protocol feeds: it returns once the
+// points are durable in the WAL. Points refused by storage (e.g. not newer
+// than their series' last update) are reported as an *intake.PartialError,
+// the others are stored.
+func (n *Node) Append(ctx context.Context, pts []metric.Point) error {
+	res, err := n.engine.AppendWait(ctx, pts)
+	if err != nil {
+		return err
+	}
+	if len(res.Rejected) == 0 {
+		return nil
+	}
+	pe := &intake.PartialError{Rejected: make([]intake.PointReject, 0, len(res.Rejected))}
+	for _, r := range res.Rejected {
+		reason := intake.ReasonRefused
+		if errors.Is(r.Err, storage.ErrTooOld) {
+			reason = intake.ReasonOutOfOrder
+		}
+		pe.Rejected = append(pe.Rejected, intake.PointReject{Index: r.Index, Reason: reason, Detail: r.Err.Error()})
+	}
+	return pe
+}
+
+// Register mounts the intake and query endpoints on mux.
+func (n *Node) Register(mux *http.ServeMux) {
+	mux.Handle("POST /api/push", falcon.NewHandler(n, n.rec, n.cfg.Limits))
+	mux.Handle("POST /api/graphite", graphite.NewHTTPHandler(n, n.rec, n.cfg.Limits))
+	mux.Handle("POST /api/v1/write", remotewrite.NewHandler(n, n.rec, n.cfg.Limits))
+	n.api.Register(mux)
+}
+
+// ServeGraphite serves Graphite plaintext on ln until ctx ends, then flushes
+// what each connection has read.
+func (n *Node) ServeGraphite(ctx context.Context, ln net.Listener) error {
+	return n.graphite.Serve(ctx, ln)
+}
+
+// RunExpiry removes idle series every ExpiryInterval until ctx ends.
+func (n *Node) RunExpiry(ctx context.Context) error {
+	if n.cfg.Storage.IdleExpiry <= 0 {
+		return nil
+	}
+	t := time.NewTicker(n.cfg.ExpiryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			removed, err := n.engine.ExpireIdle()
+			if err != nil {
+				n.log.Error("expiring idle series", "err", err)
+				continue
+			}
+			if removed > 0 {
+				n.log.Info("expired idle series", "removed", removed)
+			}
+		}
+	}
+}
+
+// Close flushes and closes the storage (a final checkpoint).
+func (n *Node) Close() error { return n.engine.Close() }
+
+func (n *Node) registerMetrics(set *metrics.Set) {
+	stat := func(f func(s storage.Stats) float64) func() float64 {
+		return func() float64 { return f(n.engine.Stats()) }
+	}
+	set.NewGauge("opskit_transfer_storage_series", stat(func(s storage.Stats) float64 { return float64(s.Series) }))
+	set.NewGauge("opskit_transfer_storage_series_created_total", stat(func(s storage.Stats) float64 { return float64(s.SeriesCreated) }))
+	set.NewGauge("opskit_transfer_storage_series_expired_total", stat(func(s storage.Stats) float64 { return float64(s.SeriesExpired) }))
+	set.NewGauge("opskit_transfer_storage_points_appended_total", stat(func(s storage.Stats) float64 { return float64(s.PointsAppended) }))
+	set.NewGauge("opskit_transfer_storage_points_rejected_total", stat(func(s storage.Stats) float64 { return float64(s.PointsRejected) }))
+	set.NewGauge("opskit_transfer_storage_wal_bytes", stat(func(s storage.Stats) float64 { return float64(s.WALBytes) }))
+	set.NewGauge("opskit_transfer_storage_wal_syncs_total", stat(func(s storage.Stats) float64 { return float64(s.WALSyncs) }))
+	set.NewGauge("opskit_transfer_storage_checkpoints_total", stat(func(s storage.Stats) float64 { return float64(s.Checkpoints) }))
+	set.NewGauge("opskit_transfer_storage_wal_replayed_records", stat(func(s storage.Stats) float64 { return float64(s.ReplayedRecords) }))
+	set.NewGauge("opskit_transfer_storage_disk_bytes", stat(func(s storage.Stats) float64 { return float64(s.DiskBytes) }))
+}
