@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
@@ -48,6 +49,9 @@ type Options struct {
 	Version string
 	// Revision is reported as the build revision (opskit's own version).
 	Revision string
+	// Metrics receives opskit_transfer_query_requests_total{api,code} and
+	// opskit_transfer_query_duration_seconds{api}. Default: a private set.
+	Metrics *metrics.Set
 	// Logger receives query failures. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock for queries without a time. Default time.Now.
@@ -93,6 +97,9 @@ func NewAPI(r Reader, opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.NewSet()
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -132,11 +139,11 @@ func (a *API) Register(mux *http.ServeMux) {
 		mux.HandleFunc("GET "+path, h)
 		mux.HandleFunc("POST "+path, h)
 	}
-	both("/api/v1/query", a.handleQuery)
-	both("/api/v1/query_range", a.handleQueryRange)
-	both("/api/v1/series", a.handleSeries)
-	both("/api/v1/labels", a.handleLabels)
-	mux.HandleFunc("GET /api/v1/label/{name}/values", a.handleLabelValues)
+	both("/api/v1/query", a.instrument("query", a.handleQuery))
+	both("/api/v1/query_range", a.instrument("query_range", a.handleQueryRange))
+	both("/api/v1/series", a.instrument("series", a.handleSeries))
+	both("/api/v1/labels", a.instrument("labels", a.handleLabels))
+	mux.HandleFunc("GET /api/v1/label/{name}/values", a.instrument("label_values", a.handleLabelValues))
 	both("/api/v1/format_query", a.handleFormatQuery)
 	mux.HandleFunc("GET /api/v1/status/buildinfo", a.handleBuildInfo)
 	mux.HandleFunc("GET /api/v1/status/runtimeinfo", a.handleRuntimeInfo)
@@ -156,9 +163,35 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/status/flags", empty(`{}`))
 	mux.HandleFunc("GET /api/v1/status/config", empty(`{"yaml":""}`))
 
-	mux.HandleFunc("POST /api/v1/graph/history", a.handleFalconHistory)
-	mux.HandleFunc("POST /api/v1/graph/lastpoint", a.handleFalconLastPoint)
+	mux.HandleFunc("POST /api/v1/graph/history", a.instrument("falcon_history", a.handleFalconHistory))
+	mux.HandleFunc("POST /api/v1/graph/lastpoint", a.instrument("falcon_lastpoint", a.handleFalconLastPoint))
 }
+
+// instrument counts the requests of one endpoint by status code and times
+// them.
+func (a *API) instrument(api string, h http.HandlerFunc) http.HandlerFunc {
+	duration := a.opts.Metrics.GetOrCreateHistogram(`opskit_transfer_query_duration_seconds{api="` + api + `"}`)
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		h(sw, r)
+		duration.UpdateDuration(start)
+		a.opts.Metrics.GetOrCreateCounter(`opskit_transfer_query_requests_total{api="` + api + `",code="` + strconv.Itoa(sw.code) + `"}`).Inc()
+	}
+}
+
+// statusWriter remembers the status code a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Handler returns an http.Handler serving only this API.
 func (a *API) Handler() http.Handler {

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/transfer/storage"
 )
@@ -468,3 +470,24 @@ func TestAppendValueMatchesPrometheus(t *testing.T) {
 }
 
 func goVersion() string { return runtime.Version() }
+
+func TestMetrics(t *testing.T) {
+	set := metrics.NewSet()
+	api, _ := newTestAPI(t, Options{Metrics: set})
+	h := api.Handler()
+	call(t, h, "GET", "/api/v1/query", url.Values{"query": {"1"}})
+	call(t, h, "GET", "/api/v1/query", url.Values{"query": {"("}})
+	postJSON(t, h, "/api/v1/graph/lastpoint", `[]`)
+	var b strings.Builder
+	set.WritePrometheus(&b)
+	for _, want := range []string{
+		`opskit_transfer_query_requests_total{api="query",code="200"} 1`,
+		`opskit_transfer_query_requests_total{api="query",code="400"} 1`,
+		`opskit_transfer_query_requests_total{api="falcon_lastpoint",code="200"} 1`,
+		`opskit_transfer_query_duration_seconds_count{api="query"} 2`,
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, b.String())
+		}
+	}
+}
