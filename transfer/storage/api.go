@@ -120,7 +120,7 @@ type Options struct {
 	Schemas []Schema
 	// SyncInterval is the longest a written WAL record waits for its fsync:
 	// one fsync covers every append of that window (group commit).
-	// Default 10ms.
+	// Default 10ms; negative means fsync as soon as the previous one ends.
 	SyncInterval time.Duration
 	// SyncBytes starts the fsync early once this many bytes wait. Default 4 MiB.
 	SyncBytes int

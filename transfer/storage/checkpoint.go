@@ -124,6 +124,10 @@ func (e *Engine) Checkpoint() error {
 			return err
 		}
 	}
+	if err := syncDir(e.slabs.dir); err != nil { // slab files created since the last checkpoint
+		f.Close()
+		return err
+	}
 
 	if err := bw.Flush(); err != nil {
 		f.Close()

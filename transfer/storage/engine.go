@@ -95,8 +95,12 @@ func Open(dir string, opts Options) (*Engine, error) {
 	if len(opts.Schemas) == 0 {
 		opts.Schemas = DefaultSchemas()
 	}
-	if opts.SyncInterval == 0 {
-		opts.SyncInterval = 10 * time.Millisecond
+	walInterval := opts.SyncInterval
+	switch {
+	case walInterval == 0:
+		walInterval = 10 * time.Millisecond
+	case walInterval < 0:
+		walInterval = 0 // fsync as soon as the previous one is done
 	}
 	if opts.SyncBytes <= 0 {
 		opts.SyncBytes = 4 << 20
@@ -146,7 +150,7 @@ func Open(dir string, opts Options) (*Engine, error) {
 		slabs.close()
 		return nil, err
 	}
-	w, err := wal.Create(filepath.Join(dir, "wal"), wal.Options{SyncInterval: opts.SyncInterval, SyncBytes: opts.SyncBytes})
+	w, err := wal.Create(filepath.Join(dir, "wal"), wal.Options{SyncInterval: walInterval, SyncBytes: opts.SyncBytes})
 	if err != nil {
 		slabs.close()
 		return nil, err
@@ -325,6 +329,10 @@ func validate(p *metric.Point) error {
 	return nil
 }
 
+// MaxBatch is the most points one Append takes (its WAL record must stay
+// well under the WAL's record size limit).
+const MaxBatch = 1 << 20
+
 // Append validates the points, applies them to their series (creating new
 // series with the first matching schema), and appends one WAL record for the
 // batch. It returns before the WAL fsync: pass the Result to Wait, or use
@@ -336,6 +344,9 @@ func validate(p *metric.Point) error {
 func (e *Engine) Append(points []metric.Point) (Result, error) {
 	if e.closed.Load() {
 		return Result{}, ErrClosed
+	}
+	if len(points) > MaxBatch {
+		return Result{}, fmt.Errorf("storage: batch of %d points exceeds %d", len(points), MaxBatch)
 	}
 	res := Result{Values: make([]float64, len(points))}
 	sc := e.scratch.Get().(*appendScratch)
@@ -586,6 +597,9 @@ func (e *Engine) Fetch(id uint64, cf CF, start, end, minStep int64) (FetchResult
 	}
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
+	if e.closed.Load() {
+		return FetchResult{}, ErrClosed
+	}
 	if s.dead {
 		return FetchResult{}, ErrUnknownSeries
 	}
@@ -641,7 +655,7 @@ func (e *Engine) Last(id uint64) (t int64, v float64, ok bool) {
 	}
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
-	if s.dead {
+	if s.dead || e.closed.Load() {
 		return 0, 0, false
 	}
 	ar := s.lay.archives[0]
