@@ -10,7 +10,7 @@ mkdir -p var/demo-logs
 # The daemons whose function is built, in pipeline order, with their flags.
 # Each listens on its default loopback port (see README.md).
 DEMO=(
-  "transfer"
+  "transfer"   # metrics intake, storage and query on 7120, Graphite on 7121
 )
 
 pids=()
@@ -25,10 +25,13 @@ stop_all() {
   done
   status=0
   for i in "${!pids[@]}"; do
-    if wait "${pids[$i]}"; then
+    code=0
+    wait "${pids[$i]}" || code=$?
+    # Helper scripts end by the TERM we sent them (128+15).
+    if [[ $code -eq 0 || ( ${names[$i]} == feed && $code -eq 143 ) ]]; then
       echo "  ${names[$i]} stopped cleanly"
     else
-      echo "  ${names[$i]} exited with $?"; status=1
+      echo "  ${names[$i]} exited with $code"; status=1
     fi
   done
   exit $status
@@ -38,7 +41,9 @@ trap stop_all INT TERM
 for entry in "${DEMO[@]}"; do
   read -r name args <<<"$entry"
   # shellcheck disable=SC2086
-  "$BIN/$name" $args >"var/demo-logs/$name.log" 2>&1 &
+  # Own session: a Ctrl-C in the terminal reaches this script, which then
+  # stops the daemons once, in order.
+  setsid "$BIN/$name" $args >"var/demo-logs/$name.log" 2>&1 &
   pids+=($!)
   names+=("$name")
 done
@@ -59,10 +64,17 @@ for i in "${!names[@]}"; do
   printf '  %-10s %-22s %s\n' "${names[$i]}" "$addr" "${pids[$i]}"
 done
 if [[ -f scripts/demo-feed.sh ]]; then
-  scripts/demo-feed.sh >var/demo-logs/feed.log 2>&1 &
+  setsid scripts/demo-feed.sh >var/demo-logs/feed.log 2>&1 &
   pids+=($!); names+=("feed")
 fi
-echo "Ctrl-C stops everything."
+cat <<'TRY'
+Try, in another shell:
+  curl -s 'http://127.0.0.1:7120/api/v1/query?query={__name__="load.1min"}'
+  bin/transfer push --addr 127.0.0.1:7120 <<<'demo.metric;endpoint=me 42 '"$(date +%s)"
+  promtool query instant http://127.0.0.1:7120 '{__name__=~"load.*"}'
+  Grafana: add a Prometheus data source at http://127.0.0.1:7120 (examples/grafana/)
+Ctrl-C stops everything.
+TRY
 
 if [[ -n "${DEMO_SECONDS:-}" ]]; then
   sleep "$DEMO_SECONDS"
