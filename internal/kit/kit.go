@@ -226,10 +226,10 @@ func usage(spec Spec, fs *pflag.FlagSet, w io.Writer) {
 	if spec.Pending != "" {
 		fmt.Fprintf(w, "\nNOT BUILT YET: %s. Until then this daemon serves only the kit's endpoints\n(/metrics, /healthz, /readyz, /admin/*).\n", spec.Pending)
 	}
-	fmt.Fprintf(w, "\nUsage:\n  %s [flags]              run the daemon\n", spec.Name)
-	fmt.Fprintf(w, "  %s ctl COMMAND [flags]  send an admin command: loglevel LEVEL, reload, stop, health, or a daemon command\n", spec.Name)
+	fmt.Fprintf(w, "\nUsage:\n  %s %-19s  run the daemon\n", spec.Name, "[flags]")
+	fmt.Fprintf(w, "  %s %-19s  send an admin command: loglevel LEVEL, reload, stop, health, or a daemon command\n", spec.Name, "ctl COMMAND [flags]")
 	for _, c := range spec.Commands {
-		fmt.Fprintf(w, "  %s %-18s %s\n", spec.Name, c.Name, c.Summary)
+		fmt.Fprintf(w, "  %s %-19s  %s\n", spec.Name, c.Name+" [flags]", c.Summary)
 	}
 	fmt.Fprintf(w, "\nFlags (each also settable as OPSKIT_<FLAG>, e.g. OPSKIT_LISTEN, or as a key in --config):\n%s", fs.FlagUsages())
 }
