@@ -30,10 +30,12 @@ func TestMatchesRRDtool(t *testing.T) {
 	rrdtool := testkit.RequireBinary(t, "rrdtool", "rrdtool")
 	const retentions = "60s:2h,5m:6h,20m:1d"
 	cases := []struct {
-		name   string
-		kind   metric.CounterType
-		points []rawPoint
-		cfs    []CF
+		name      string
+		kind      metric.CounterType
+		points    []rawPoint
+		cfs       []CF
+		heartbeat int64   // 0: 120
+		xff       float64 // 0: 0.5
 	}{
 		{
 			name: "gauge aligned with gaps longer than the heartbeat",
@@ -75,6 +77,22 @@ func TestMatchesRRDtool(t *testing.T) {
 			cfs:    []CF{Average},
 		},
 		{
+			name: "gauge with unknown values, long heartbeat, strict xff",
+			kind: metric.Gauge,
+			points: regular(t0, 60, 400, func(i int) (float64, bool) {
+				if i%11 == 3 || (i >= 200 && i < 204) {
+					return math.NaN(), true // rrdtool's U
+				}
+				if i >= 300 && i < 304 {
+					return 0, false // a gap shorter than the heartbeat
+				}
+				return float64(i % 13), true
+			}),
+			cfs:       []CF{Average, Max, Min},
+			heartbeat: 300,
+			xff:       0.2,
+		},
+		{
 			name: "derive with a reset and a gap",
 			kind: metric.Derive,
 			points: func() []rawPoint {
@@ -101,8 +119,14 @@ func TestMatchesRRDtool(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.heartbeat == 0 {
+				tc.heartbeat = 120
+			}
+			if tc.xff == 0 {
+				tc.xff = 0.5
+			}
 			dir := t.TempDir()
-			schema, err := NewSchema("test", "", retentions, 120*time.Second, 0.5)
+			schema, err := NewSchema("test", "", retentions, time.Duration(tc.heartbeat)*time.Second, tc.xff)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -126,21 +150,25 @@ func TestMatchesRRDtool(t *testing.T) {
 			}
 
 			file := filepath.Join(dir, "ref.rrd")
-			dsType := "GAUGE:120:U:U"
+			dsType := fmt.Sprintf("GAUGE:%d:U:U", tc.heartbeat)
 			if tc.kind == metric.Derive {
-				dsType = "DERIVE:120:0:U"
+				dsType = fmt.Sprintf("DERIVE:%d:0:U", tc.heartbeat)
 			}
 			args := []string{"create", file, "--start", strconv.FormatInt(tc.points[0].t-60, 10), "--step", "60", "DS:v:" + dsType}
 			for _, a := range archives {
 				for _, cf := range []CF{Average, Max, Min} {
-					args = append(args, fmt.Sprintf("RRA:%s:0.5:%d:%d", cf, a.Step/60, a.Rows))
+					args = append(args, fmt.Sprintf("RRA:%s:%g:%d:%d", cf, tc.xff, a.Step/60, a.Rows))
 				}
 			}
 			run(t, rrdtool, args...)
 			for i := 0; i < len(tc.points); i += 400 {
 				up := []string{"update", file}
 				for _, p := range tc.points[i:min(i+400, len(tc.points))] {
-					up = append(up, fmt.Sprintf("%d:%s", p.t, strconv.FormatFloat(p.v, 'f', -1, 64)))
+					v := strconv.FormatFloat(p.v, 'f', -1, 64)
+					if math.IsNaN(p.v) {
+						v = "U"
+					}
+					up = append(up, fmt.Sprintf("%d:%s", p.t, v))
 				}
 				run(t, rrdtool, up...)
 			}
