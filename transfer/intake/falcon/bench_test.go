@@ -42,7 +42,7 @@ func BenchmarkDecode1000(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		res, err := Decode(bytes.NewReader(body), now, lim)
+		res, err := Decode(body, now, lim)
 		if err != nil || len(res.Points) != 1000 {
 			b.Fatalf("%v, %d points, %+v", err, len(res.Points), res.Rejected)
 		}

@@ -1,7 +1,6 @@
 package falcon
 
 import (
-	"bytes"
 	"math"
 	"testing"
 
@@ -16,7 +15,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`[{"endpoint":"h","metric":"m","step":10,"value":"1e3"},5,{"metric":""}]`))
 	lim := intake.DefaultLimits()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		res, err := Decode(bytes.NewReader(body), now, lim)
+		res, err := Decode(body, now, lim)
 		if err != nil {
 			if len(res.Points) != 0 {
 				t.Fatalf("points kept from a body that is not an array: %v", err)
@@ -63,4 +62,27 @@ func checkPoint(t *testing.T, p metric.Point, lim intake.Limits) {
 	if p.Time > 2*now {
 		t.Fatalf("time %d beyond twice now", p.Time)
 	}
+}
+
+// FuzzItem checks the fast item reader against encoding/json: whenever the
+// fast path takes an item, encoding/json must decode it to the same fields.
+func FuzzItem(f *testing.F) {
+	f.Add([]byte(`{"endpoint":"web1","metric":"cpu.idle","timestamp":1699999980,"step":60,"value":93.5,"counterType":"GAUGE","tags":"core=0"}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var fast, std Item
+		if !fastItem(raw, &fast) {
+			return
+		}
+		if rej := decodeItemStd(raw, &std); rej != nil {
+			t.Fatalf("fast path took an item encoding/json refuses: %v", rej)
+		}
+		if !sameItem(&fast, &std) {
+			t.Fatalf("fast %+v\nstd  %+v", fast, std)
+		}
+	})
+}
+
+func sameItem(a, b *Item) bool {
+	return a.Endpoint == b.Endpoint && a.Metric == b.Metric && a.Timestamp == b.Timestamp && a.Step == b.Step &&
+		string(a.Value) == string(b.Value) && a.CounterType == b.CounterType && a.Tags == b.Tags
 }

@@ -1,7 +1,6 @@
 package falcon
 
 import (
-	"bytes"
 	"errors"
 	"net/http"
 	"time"
@@ -39,7 +38,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		intake.Fail(w, h.rec, Proto, code, err)
 		return
 	}
-	res, err := Decode(bytes.NewReader(body), h.now().Unix(), h.lim)
+	res, err := Decode(body, h.now().Unix(), h.lim)
 	if err != nil {
 		h.rec.Rejected(Proto, &intake.Reject{Reason: intake.ReasonBadJSON, Detail: err.Error()}, "body")
 		intake.Fail(w, h.rec, Proto, http.StatusBadRequest, err)

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"strconv"
 
@@ -53,53 +52,68 @@ type Result struct {
 // ErrNotArray is returned when a body is not a JSON array.
 var ErrNotArray = errors.New("body is not a JSON array of open-falcon items")
 
-// Decode reads a JSON array of items from r one element at a time, so a bad
-// item is rejected alone and the valid ones beside it are kept. now (Unix
+// Decode reads a JSON array of items one element at a time, so a bad item
+// is rejected alone and the valid ones beside it are kept. now (Unix
 // seconds) replaces missing or absurd timestamps. It returns an error
 // wrapping ErrNotArray when the body does not start as an array; a syntax
 // error inside the array rejects the rest of the body (one rejection at the
 // index where it was found) and keeps what was decoded before it.
-func Decode(r io.Reader, now int64, lim intake.Limits) (Result, error) {
+func Decode(body []byte, now int64, lim intake.Limits) (Result, error) {
 	var res Result
-	dec := json.NewDecoder(r)
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if err != nil {
-		return res, fmt.Errorf("%w: %w", ErrNotArray, err)
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '[' {
+		what := "an empty body"
+		if i < len(body) {
+			what = fmt.Sprintf("%q", intake.Truncate(string(body[i:min(i+16, len(body))])))
+		}
+		return res, fmt.Errorf("%w: starts with %s", ErrNotArray, what)
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '[' {
-		return res, fmt.Errorf("%w: starts with %v", ErrNotArray, tok)
+	i = skipSpace(body, i+1)
+	if i < len(body) && body[i] == ']' {
+		return res, trailing(&res, body, i+1)
 	}
-	var raw json.RawMessage
-	for dec.More() {
-		raw = raw[:0]
-		if err := dec.Decode(&raw); err != nil {
-			res.Rejected = append(res.Rejected, intake.Rejection{
-				Index:  res.Items,
-				Reason: intake.ReasonBadJSON,
-				Detail: "malformed JSON from this item on: " + err.Error(),
-			})
-			res.Items++
+	for {
+		end, err := skipValue(body, i, 0)
+		if err != nil {
+			res.reject(intake.ReasonBadJSON, "malformed JSON from this item on: "+err.Error())
 			return res, nil
 		}
 		idx := res.Items
 		res.Items++
-		p, rej := ParseItem(raw, now, lim)
+		p, rej := ParseItem(body[i:end], now, lim)
 		if rej != nil {
 			res.Rejected = append(res.Rejected, intake.Rejection{Index: idx, Reason: rej.Reason, Detail: rej.Detail})
-			continue
+		} else {
+			res.Points = append(res.Points, p)
+			res.Indexes = append(res.Indexes, idx)
 		}
-		res.Points = append(res.Points, p)
-		res.Indexes = append(res.Indexes, idx)
+		i = skipSpace(body, end)
+		switch {
+		case i >= len(body):
+			res.reject(intake.ReasonBadJSON, "array is not closed")
+			return res, nil
+		case body[i] == ']':
+			return res, trailing(&res, body, i+1)
+		case body[i] != ',':
+			res.reject(intake.ReasonBadJSON, fmt.Sprintf("malformed JSON after item %d: want ',' or ']' at byte %d", idx, i))
+			return res, nil
+		}
+		i = skipSpace(body, i+1)
 	}
-	if _, err := dec.Token(); err != nil {
-		res.Rejected = append(res.Rejected, intake.Rejection{
-			Index:  res.Items,
-			Reason: intake.ReasonBadJSON,
-			Detail: "array is not closed: " + err.Error(),
-		})
+}
+
+// reject records a body-level problem at the index of the next item.
+func (r *Result) reject(reason, detail string) {
+	r.Rejected = append(r.Rejected, intake.Rejection{Index: r.Items, Reason: reason, Detail: detail})
+	r.Items++
+}
+
+// trailing refuses anything but white space after the closing bracket.
+func trailing(res *Result, body []byte, i int) error {
+	if i = skipSpace(body, i); i < len(body) {
+		res.reject(intake.ReasonBadJSON, fmt.Sprintf("data after the array at byte %d", i))
 	}
-	return res, nil
+	return nil
 }
 
 // ParseItem decodes and validates one JSON item. now (Unix seconds) replaces
@@ -107,14 +121,27 @@ func Decode(r io.Reader, now int64, lim intake.Limits) (Result, error) {
 // does.
 func ParseItem(raw []byte, now int64, lim intake.Limits) (metric.Point, *intake.Reject) {
 	var it Item
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || raw[0] != '{' {
-		return metric.Point{}, intake.Rejectf(intake.ReasonBadJSON, "item is not a JSON object: %s", intake.Truncate(string(raw)))
+	if fastItem(raw, &it) {
+		return it.Point(now, lim)
 	}
-	if err := json.Unmarshal(raw, &it); err != nil {
-		return metric.Point{}, intake.Rejectf(intake.ReasonBadJSON, "item does not decode: %v", err)
+	it = Item{}
+	if err := decodeItemStd(raw, &it); err != nil {
+		return metric.Point{}, err
 	}
 	return it.Point(now, lim)
+}
+
+// decodeItemStd decodes an item with encoding/json, the reference for
+// every shape fastItem does not take.
+func decodeItemStd(raw []byte, it *Item) *intake.Reject {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return intake.Rejectf(intake.ReasonBadJSON, "item is not a JSON object: %s", intake.Truncate(string(raw)))
+	}
+	if err := json.Unmarshal(raw, it); err != nil {
+		return intake.Rejectf(intake.ReasonBadJSON, "item does not decode: %s", intake.Truncate(err.Error()))
+	}
+	return nil
 }
 
 // Point validates the item and converts it to a point: the endpoint becomes
@@ -202,13 +229,18 @@ func parseValue(raw json.RawMessage) (float64, *intake.Reject) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return 0, intake.Rejectf(intake.ReasonBadValue, "value is missing")
 	}
-	s := string(raw)
-	if raw[0] == '"' {
-		if err := json.Unmarshal(raw, &s); err != nil {
+	var s string
+	switch {
+	case raw[0] == '"':
+		if end, plain, err := scanString(raw, 0); err == nil && plain && end == len(raw) {
+			s = string(raw[1 : len(raw)-1])
+		} else if err := json.Unmarshal(raw, &s); err != nil {
 			return 0, intake.Rejectf(intake.ReasonBadValue, "value %s does not decode", intake.Truncate(string(raw)))
 		}
-	} else if raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+	case raw[0] != '-' && (raw[0] < '0' || raw[0] > '9'):
 		return 0, intake.Rejectf(intake.ReasonBadValue, "value %s is not a number", intake.Truncate(string(raw)))
+	default:
+		s = string(raw)
 	}
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil {

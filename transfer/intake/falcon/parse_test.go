@@ -200,7 +200,7 @@ func TestDecode(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			res, err := Decode(strings.NewReader(tc.body), now, lim)
+			res, err := Decode([]byte(tc.body), now, lim)
 			if tc.notArray {
 				if err == nil {
 					t.Fatalf("accepted a body that is not an array: %+v", res)
@@ -230,5 +230,49 @@ func TestDecode(t *testing.T) {
 				t.Fatalf("items %d, want %d", res.Items, tc.totalItems)
 			}
 		})
+	}
+}
+
+// TestFastAndStandardPathsAgree covers the shapes the fast item reader
+// hands to encoding/json, and checks both give the same point.
+func TestFastAndStandardPathsAgree(t *testing.T) {
+	lim := intake.DefaultLimits()
+	items := []struct {
+		raw  string
+		fast bool
+	}{
+		{`{"endpoint":"h","metric":"m","timestamp":1699999980,"step":60,"value":1,"counterType":"GAUGE","tags":"a=b"}`, true},
+		{` { "endpoint" : "h" , "metric":"m", "step":60, "value":"2", "extra":{"x":[1,2,{"y":null}]} } `, true},
+		{`{"endpoint":"h","metric":"m","step":60,"value":1,"metric":"last"}`, true},
+		{`{"endpoint":"h","metric":"m","step":60,"value":1,"metric":null}`, true},
+		{`{"endpoint":"h\u00e9","metric":"m\n","step":60,"value":1}`, false},
+		{`{"Endpoint":"h","METRIC":"m","step":60,"value":1}`, false},
+		{`{"endpoint":"h","metric":"m","step":"60","timestamp":"1699999980","value":1}`, false},
+		{"{\"endpoint\":\"h\xff\",\"metric\":\"m\",\"step\":60,\"value\":1}", false},
+		{`{"endpoint":"h","metric":"m","step":60,"value":"\u0031"}`, true},
+		{`{"endpoint":"h","metric":"m","step":60,"value":1,}`, false},
+		{`{"endpoint":"h","metric":"m","step":60,"value":1}x`, false},
+	}
+	for _, tc := range items {
+		var fast Item
+		if got := fastItem([]byte(tc.raw), &fast); got != tc.fast {
+			t.Errorf("%s: fast path took it = %v, want %v", tc.raw, got, tc.fast)
+		}
+		var std Item
+		stdRej := decodeItemStd([]byte(tc.raw), &std)
+		if tc.fast && (stdRej != nil || !sameItem(&fast, &std)) {
+			t.Errorf("%s: fast %+v, std %+v %v", tc.raw, fast, std, stdRej)
+		}
+		p1, r1 := ParseItem([]byte(tc.raw), now, lim)
+		var p2 metric.Point
+		var r2 *intake.Reject
+		if stdRej != nil {
+			r2 = stdRej
+		} else {
+			p2, r2 = std.Point(now, lim)
+		}
+		if (r1 == nil) != (r2 == nil) || (r1 != nil && r1.Reason != r2.Reason) || !p1.Labels.Equal(p2.Labels) || p1.Value != p2.Value || p1.Time != p2.Time {
+			t.Errorf("%s: ParseItem %v %v, encoding/json %v %v", tc.raw, p1, r1, p2, r2)
+		}
 	}
 }
