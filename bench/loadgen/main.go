@@ -202,6 +202,11 @@ func run(ctx context.Context, cfg config) (report, error) {
 	}}
 
 	// Setup, before the clock: files, baselines and every byte to send.
+	if cfg.Mode == "rrdcached" {
+		if err := waitRRDCachedUp(ctx, cfg.Addr, 10*time.Second); err != nil {
+			return rep, err
+		}
+	}
 	if cfg.RRDCreate {
 		if err := createRRDFiles(ctx, cfg.Addr, w, cfg.RRDLayout, cfg.Conns); err != nil {
 			return rep, err

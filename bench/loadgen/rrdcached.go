@@ -260,3 +260,21 @@ func waitRRDFlushed(ctx context.Context, addr string, baseline, want int64, poll
 		}
 	}
 }
+
+// waitRRDCachedUp retries connecting for up to wait: rrdcached creates its
+// socket file a moment before it accepts connections on it.
+func waitRRDCachedUp(ctx context.Context, addr string, wait time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		c, err := dialRRDCached(ctx, addr)
+		if err == nil {
+			return c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rrdcached not accepting connections: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
