@@ -128,6 +128,10 @@ type Options struct {
 	// series state persisted and the WAL truncated; it bounds replay time.
 	// Default 5m.
 	CheckpointInterval time.Duration
+	// CheckpointWALBytes starts a checkpoint early once the WAL holds this
+	// many bytes, which bounds replay time and WAL disk under heavy load.
+	// Default 1 GiB.
+	CheckpointWALBytes int64
 	// IdleExpiry removes a series with no point for this long (by its newest
 	// point time compared with Now). 0 never expires.
 	IdleExpiry time.Duration
@@ -154,7 +158,7 @@ type Stats struct {
 }
 
 // Compile-time shape of the Engine method set, written down for the query
-// layer; the bodies live in engine.go, index.go and fetch.go.
+// layer; the bodies live in engine.go and checkpoint.go.
 var _ interface {
 	Append(points []metric.Point) (Result, error)
 	Wait(ctx context.Context, r Result) error

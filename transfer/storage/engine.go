@@ -108,6 +108,9 @@ func Open(dir string, opts Options) (*Engine, error) {
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = 5 * time.Minute
 	}
+	if opts.CheckpointWALBytes <= 0 {
+		opts.CheckpointWALBytes = 1 << 30
+	}
 	if opts.SeriesPerSlab <= 0 {
 		opts.SeriesPerSlab = 4096
 	}
@@ -742,20 +745,26 @@ func (e *Engine) Stats() Stats {
 
 func (e *Engine) loop() {
 	defer close(e.loopDone)
-	ticker := time.NewTicker(e.opts.CheckpointInterval)
+	tick := min(time.Second, e.opts.CheckpointInterval)
+	ticker := time.NewTicker(tick)
 	defer ticker.Stop()
+	lastCheckpoint := time.Now()
 	for {
 		select {
 		case <-e.stop:
 			return
 		case <-ticker.C:
-			if _, err := e.ExpireIdle(); err != nil {
-				e.log.Error("expiry failed", "err", err)
-			}
-			if err := e.Checkpoint(); err != nil {
-				e.log.Error("checkpoint failed", "err", err)
-			}
 		}
+		if time.Since(lastCheckpoint) < e.opts.CheckpointInterval && e.wal.Size() < e.opts.CheckpointWALBytes {
+			continue
+		}
+		if _, err := e.ExpireIdle(); err != nil {
+			e.log.Error("expiry failed", "err", err)
+		}
+		if err := e.Checkpoint(); err != nil {
+			e.log.Error("checkpoint failed", "err", err)
+		}
+		lastCheckpoint = time.Now()
 	}
 }
 

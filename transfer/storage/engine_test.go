@@ -626,3 +626,65 @@ func TestConcurrentAppendsAllLand(t *testing.T) {
 		t.Errorf("stats %+v (want 160 series, 8000 points, fsyncs shared between batches)", st)
 	}
 }
+
+func TestCheckpointWhenTheWALGrows(t *testing.T) {
+	e := openTest(t, t.TempDir(), Options{CheckpointInterval: time.Hour, CheckpointWALBytes: 4096})
+	defer e.Close()
+	feed(t, e, []string{"a", "b", "c", "d"}, t0, 100)
+	deadline := time.Now().Add(10 * time.Second)
+	for e.Stats().Checkpoints == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint with %d WAL bytes", e.Stats().WALBytes)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := e.Stats(); st.WALBytes >= 4096+1024 {
+		t.Errorf("WAL still %d bytes after the checkpoint", st.WALBytes)
+	}
+}
+
+// TestReadsDuringWrites runs Fetch, Last and Select beside appends and
+// checkpoints (meant for -race).
+func TestReadsDuringWrites(t *testing.T) {
+	e := openTest(t, t.TempDir(), Options{})
+	defer e.Close()
+	names := []string{"r1", "r2", "r3"}
+	feed(t, e, names, t0, 1)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			refs, err := e.Select([]*metric.Matcher{metric.MustMatcher(metric.MatchRegexp, metric.NameLabel, "r.")})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, r := range refs {
+				if _, err := e.Fetch(r.ID, Max, t0, t0+7200, 60); err != nil {
+					t.Error(err)
+					return
+				}
+				e.Last(r.ID)
+			}
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 5; i++ {
+			if err := e.Checkpoint(); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	feed(t, e, names, t0+60, 100)
+	close(done)
+	wg.Wait()
+}

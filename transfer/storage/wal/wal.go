@@ -16,6 +16,7 @@
 package wal
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -424,34 +425,58 @@ func DecodeFrame(buf []byte) (payload []byte, n int, err error) {
 	return payload, HeaderSize + int(size), nil
 }
 
-// ReplaySegment calls fn for each intact record of segment n in order. At the
-// first torn record it truncates the file there (so the next crash does not
-// meet it again) and returns the bytes cut off. An error from fn stops the
-// replay and is returned.
+// ReplaySegment calls fn for each intact record of segment n in order,
+// streaming the file. At the first torn record it truncates the file there
+// (so the next crash does not meet it again) and returns the bytes cut off.
+// An error from fn stops the replay and is returned. The payload passed to fn
+// is only valid during the call.
 func ReplaySegment(dir string, n uint64, fn func(payload []byte) error) (cut int64, err error) {
 	path := filepath.Join(dir, SegmentName(n))
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return 0, fmt.Errorf("wal: read segment: %w", err)
+		return 0, fmt.Errorf("wal: open segment: %w", err)
 	}
-	off := 0
-	for off < len(data) {
-		payload, size, derr := DecodeFrame(data[off:])
-		if derr != nil {
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("wal: stat segment: %w", err)
+	}
+	r := bufio.NewReaderSize(f, 1<<20)
+	var (
+		off     int64
+		header  [HeaderSize]byte
+		payload []byte
+	)
+	for off < fi.Size() {
+		if _, err := io.ReadFull(r, header[:]); err != nil {
+			break
+		}
+		size := binary.LittleEndian.Uint32(header[0:4])
+		if size > MaxRecordSize || int64(size) > fi.Size()-off-HeaderSize {
+			break
+		}
+		if cap(payload) < int(size) {
+			payload = make([]byte, size)
+		}
+		payload = payload[:size]
+		if _, err := io.ReadFull(r, payload); err != nil {
+			break
+		}
+		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(header[4:8]) {
 			break
 		}
 		if err := fn(payload); err != nil {
 			return 0, err
 		}
-		off += size
+		off += HeaderSize + int64(size)
 	}
-	if off == len(data) {
+	if off == fi.Size() {
 		return 0, nil
 	}
-	if err := os.Truncate(path, int64(off)); err != nil {
+	if err := os.Truncate(path, off); err != nil {
 		return 0, fmt.Errorf("wal: cut torn tail: %w", err)
 	}
-	return int64(len(data) - off), nil
+	return fi.Size() - off, nil
 }
 
 // Reader iterates the records of one segment image in memory; used by tools
