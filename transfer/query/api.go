@@ -272,10 +272,10 @@ func (a *API) respond(w http.ResponseWriter, data []byte, ws annotations.Annotat
 }
 
 // respondResult streams a successful query result.
-func (a *API) respondResult(w http.ResponseWriter, v parser.Value, ws annotations.Annotations, query string) {
+func (a *API) respondResult(w http.ResponseWriter, v parser.Value, ws annotations.Annotations, query string, times *stepTimes) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	rw := &resultWriter{w: w, buf: make([]byte, 0, 2*flushAt)}
+	rw := &resultWriter{w: w, buf: make([]byte, 0, 2*flushAt), times: times}
 	rw.buf = append(rw.buf, `{"status":"success","data":`...)
 	rw.writeResult(v)
 	rw.buf = appendWarnings(rw.buf, ws, query)
@@ -470,7 +470,7 @@ func (a *API) handleQuery(w http.ResponseWriter, r *http.Request) {
 		a.respondError(w, invalidParam("query", err))
 		return
 	}
-	a.exec(ctx, w, qry, qs)
+	a.exec(ctx, w, qry, qs, nil)
 }
 
 func (a *API) handleQueryRange(w http.ResponseWriter, r *http.Request) {
@@ -522,12 +522,12 @@ func (a *API) handleQueryRange(w http.ResponseWriter, r *http.Request) {
 		a.respondError(w, invalidParam("query", err))
 		return
 	}
-	a.exec(ctx, w, qry, qs)
+	a.exec(ctx, w, qry, qs, newStepTimes(start.UnixMilli(), end.UnixMilli(), step.Milliseconds()))
 }
 
 // exec runs a query, once a turn is free, and writes its result before the
 // engine reclaims it.
-func (a *API) exec(ctx context.Context, w http.ResponseWriter, qry promql.Query, qs string) {
+func (a *API) exec(ctx context.Context, w http.ResponseWriter, qry promql.Query, qs string, times *stepTimes) {
 	defer qry.Close()
 	select {
 	case a.turns <- struct{}{}:
@@ -541,7 +541,7 @@ func (a *API) exec(ctx context.Context, w http.ResponseWriter, qry promql.Query,
 		a.respondError(w, engineError(res.Err))
 		return
 	}
-	a.respondResult(w, res.Value, res.Warnings, qs)
+	a.respondResult(w, res.Value, res.Warnings, qs, times)
 }
 
 // matcherSets parses match[] as Prometheus does: each selector needs one

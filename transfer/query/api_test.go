@@ -320,8 +320,13 @@ type matrixData struct {
 func queryMatrix(t *testing.T, h http.Handler, form url.Values) matrixData {
 	t.Helper()
 	code, body := call(t, h, "GET", "/api/v1/query_range", form)
+	return decodeMatrix(t, code, body)
+}
+
+func decodeMatrix(t testing.TB, code int, body string) matrixData {
+	t.Helper()
 	if code != 200 {
-		t.Fatalf("query_range %v: %d %s", form, code, body)
+		t.Fatalf("query_range: %d %s", code, body[:min(len(body), 500)])
 	}
 	var resp promResponse
 	if err := json.Unmarshal([]byte(body), &resp); err != nil {
@@ -489,5 +494,21 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("metrics lack %s:\n%s", want, b.String())
 		}
+	}
+}
+
+func TestStepTimes(t *testing.T) {
+	st := newStepTimes(1000, 5500, 1500)
+	for in, want := range map[int64]string{1000: "1", 2500: "2.500", 5500: "5.500", 3000: "3", 7000: "7", 0: "0", -1500: "-1.500"} {
+		if got := string(st.appendTimestamp(nil, in)); got != want {
+			t.Errorf("appendTimestamp(%d) = %s, want %s", in, got, want)
+		}
+	}
+	if newStepTimes(0, 1000, 0) != nil || newStepTimes(0, 1e12, 1) != nil {
+		t.Error("no table for a bad step or too many steps")
+	}
+	var none *stepTimes
+	if got := string(none.appendTimestamp(nil, 1500)); got != "1.500" {
+		t.Errorf("nil table: %s", got)
 	}
 }

@@ -157,6 +157,43 @@ type resultWriter struct {
 	w   io.Writer
 	buf []byte
 	err error
+	// times, for a range query, holds its evaluation times already printed.
+	times *stepTimes
+}
+
+// stepTimes prints the evaluation times of a range query once: every series
+// of the result has its points at some of them, and printing a timestamp
+// costs more than copying it.
+type stepTimes struct {
+	start, step int64
+	text        []byte
+	ends        []int
+}
+
+func newStepTimes(start, end, step int64) *stepTimes {
+	if step <= 0 || end < start || (end-start)/step > maxPointsPerSeries {
+		return nil
+	}
+	st := &stepTimes{start: start, step: step}
+	for t := start; t <= end; t += step {
+		st.text = appendTimestamp(st.text, t)
+		st.ends = append(st.ends, len(st.text))
+	}
+	return st
+}
+
+func (st *stepTimes) appendTimestamp(b []byte, t int64) []byte {
+	if st != nil && t >= st.start {
+		if d := t - st.start; d%st.step == 0 && d/st.step < int64(len(st.ends)) {
+			k := d / st.step
+			lo := 0
+			if k > 0 {
+				lo = st.ends[k-1]
+			}
+			return append(b, st.text[lo:st.ends[k]]...)
+		}
+	}
+	return appendTimestamp(b, t)
 }
 
 const flushAt = 32 << 10
@@ -194,7 +231,11 @@ func (rw *resultWriter) writeResult(v parser.Value) {
 				if j > 0 {
 					b = append(b, ',')
 				}
-				b = appendPoint(b, p.T, p.F)
+				b = append(b, '[')
+				b = rw.times.appendTimestamp(b, p.T)
+				b = append(b, ',')
+				b = appendValue(b, p.F)
+				b = append(b, ']')
 			}
 			b = append(b, "]}"...)
 			rw.buf = b
