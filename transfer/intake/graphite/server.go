@@ -82,7 +82,14 @@ func NewServer(app intake.Appender, rec *intake.Recorder, lim intake.Limits, cfg
 // connections are closed. It returns nil after ctx is done, or the error
 // that stopped accepting.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	stopAccept := context.AfterFunc(ctx, func() { ln.Close() })
+	// Appends outlive ctx, so what was read when the stop came is still
+	// stored, but only for ShutdownTimeout after it.
+	appendCtx, cancelAppends := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelAppends()
+	stopAccept := context.AfterFunc(ctx, func() {
+		ln.Close()
+		time.AfterFunc(s.cfg.ShutdownTimeout, cancelAppends)
+	})
 	defer stopAccept()
 
 	var (
@@ -127,7 +134,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				active--
 				mu.Unlock()
 			}()
-			s.serveConn(ctx, conn)
+			s.serveConn(ctx, appendCtx, conn)
 		}()
 	}
 }
@@ -145,8 +152,9 @@ type connState struct {
 
 // serveConn reads lines in large chunks, so a deadline is set once per read
 // and not once per line: the deadline is the idle timeout, or the flush
-// time of a partial batch when that comes first.
-func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
+// time of a partial batch when that comes first. ctx stops reading;
+// appendCtx bounds the appends.
+func (s *Server) serveConn(ctx, appendCtx context.Context, conn net.Conn) {
 	defer conn.Close()
 	c := &connState{
 		s:      s,
@@ -200,7 +208,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 				discarding = false
 				continue
 			}
-			if !c.handleLine(ctx, line, now) {
+			if !c.handleLine(appendCtx, line, now) {
 				return
 			}
 		}
@@ -208,7 +216,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 			start = end
 		}
 		if len(c.batch) > 0 && now.Sub(c.batchStart) >= s.cfg.FlushInterval {
-			if !c.flush(ctx) {
+			if !c.flush(appendCtx) {
 				return
 			}
 		}
@@ -225,16 +233,14 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		}
 		if ctx.Err() == nil && start < end && !discarding {
 			// The client closed after a last line without "\n".
-			if !c.handleLine(ctx, buf[start:end], now) {
+			if !c.handleLine(appendCtx, buf[start:end], now) {
 				return
 			}
 		}
 		break
 	}
 	// Stopping or closed: store what was read, even when ctx is done.
-	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
-	defer cancel()
-	c.flush(flushCtx)
+	c.flush(appendCtx)
 }
 
 // handleLine parses one line into the batch and appends a full batch. It

@@ -31,12 +31,17 @@ type Appender struct {
 // NewAppender returns an empty recording appender.
 func NewAppender() *Appender { return &Appender{notify: make(chan struct{}, 1)} }
 
-// Append records a copy of pts, or returns the configured error.
-func (a *Appender) Append(_ context.Context, pts []metric.Point) error {
+// Append records pts, or returns the configured error, or fails when ctx
+// is already done.
+func (a *Appender) Append(ctx context.Context, pts []metric.Point) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.err != nil {
 		return a.err
+	}
+	// As real storage would, refuse to store under a cancelled context.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("append with a done context: %w", err)
 	}
 	var partial intake.PartialError
 	for i, p := range pts {
