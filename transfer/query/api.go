@@ -529,11 +529,14 @@ func (a *API) handleQueryRange(w http.ResponseWriter, r *http.Request) {
 // engine reclaims it.
 func (a *API) exec(ctx context.Context, w http.ResponseWriter, qry promql.Query, qs string, times *stepTimes) {
 	defer qry.Close()
+	// The wait for a turn counts against the query's timeout.
+	waitCtx, cancel := context.WithTimeout(ctx, a.opts.Timeout)
+	defer cancel()
 	select {
 	case a.turns <- struct{}{}:
 		defer func() { <-a.turns }()
-	case <-ctx.Done():
-		a.respondError(w, engineError(fmt.Errorf("waiting for a query slot: %w", ctx.Err())))
+	case <-waitCtx.Done():
+		a.respondError(w, engineError(fmt.Errorf("waiting for a query slot: %w", waitCtx.Err())))
 		return
 	}
 	res := qry.Exec(ctx)

@@ -427,6 +427,15 @@ func TestQueryErrorsFromEngineAndStorage(t *testing.T) {
 			t.Errorf("with the turn free: %d %s", code, body)
 		}
 	})
+	t.Run("the wait for a turn is bounded by Options.Timeout too", func(t *testing.T) {
+		api, _ := newTestAPI(t, Options{MaxConcurrent: 1, Timeout: 50 * time.Millisecond})
+		api.turns <- struct{}{}
+		defer func() { <-api.turns }()
+		code, body := call(t, api.Handler(), "GET", "/api/v1/query", url.Values{"query": {"1"}})
+		if code != 503 || !strings.Contains(body, `"errorType":"timeout"`) {
+			t.Errorf("got %d %s, want 503 timeout", code, body)
+		}
+	})
 	t.Run("timeout", func(t *testing.T) {
 		api, _ := newTestAPI(t, Options{})
 		code, body := call(t, api.Handler(), "GET", "/api/v1/query", url.Values{"query": {`{"cpu.idle"}`}, "timeout": {"0.000000001"}})
