@@ -254,3 +254,27 @@ func validSegment(s string) error {
 func SortFiles(files []File) {
 	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 }
+
+// PublishRequest is the body of POST .../publish.
+type PublishRequest struct {
+	Comment string `json:"comment"`
+	// Files to publish; absent publishes the draft.
+	Files []File `json:"files,omitempty"`
+	// Gray makes it a gray release for the hosts it selects.
+	Gray *Gray `json:"gray,omitempty"`
+}
+
+// RollbackRequest is the body of POST .../rollback.
+type RollbackRequest struct {
+	To      int64  `json:"to"`
+	Comment string `json:"comment"`
+}
+
+// EventsResponse answers a membership watch.
+type EventsResponse struct {
+	// Last is the newest event's sequence number: pass it as ?after next.
+	Last   int64         `json:"last"`
+	Events []MemberEvent `json:"events"`
+	// Gone says events after ?after were already pruned; re-list the hosts.
+	Gone bool `json:"gone,omitempty"`
+}

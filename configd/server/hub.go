@@ -1,0 +1,121 @@
+package server
+
+import (
+	"sync"
+	"time"
+)
+
+// hub wakes long-polling watchers when a namespace changes. A change wakes
+// its watchers in batches with a pause between them, so a publish to a
+// namespace every host watches does not answer thousands of requests (and
+// draw thousands of reconnects) in the same instant.
+type hub struct {
+	batch    int
+	interval time.Duration
+
+	mu    sync.Mutex
+	byNS  map[string]map[*waiter]struct{}
+	byRev map[*waiter]struct{}
+	count int
+}
+
+type waiter struct {
+	ch         chan struct{}
+	namespaces []string
+	rev        bool
+}
+
+func newHub(batch int, interval time.Duration) *hub {
+	if batch <= 0 {
+		batch = 1
+	}
+	return &hub{batch: batch, interval: interval, byNS: map[string]map[*waiter]struct{}{}, byRev: map[*waiter]struct{}{}}
+}
+
+// subscribe registers a waiter for changes of the namespaces, or of any
+// namespace when rev is set. Subscribe before reading the state you
+// compare against, so no change falls between the read and the wait.
+func (h *hub) subscribe(namespaces []string, rev bool) *waiter {
+	w := &waiter{ch: make(chan struct{}, 1), namespaces: namespaces, rev: rev}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.count++
+	if rev {
+		h.byRev[w] = struct{}{}
+		return w
+	}
+	for _, ns := range namespaces {
+		set := h.byNS[ns]
+		if set == nil {
+			set = map[*waiter]struct{}{}
+			h.byNS[ns] = set
+		}
+		set[w] = struct{}{}
+	}
+	return w
+}
+
+func (h *hub) unsubscribe(w *waiter) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.count--
+	if w.rev {
+		delete(h.byRev, w)
+		return
+	}
+	for _, ns := range w.namespaces {
+		if set := h.byNS[ns]; set != nil {
+			delete(set, w)
+			if len(set) == 0 {
+				delete(h.byNS, ns)
+			}
+		}
+	}
+}
+
+// watchers is the number of waiting requests.
+func (h *hub) watchers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.count
+}
+
+// notify wakes the watchers of ns, and every rev watcher, in batches. It
+// returns at once; the later batches are woken in the background.
+func (h *hub) notify(ns string) {
+	h.mu.Lock()
+	list := make([]*waiter, 0, len(h.byRev)+len(h.byNS[ns]))
+	// Replicas first: they fan the change out further.
+	for w := range h.byRev {
+		list = append(list, w)
+	}
+	for w := range h.byNS[ns] {
+		list = append(list, w)
+	}
+	h.mu.Unlock()
+	if len(list) <= h.batch {
+		wake(list)
+		return
+	}
+	go func() {
+		t := time.NewTimer(0)
+		<-t.C
+		defer t.Stop()
+		for start := 0; start < len(list); start += h.batch {
+			if start > 0 {
+				t.Reset(h.interval)
+				<-t.C
+			}
+			wake(list[start:min(start+h.batch, len(list))])
+		}
+	}()
+}
+
+func wake(list []*waiter) {
+	for _, w := range list {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
+	}
+}
