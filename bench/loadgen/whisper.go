@@ -204,22 +204,22 @@ func waitWhisperWritten(ctx context.Context, dataDir string, w Workload, poll ti
 	}
 }
 
-// carbonReceivedAt finds, from carbon's own instrumentation (the
+// carbonReceived reads carbon's own instrumentation (the
 // carbon.agents.<instance>.metricsReceived files, one point per
-// CARBON_METRIC_INTERVAL), the first recorded time at which carbon had
-// received want points since from (Unix seconds). It returns ok=false while
-// the recorded counts add up to less; they reach disk through carbon's
-// cache like any metric, so they may lag.
-func carbonReceivedAt(dataDir string, from, want int64) (int64, bool, error) {
+// CARBON_METRIC_INTERVAL) and adds up the points received since from (Unix
+// seconds). It returns that total and the first recorded time at which the
+// running total reached want, or, when it never did, the time of the last
+// non-zero recording.
+func carbonReceived(dataDir string, from, want int64) (received int64, at int64, err error) {
 	files, err := filepath.Glob(filepath.Join(dataDir, "carbon", "agents", "*", "metricsReceived.wsp"))
 	if err != nil {
-		return 0, false, fmt.Errorf("carbon instrumentation: %w", err)
+		return 0, 0, fmt.Errorf("carbon instrumentation: %w", err)
 	}
 	perSecond := map[int64]float64{}
 	for _, path := range files {
 		f, err := os.Open(path)
 		if err != nil {
-			return 0, false, fmt.Errorf("carbon instrumentation: %w", err)
+			return 0, 0, fmt.Errorf("carbon instrumentation: %w", err)
 		}
 		fi, err := f.Stat()
 		if err == nil {
@@ -231,26 +231,33 @@ func carbonReceivedAt(dataDir string, from, want int64) (int64, bool, error) {
 		}
 		f.Close()
 		if err != nil {
-			return 0, false, fmt.Errorf("carbon instrumentation %s: %w", path, err)
+			return 0, 0, fmt.Errorf("carbon instrumentation %s: %w", path, err)
 		}
 	}
-	return firstReaching(perSecond, float64(want))
+	total, at := runningTotal(perSecond, float64(want))
+	return int64(total), at, nil
 }
 
-// firstReaching returns the first timestamp at which the running total of
-// counts reaches want.
-func firstReaching(counts map[int64]float64, want float64) (int64, bool, error) {
+// runningTotal adds counts up in time order. It returns the total and the
+// first timestamp at which it reached want, or the last timestamp with a
+// non-zero count when it never did.
+func runningTotal(counts map[int64]float64, want float64) (float64, int64) {
 	times := make([]int64, 0, len(counts))
 	for ts := range counts {
 		times = append(times, ts)
 	}
 	slices.Sort(times)
-	total := 0.0
+	total, at := 0.0, int64(0)
+	reached := false
 	for _, ts := range times {
+		if counts[ts] == 0 {
+			continue
+		}
 		total += counts[ts]
-		if total >= want {
-			return ts, true, nil
+		if !reached {
+			at = ts
+			reached = total >= want
 		}
 	}
-	return 0, false, nil
+	return total, at
 }

@@ -142,33 +142,36 @@ func TestWaitWhisperWritten(t *testing.T) {
 	}
 }
 
-func TestCarbonReceivedAt(t *testing.T) {
+func TestCarbonReceived(t *testing.T) {
 	now := time.Now().Unix() - 100
 	dir := t.TempDir()
 	// Two carbon instances count what they received, one point per second.
 	makeWhisper(t, filepath.Join(dir, "carbon/agents/vm-a/metricsReceived.wsp"), []string{"1s:1h"},
-		map[int64]float64{now - 5: 1000, now: 300, now + 1: 400, now + 3: 500})
+		map[int64]float64{now - 5: 1000, now: 300, now + 1: 400, now + 3: 500, now + 4: 0})
 	makeWhisper(t, filepath.Join(dir, "carbon/agents/vm-b/metricsReceived.wsp"), []string{"1s:1h"},
 		map[int64]float64{now + 1: 100, now + 2: 50})
 	tests := []struct {
-		want   int64
-		at     int64
-		wantOK bool
+		want int64
+		at   int64
 	}{
-		{300, now, true},
-		{800, now + 1, true}, // 300 + 400 + 100
-		{850, now + 2, true},
-		{1350, now + 3, true},
-		{1351, 0, false},
+		{300, now},
+		{800, now + 1}, // 300 + 400 + 100
+		{850, now + 2},
+		{1350, now + 3},
+		{5000, now + 3}, // never reached: the last non-zero recording
 	}
 	for _, tt := range tests {
-		at, ok, err := carbonReceivedAt(dir, now, tt.want)
+		got, at, err := carbonReceived(dir, now, tt.want)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok != tt.wantOK || at != tt.at {
-			t.Errorf("carbonReceivedAt(want %d) = %d, %v; want now%+d, %v", tt.want, at, ok, tt.at-now, tt.wantOK)
+		if got != 1350 || at != tt.at {
+			t.Errorf("carbonReceived(want %d) = %d, now%+d; want 1350, now%+d", tt.want, got, at-now, tt.at-now)
 		}
+	}
+	got, _, err := carbonReceived(t.TempDir(), now, 1)
+	if err != nil || got != 0 {
+		t.Fatalf("no instrumentation: carbonReceived = %d, %v; want 0, nil", got, err)
 	}
 }
 
