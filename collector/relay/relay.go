@@ -1,0 +1,318 @@
+// Package relay moves collector's points to transfer. Producers hand points
+// to a Writer, which encodes them as open-falcon JSON batches into the disk
+// spool; a Relay reads the spool in order and posts each batch to
+// transfer's POST /api/push, failing over across the listed transfer nodes
+// and backing off while none answers. A batch leaves the spool only once a
+// transfer has answered for it, so nothing is lost while transfer is down
+// (within the spool's bound).
+package relay
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/opskit/opskit/collector/falconfmt"
+	"github.com/opskit/opskit/collector/spool"
+	"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/transfer/intake"
+)
+
+// Writer encodes points into spool records of at most BatchPoints points.
+type Writer struct {
+	Spool       *spool.Spool
+	Defaults    falconfmt.Defaults
+	BatchPoints int
+}
+
+// Write appends pts to the spool; when it returns nil they are on disk.
+func (w *Writer) Write(ctx context.Context, pts []metric.Point) error {
+	if len(pts) == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n := w.BatchPoints
+	if n <= 0 {
+		n = DefaultBatchPoints
+	}
+	recs := make([]spool.Record, 0, (len(pts)+n-1)/n)
+	for start := 0; start < len(pts); start += n {
+		chunk := pts[start:min(start+n, len(pts))]
+		recs = append(recs, spool.Record{Points: len(chunk), Data: falconfmt.AppendArray(nil, chunk, w.Defaults)})
+	}
+	return w.Spool.Append(recs...)
+}
+
+// Defaults of Config.
+const (
+	DefaultBatchPoints = 2000
+	DefaultTimeout     = 10 * time.Second
+	DefaultBackoffMin  = 500 * time.Millisecond
+	DefaultBackoffMax  = 30 * time.Second
+)
+
+// Config configures a Relay.
+type Config struct {
+	// Targets are transfer HTTP addresses (host:port or URLs), tried in
+	// order; the relay stays on one that answers until it fails.
+	Targets []string
+	// BatchPoints bounds the points of one request (records are not split).
+	BatchPoints int
+	// Timeout bounds one request.
+	Timeout time.Duration
+	// BackoffMin and BackoffMax bound the wait after every target failed;
+	// the wait doubles (with jitter) each round and resets on success.
+	BackoffMin, BackoffMax time.Duration
+	// Gzip sends bodies with Content-Encoding: gzip (the transfer must
+	// accept it).
+	Gzip bool
+	// Client is the HTTP client (default: one with Timeout).
+	Client *http.Client
+}
+
+// Relay sends the spool's batches to transfer.
+type Relay struct {
+	cfg     Config
+	targets []string
+	spool   *spool.Spool
+	log     *slog.Logger
+	current int
+
+	sent, rejected, dropped, failures *metrics.Counter
+	set                               *metrics.Set
+}
+
+// New returns a relay from sp to cfg.Targets, registering its metrics in
+// set.
+func New(cfg Config, sp *spool.Spool, set *metrics.Set, log *slog.Logger) (*Relay, error) {
+	if len(cfg.Targets) == 0 {
+		return nil, errors.New("relay: no transfer address")
+	}
+	if cfg.BatchPoints <= 0 {
+		cfg.BatchPoints = DefaultBatchPoints
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Timeout: cfg.Timeout}
+	}
+	r := &Relay{cfg: cfg, spool: sp, log: log, set: set}
+	for _, t := range cfg.Targets {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			continue
+		}
+		if !strings.Contains(t, "://") {
+			t = "http://" + t
+		}
+		r.targets = append(r.targets, strings.TrimRight(t, "/")+"/api/push")
+	}
+	if len(r.targets) == 0 {
+		return nil, errors.New("relay: no transfer address")
+	}
+	r.sent = set.NewCounter("collector_relay_sent_points_total")
+	r.rejected = set.NewCounter("collector_relay_rejected_points_total")
+	r.dropped = set.NewCounter(`collector_relay_dropped_points_total{reason="unsendable"}`)
+	r.failures = set.NewCounter("collector_relay_failed_requests_total")
+	set.NewGauge("collector_relay_targets", func() float64 { return float64(len(r.targets)) })
+	return r, nil
+}
+
+// outcome of one request.
+type outcome int
+
+const (
+	delivered outcome = iota // answered for: ack the batch
+	tooLarge                 // 413: send fewer records
+	retry                    // network error or 5xx: try the next target
+)
+
+// Run sends batches until ctx ends. It returns nil then; points not yet
+// sent stay in the spool for the next start.
+func (r *Relay) Run(ctx context.Context) error {
+	backoff := time.Duration(0)
+	maxRecords := 1 << 20
+	for {
+		b, err := r.spool.Peek(maxRecords, r.cfg.BatchPoints)
+		if err != nil {
+			if errors.Is(err, spool.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("relay: %w", err)
+		}
+		if len(b.Records) == 0 {
+			select {
+			case <-r.spool.Notify():
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		body := joinArrays(b.Records)
+		res := r.sendAnyTarget(ctx, body, b.Points)
+		switch res {
+		case delivered:
+			backoff = 0
+			maxRecords = 1 << 20
+			if err := r.spool.Ack(b); err != nil {
+				return fmt.Errorf("relay: %w", err)
+			}
+			continue
+		case tooLarge:
+			if len(b.Records) > 1 {
+				maxRecords = max(1, len(b.Records)/2)
+				continue
+			}
+			// One record transfer will not take: it can never be sent.
+			r.log.Error("transfer refuses a batch as too large; dropping it", "points", b.Points, "bytes", len(body))
+			r.dropped.Add(b.Points)
+			if err := r.spool.Ack(b); err != nil {
+				return fmt.Errorf("relay: %w", err)
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		backoff = nextBackoff(backoff, r.cfg.BackoffMin, r.cfg.BackoffMax)
+		r.log.Warn("no transfer reachable; points stay in the spool", "retry_in", backoff.Round(time.Millisecond), "spooled_points", r.spool.Stats().Points)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// nextBackoff doubles the wait within [lo, hi], with up to 20 % jitter so
+// that a fleet of collectors does not come back in step.
+func nextBackoff(cur, lo, hi time.Duration) time.Duration {
+	next := min(max(cur*2, lo), hi)
+	return next - time.Duration(rand.Int64N(int64(next)/5+1))
+}
+
+// sendAnyTarget tries each target once, starting with the current one.
+func (r *Relay) sendAnyTarget(ctx context.Context, body []byte, points int) outcome {
+	for i := range r.targets {
+		idx := (r.current + i) % len(r.targets)
+		res, err := r.post(ctx, r.targets[idx], body, points)
+		if res != retry {
+			if idx != r.current {
+				r.log.Info("relaying to another transfer", "target", r.targets[idx])
+				r.current = idx
+			}
+			return res
+		}
+		r.failures.Inc()
+		r.log.Warn("transfer did not take the batch", "target", r.targets[idx], "err", err)
+		if ctx.Err() != nil {
+			return retry
+		}
+	}
+	return retry
+}
+
+func (r *Relay) post(ctx context.Context, url string, body []byte, points int) (outcome, error) {
+	var rd io.Reader = bytes.NewReader(body)
+	if r.cfg.Gzip {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write(body)
+		zw.Close()
+		rd = &buf
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, rd)
+	if err != nil {
+		return retry, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if r.cfg.Gzip {
+		req.Header.Set("Content-Encoding", "gzip")
+	}
+	resp, err := r.cfg.Client.Do(req)
+	if err != nil {
+		return retry, err
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	var ans intake.Response
+	decoded := json.Unmarshal(raw, &ans) == nil
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		r.account(ans, points, decoded)
+		return delivered, nil
+	case resp.StatusCode == http.StatusRequestEntityTooLarge:
+		return tooLarge, nil
+	case resp.StatusCode == http.StatusBadRequest && decoded && len(ans.Rejected) > 0:
+		// Every item was refused: sending it again cannot help.
+		r.account(ans, points, decoded)
+		return delivered, nil
+	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusRequestTimeout:
+		// A request transfer will never take (wrong path, bad body): drop it
+		// rather than block the spool for good.
+		r.log.Error("transfer refuses the batch; dropping it", "target", url, "status", resp.StatusCode, "answer", intake.Truncate(string(raw)))
+		r.dropped.Add(points)
+		return delivered, nil
+	}
+	return retry, fmt.Errorf("status %d: %s", resp.StatusCode, intake.Truncate(strings.TrimSpace(string(raw))))
+}
+
+// account counts the outcome of an answered batch and logs what transfer
+// refused.
+func (r *Relay) account(ans intake.Response, points int, decoded bool) {
+	if !decoded {
+		r.sent.Add(points)
+		return
+	}
+	r.sent.Add(ans.Accepted)
+	if n := len(ans.Rejected); n > 0 {
+		r.rejected.Add(n)
+		first := ans.Rejected[0]
+		r.log.Warn("transfer rejected points", "count", n, "first_reason", first.Reason, "first_detail", first.Detail)
+	}
+}
+
+// joinArrays merges the records' JSON arrays into one.
+func joinArrays(recs []spool.Record) []byte {
+	if len(recs) == 1 {
+		return recs[0].Data
+	}
+	n := 2
+	for _, r := range recs {
+		n += len(r.Data)
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '[')
+	for i, r := range recs {
+		inner := bytes.TrimSpace(r.Data)
+		inner = bytes.TrimSuffix(bytes.TrimPrefix(inner, []byte{'['}), []byte{']'})
+		if len(bytes.TrimSpace(inner)) == 0 {
+			continue
+		}
+		if i > 0 && len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, inner...)
+	}
+	return append(out, ']')
+}
