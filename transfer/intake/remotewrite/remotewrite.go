@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/prometheus/model/value"
@@ -28,18 +27,29 @@ const maxSnappyRatio = 24
 // ErrTooLarge is returned when the decompressed body is over the limit.
 var ErrTooLarge = errors.New("decompressed body over the limit")
 
+// DefaultSeriesCache is how many label sets a Decoder remembers.
+const DefaultSeriesCache = 16384
+
 // Decoder turns remote_write bodies into points, reusing its buffers across
-// calls. It is not safe for concurrent use.
+// calls and remembering the label sets of the series it has seen, so a
+// series that comes again costs no allocation for its labels. It is not
+// safe for concurrent use.
 type Decoder struct {
-	lim   intake.Limits
-	raw   []byte
-	req   prompb.WriteRequest
-	pairs []metric.Label
+	lim      intake.Limits
+	raw      []byte
+	cache    map[string]metric.Labels
+	maxCache int
+
+	// Scratch space of the wire reader, reused for every series.
+	key       []byte
+	labelMsgs [][]byte
+	samples   []prompb.Sample
+	pairs     []metric.Label
 }
 
 // NewDecoder returns a decoder enforcing lim (zero fields take defaults).
 func NewDecoder(lim intake.Limits) *Decoder {
-	return &Decoder{lim: lim.WithDefaults()}
+	return &Decoder{lim: lim.WithDefaults(), cache: make(map[string]metric.Labels), maxCache: DefaultSeriesCache}
 }
 
 // Result is what one request yields.
@@ -61,74 +71,93 @@ type Result struct {
 // when the body does not decode (or is over the limit: ErrTooLarge), and
 // then nothing is kept.
 func (d *Decoder) Decode(body []byte) (Result, error) {
-	var res Result
 	n, err := snappy.DecodedLen(body)
 	if err != nil {
-		return res, fmt.Errorf("snappy: %w", err)
+		return Result{}, fmt.Errorf("snappy: %w", err)
 	}
 	if int64(n) > d.lim.MaxBodyBytes {
-		return res, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, d.lim.MaxBodyBytes)
+		return Result{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, n, d.lim.MaxBodyBytes)
 	}
 	// Snappy expands at most about 22 times (a 3-byte copy of 64 bytes), so
 	// a larger claimed length is a lie; refuse it before allocating for it.
 	if n > maxSnappyRatio*len(body)+64 {
-		return res, fmt.Errorf("snappy: claimed length %d is impossible for %d compressed bytes", n, len(body))
+		return Result{}, fmt.Errorf("snappy: claimed length %d is impossible for %d compressed bytes", n, len(body))
 	}
 	if cap(d.raw) < n {
 		d.raw = make([]byte, n)
 	}
 	raw, err := snappy.Decode(d.raw[:cap(d.raw)], body)
 	if err != nil {
-		return res, fmt.Errorf("snappy: %w", err)
+		return Result{}, fmt.Errorf("snappy: %w", err)
 	}
-	d.req.Reset()
-	if err := d.req.Unmarshal(raw); err != nil {
+	if res, ok := d.walk(raw); ok {
+		return res, nil
+	}
+	return d.decodeStd(raw)
+}
+
+// decodeStd converts a WriteRequest with the generated protobuf code: the
+// reference for every encoding the wire reader (walk) leaves to it.
+func (d *Decoder) decodeStd(raw []byte) (Result, error) {
+	var res Result
+	var req prompb.WriteRequest
+	if err := req.Unmarshal(raw); err != nil {
 		return res, fmt.Errorf("protobuf WriteRequest: %w", err)
 	}
 	total := 0
-	for i := range d.req.Timeseries {
-		total += len(d.req.Timeseries[i].Samples)
+	for i := range req.Timeseries {
+		total += len(req.Timeseries[i].Samples)
 	}
 	res.Points = make([]metric.Point, 0, total)
-	for i := range d.req.Timeseries {
-		ts := &d.req.Timeseries[i]
-		ls, rej := d.labels(ts.Labels)
-		if rej != nil {
-			res.Rejected = append(res.Rejected, intake.Rejection{Index: i, Reason: rej.Reason, Detail: rej.Detail})
-			continue
+	for i := range req.Timeseries {
+		ts := &req.Timeseries[i]
+		pairs := make([]metric.Label, len(ts.Labels))
+		for j, l := range ts.Labels {
+			pairs[j] = metric.Label{Name: l.Name, Value: l.Value}
 		}
-		if len(ts.Histograms) > 0 {
-			res.Rejected = append(res.Rejected, intake.Rejection{Index: i, Reason: intake.ReasonUnsupported,
-				Detail: fmt.Sprintf("%d native histogram samples of %s not stored", len(ts.Histograms), intake.Truncate(ls.Name()))})
-		}
-		for _, s := range ts.Samples {
-			if value.IsStaleNaN(s.Value) {
-				res.Stale++
-				continue
-			}
-			sec := floorDiv(s.Timestamp, 1000)
-			if rej := intake.ValidateSample(sec, s.Value); rej != nil {
-				res.Rejected = append(res.Rejected, intake.Rejection{Index: i, Reason: rej.Reason, Detail: rej.Detail + " in " + intake.Truncate(ls.Name())})
-				continue
-			}
-			res.Points = append(res.Points, metric.Point{Labels: ls, Time: sec, Value: s.Value, Type: metric.Gauge})
-		}
+		ls, rej := d.buildLabels(pairs)
+		d.addSeries(&res, i, ls, rej, len(ts.Histograms), ts.Samples)
 	}
 	return res, nil
 }
 
-// labels converts and validates one series' labels. Prometheus sends them
-// sorted; they are sorted again anyway, and a repeated name is rejected.
-func (d *Decoder) labels(in []prompb.Label) (metric.Labels, *intake.Reject) {
-	if len(in) > d.lim.MaxLabelsPerSeries {
-		return nil, intake.Rejectf(intake.ReasonTooManyLabels, "series has %d labels, over the limit of %d", len(in), d.lim.MaxLabelsPerSeries)
+// addSeries converts one series' samples, or records why it was refused.
+func (d *Decoder) addSeries(res *Result, idx int, ls metric.Labels, rej *intake.Reject, histograms int, samples []prompb.Sample) {
+	if rej != nil {
+		res.Rejected = append(res.Rejected, intake.Rejection{Index: idx, Reason: rej.Reason, Detail: rej.Detail})
+		return
 	}
-	ls := make(metric.Labels, 0, len(in))
-	for _, l := range in {
+	if histograms > 0 {
+		res.Rejected = append(res.Rejected, intake.Rejection{Index: idx, Reason: intake.ReasonUnsupported,
+			Detail: fmt.Sprintf("%d native histogram samples of %s not stored", histograms, intake.Truncate(ls.Name()))})
+	}
+	for _, s := range samples {
+		if value.IsStaleNaN(s.Value) {
+			res.Stale++
+			continue
+		}
+		sec := floorDiv(s.Timestamp, 1000)
+		if rej := intake.ValidateSample(sec, s.Value); rej != nil {
+			res.Rejected = append(res.Rejected, intake.Rejection{Index: idx, Reason: rej.Reason, Detail: rej.Detail + " in " + intake.Truncate(ls.Name())})
+			continue
+		}
+		res.Points = append(res.Points, metric.Point{Labels: ls, Time: sec, Value: s.Value, Type: metric.Gauge})
+	}
+}
+
+// buildLabels turns one series' label pairs into a new, validated label
+// set. Prometheus sends them sorted; they are sorted again anyway, and a
+// repeated name is rejected.
+func (d *Decoder) buildLabels(pairs []metric.Label) (metric.Labels, *intake.Reject) {
+	if len(pairs) > d.lim.MaxLabelsPerSeries {
+		return nil, intake.Rejectf(intake.ReasonTooManyLabels, "series has %d labels, over the limit of %d", len(pairs), d.lim.MaxLabelsPerSeries)
+	}
+	ls := make(metric.Labels, 0, len(pairs))
+	for _, l := range pairs {
 		if l.Value == "" {
 			continue // an empty value means the label is absent
 		}
-		ls = append(ls, metric.Label{Name: l.Name, Value: l.Value})
+		ls = append(ls, l)
 	}
 	byName := func(a, b metric.Label) int { return strings.Compare(a.Name, b.Name) }
 	if !slices.IsSortedFunc(ls, byName) {
@@ -155,18 +184,21 @@ func floorDiv(a, b int64) int64 {
 // (Prometheus drops such a batch), 413 for an oversized one, 415 for
 // remote_write 2.0 bodies, and 503 when Append fails (Prometheus retries).
 type Handler struct {
-	app      intake.Appender
-	rec      *intake.Recorder
-	lim      intake.Limits
-	decoders sync.Pool
+	app intake.Appender
+	rec *intake.Recorder
+	lim intake.Limits
+	// decoders keeps a few decoders, and their series caches, between
+	// requests; unlike a sync.Pool it is not emptied by garbage collection.
+	decoders chan *Decoder
 }
+
+// decoderPoolSize bounds the idle decoders kept, and so their caches.
+const decoderPoolSize = 8
 
 // NewHandler returns the /api/v1/write handler storing into app. rec may be
 // nil; zero fields of lim take their defaults.
 func NewHandler(app intake.Appender, rec *intake.Recorder, lim intake.Limits) *Handler {
-	h := &Handler{app: app, rec: rec, lim: lim.WithDefaults()}
-	h.decoders.New = func() any { return NewDecoder(h.lim) }
-	return h
+	return &Handler{app: app, rec: rec, lim: lim.WithDefaults(), decoders: make(chan *Decoder, decoderPoolSize)}
 }
 
 func (h *Handler) fail(w http.ResponseWriter, code int, msg string) {
@@ -193,8 +225,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, code, err.Error())
 		return
 	}
-	d := h.decoders.Get().(*Decoder)
-	defer h.decoders.Put(d)
+	var d *Decoder
+	select {
+	case d = <-h.decoders:
+	default:
+		d = NewDecoder(h.lim)
+	}
+	defer func() {
+		select {
+		case h.decoders <- d:
+		default:
+		}
+	}()
 	res, err := d.Decode(body)
 	if err != nil {
 		code := http.StatusBadRequest

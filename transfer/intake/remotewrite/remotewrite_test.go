@@ -215,3 +215,40 @@ func TestHandlerStorageRefusesSome(t *testing.T) {
 		t.Fatalf("received = %v", got)
 	}
 }
+
+// TestWireReaderTakesCommonBodies makes sure the fast wire reader, not the
+// generated decoder, handles what Prometheus usually sends, and agrees with
+// the generated decoder on it.
+func TestWireReaderTakesCommonBodies(t *testing.T) {
+	req := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		series([]prompb.Sample{{Value: 1, Timestamp: 1699999999500}, {Value: 2, Timestamp: 1700000000999}},
+			"__name__", "up", "job", "node", "instance", "web1:9100"),
+		series([]prompb.Sample{{Value: math.Float64frombits(value.StaleNaN), Timestamp: 1700000000000}, {Value: -3, Timestamp: 1700000001000}},
+			"__name__", "node_load1", "instance", "web1:9100"),
+		series([]prompb.Sample{{Value: 9, Timestamp: 1700000000000}}, "job", "no-name"),
+		series([]prompb.Sample{{Value: math.NaN(), Timestamp: 1700000000000}, {Value: 0, Timestamp: -5000}}, "__name__", "m"),
+		series([]prompb.Sample{{Value: 9, Timestamp: 1700000000000}}, "zz", "last", "__name__", "unsorted", "empty", ""),
+	}}
+	raw, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDecoder(intake.Limits{})
+	for round := range 2 {
+		fast, ok := d.walk(raw)
+		if !ok {
+			t.Fatalf("round %d: wire reader gave up on a common body", round)
+		}
+		std, err := d.decodeStd(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameResult(t, fast, std)
+		if len(fast.Points) != 4 || fast.Stale != 1 || len(fast.Rejected) != 3 {
+			t.Fatalf("round %d: %d points, %d stale, rejected %+v", round, len(fast.Points), fast.Stale, fast.Rejected)
+		}
+	}
+	if len(d.cache) != 4 {
+		t.Fatalf("cache holds %d label sets, want the 4 valid series", len(d.cache))
+	}
+}
