@@ -135,7 +135,7 @@ func TestServerBadLineKeepsConnection(t *testing.T) {
 		`opskit_transfer_points_rejected_total{proto="graphite",reason="too_long"}`: 1,
 		`opskit_transfer_points_received_total{proto="graphite"}`:                   3,
 	} {
-		if got := intaketest.Counter(ts.set, name); got != want {
+		if got := intaketest.WaitCounter(ts.set, name, want, 5*time.Second); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
@@ -282,10 +282,10 @@ func TestServerStorageRefusesSome(t *testing.T) {
 	if pts := ts.app.WaitPoints(3, 5*time.Second); len(pts) != 3 {
 		t.Fatalf("stored %d, want 3", len(pts))
 	}
-	if got := intaketest.Counter(ts.set, `opskit_transfer_points_rejected_total{proto="graphite",reason="out_of_order"}`); got != 1 {
+	if got := intaketest.WaitCounter(ts.set, `opskit_transfer_points_rejected_total{proto="graphite",reason="out_of_order"}`, 1, 5*time.Second); got != 1 {
 		t.Fatalf("out_of_order = %v", got)
 	}
-	if got := intaketest.Counter(ts.set, `opskit_transfer_points_received_total{proto="graphite"}`); got != 3 {
+	if got := intaketest.WaitCounter(ts.set, `opskit_transfer_points_received_total{proto="graphite"}`, 3, 5*time.Second); got != 3 {
 		t.Fatalf("received = %v, want 3", got)
 	}
 }

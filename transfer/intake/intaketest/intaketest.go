@@ -121,3 +121,17 @@ func Counter(set *metrics.Set, name string) float64 {
 	}
 	return 0
 }
+
+// WaitCounter waits until the counter reaches want or the timeout passes,
+// and returns its last value. Servers count after Append returns, so a test
+// that saw the points may still have to wait for the count.
+func WaitCounter(set *metrics.Set, name string, want float64, timeout time.Duration) float64 {
+	deadline := time.Now().Add(timeout)
+	for {
+		v := Counter(set, name)
+		if v >= want || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
