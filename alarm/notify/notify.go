@@ -1,0 +1,524 @@
+// Package notify turns a flushed alert group into notifications and
+// delivers them. It decides, with a notification log, whether a group needs
+// a notification at all (Alertmanager's rules: something new fires, a
+// resolution to report, or the repeat interval passed); writes the
+// notification to a durable outbox together with the log entry, in one
+// transaction; and delivers it with retries and exponential backoff until a
+// time limit, after which it lands in the dead-letter list. A notification
+// carries a stable Idempotency-Key, so one resent after a crash can be
+// recognised by the receiver.
+package notify
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/opskit/opskit/alarm/alert"
+	"github.com/opskit/opskit/alarm/store"
+	"github.com/opskit/opskit/internal/queue"
+)
+
+// Group is what the dispatcher hands over at a flush.
+type Group struct {
+	Receiver       string
+	GroupKey       string
+	GroupLabels    alert.Labels
+	RepeatInterval time.Duration
+	Alerts         []*alert.Alert // sorted, muted ones already removed
+}
+
+// LogEntry is the notification log's record of what an integration last
+// told a receiver about a group.
+type LogEntry struct {
+	Firing    []alert.Fingerprint `json:"firing"`
+	Resolved  []alert.Fingerprint `json:"resolved"`
+	Timestamp time.Time           `json:"timestamp"`
+	// Notification is the outbox ID of that notification ("" when nothing
+	// had to be sent, e.g. only resolved alerts and send_resolved false).
+	Notification string `json:"notification,omitempty"`
+}
+
+// Notification is one message to deliver, as kept in the outbox and in the
+// dead-letter list.
+type Notification struct {
+	ID          string            `json:"id"` // also the Idempotency-Key
+	Receiver    string            `json:"receiver"`
+	Integration string            `json:"integration"` // e.g. webhook[0]
+	GroupKey    string            `json:"groupKey"`
+	GroupLabels alert.Labels      `json:"groupLabels,omitempty"`
+	Status      string            `json:"status"`
+	Alerts      int               `json:"alerts"`
+	CreatedAt   time.Time         `json:"createdAt"`
+	Attempts    int               `json:"attempts"`
+	LastError   string            `json:"lastError,omitempty"`
+	FailedAt    time.Time         `json:"failedAt,omitzero"`
+	Target      string            `json:"target"` // URL or command
+	Body        []byte            `json:"body"`
+	ContentType string            `json:"contentType"`
+	Headers     map[string]string `json:"headers,omitempty"`
+	// Prev is the log entry this notification replaced, restored when it
+	// fails for good so that the next flush tries again.
+	Prev   *LogEntry `json:"prev,omitempty"`
+	LogKey string    `json:"logKey"`
+
+	seq []byte // outbox key
+}
+
+// Options tune delivery.
+type Options struct {
+	ExternalURL    string
+	Workers        int           // concurrent deliveries
+	RetryInitial   time.Duration // first backoff
+	RetryMax       time.Duration // backoff ceiling
+	RetryTimeout   time.Duration // give up (dead letter) this long after creation
+	SendTimeout    time.Duration // one attempt
+	LogRetention   time.Duration // notification log entries kept this long
+	DeadLetterKeep int           // newest dead letters kept
+	Now            func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.RetryInitial <= 0 {
+		o.RetryInitial = time.Second
+	}
+	if o.RetryMax <= 0 {
+		o.RetryMax = time.Minute
+	}
+	if o.RetryTimeout <= 0 {
+		o.RetryTimeout = 10 * time.Minute
+	}
+	if o.SendTimeout <= 0 {
+		o.SendTimeout = 10 * time.Second
+	}
+	if o.LogRetention <= 0 {
+		o.LogRetention = 120 * time.Hour
+	}
+	if o.DeadLetterKeep <= 0 {
+		o.DeadLetterKeep = 1000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Recorder receives the transitions worth keeping as history.
+type Recorder interface {
+	Record(kind string, n *Notification, detail string)
+}
+
+// Notifier builds, stores and delivers notifications.
+type Notifier struct {
+	db   *store.DB
+	opt  Options
+	log  *slog.Logger
+	rec  Recorder
+	work *queue.Queue[*Notification]
+
+	mu        sync.RWMutex
+	receivers map[string]*Receiver
+
+	sent, failed, retried, dead *metrics.Counter
+	deduped                     *metrics.Counter
+}
+
+// New makes a notifier over db for receivers.
+func New(db *store.DB, receivers []*Receiver, opt Options, log *slog.Logger, set *metrics.Set, rec Recorder) *Notifier {
+	opt.defaults()
+	n := &Notifier{
+		db: db, opt: opt, log: log, rec: rec,
+		work:    queue.New[*Notification](100000, nil),
+		sent:    set.NewCounter(`alarm_notifications_sent_total`),
+		failed:  set.NewCounter(`alarm_notification_attempts_failed_total`),
+		retried: set.NewCounter(`alarm_notification_retries_total`),
+		dead:    set.NewCounter(`alarm_notifications_dead_lettered_total`),
+		deduped: set.NewCounter(`alarm_flushes_without_notification_total`),
+	}
+	n.SetReceivers(receivers)
+	set.NewGauge(`alarm_outbox_notifications`, func() float64 { return float64(n.work.Len()) })
+	return n
+}
+
+// SetReceivers replaces the receivers (on reload).
+func (n *Notifier) SetReceivers(rs []*Receiver) {
+	m := make(map[string]*Receiver, len(rs))
+	for _, r := range rs {
+		m[r.Name] = r
+	}
+	n.mu.Lock()
+	n.receivers = m
+	n.mu.Unlock()
+}
+
+// Receivers lists the receiver names.
+func (n *Notifier) Receivers() []string {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]string, 0, len(n.receivers))
+	for name := range n.receivers {
+		out = append(out, name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func newID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func fpSet(fps []alert.Fingerprint) map[alert.Fingerprint]bool {
+	m := make(map[alert.Fingerprint]bool, len(fps))
+	for _, f := range fps {
+		m[f] = true
+	}
+	return m
+}
+
+func subset(set map[alert.Fingerprint]bool, sub []alert.Fingerprint) bool {
+	for _, f := range sub {
+		if !set[f] {
+			return false
+		}
+	}
+	return true
+}
+
+// needsUpdate is Alertmanager's dedup rule.
+func needsUpdate(prev *LogEntry, firing, resolved []alert.Fingerprint, sendResolved bool, repeat time.Duration, now time.Time) bool {
+	if prev == nil {
+		return len(firing) > 0
+	}
+	if !subset(fpSet(prev.Firing), firing) {
+		return true
+	}
+	if len(firing) == 0 {
+		// Report "all resolved" only to a receiver that was told something fired.
+		return len(prev.Firing) > 0
+	}
+	if sendResolved && !subset(fpSet(prev.Resolved), resolved) {
+		return true
+	}
+	return !prev.Timestamp.After(now.Add(-repeat))
+}
+
+// Notify handles one flush of a group: for every integration of the
+// receiver that needs it, a notification is made durable (with its log
+// entry) and queued for delivery. It returns once everything is on disk.
+func (n *Notifier) Notify(ctx context.Context, g *Group) error {
+	n.mu.RLock()
+	r := n.receivers[g.Receiver]
+	n.mu.RUnlock()
+	if r == nil {
+		return fmt.Errorf("receiver %q is not defined", g.Receiver)
+	}
+	now := n.opt.Now()
+	var firing, resolved []alert.Fingerprint
+	for _, a := range g.Alerts {
+		if a.Resolved(now) {
+			resolved = append(resolved, a.Fingerprint())
+		} else {
+			firing = append(firing, a.Fingerprint())
+		}
+	}
+	var queued []*Notification
+	err := n.db.Batch(func(tx *store.Tx) error {
+		queued = queued[:0]
+		for i, in := range r.integrations {
+			logKey := g.Receiver + "/" + in.name(i) + "/" + g.GroupKey
+			var prev *LogEntry
+			if raw := tx.Get(store.NotifyLog, []byte(logKey)); raw != nil {
+				prev = &LogEntry{}
+				if err := json.Unmarshal(raw, prev); err != nil {
+					prev = nil
+				}
+			}
+			if !needsUpdate(prev, firing, resolved, in.sendResolved(), g.RepeatInterval, now) {
+				n.deduped.Inc()
+				continue
+			}
+			entry := &LogEntry{Firing: firing, Resolved: resolved, Timestamp: now}
+			alerts := g.Alerts
+			if !in.sendResolved() {
+				alerts = onlyFiring(alerts, now)
+			}
+			if len(alerts) > 0 {
+				body, ctype, err := in.render(BuildPayload(g.Receiver, g.GroupKey, n.opt.ExternalURL, g.GroupLabels, alerts, in.maxAlerts(), now), now)
+				if err != nil {
+					return fmt.Errorf("receiver %s %s: %w", g.Receiver, in.name(i), err)
+				}
+				seq, err := tx.NextSeq(store.Outbox)
+				if err != nil {
+					return err
+				}
+				status := StatusResolved
+				if len(firing) > 0 {
+					status = StatusFiring
+				}
+				nt := &Notification{
+					ID: newID(), Receiver: g.Receiver, Integration: in.name(i), GroupKey: g.GroupKey, GroupLabels: g.GroupLabels,
+					Status: status, Alerts: len(alerts), CreatedAt: now, Target: in.target(),
+					Body: body, ContentType: ctype, Headers: in.headers(), Prev: prev, LogKey: logKey,
+					seq: store.TimeKey(now, seq),
+				}
+				raw, err := json.Marshal(nt)
+				if err != nil {
+					return err
+				}
+				if err := tx.Write(store.Outbox, []store.KV{{Key: nt.seq, Value: raw}}); err != nil {
+					return err
+				}
+				entry.Notification = nt.ID
+				queued = append(queued, nt)
+			}
+			raw, err := json.Marshal(entry)
+			if err != nil {
+				return err
+			}
+			if err := tx.Write(store.NotifyLog, []store.KV{{Key: []byte(logKey), Value: raw}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store notification: %w", err)
+	}
+	for _, nt := range queued {
+		if n.rec != nil {
+			n.rec.Record("notification_queued", nt, "")
+		}
+		if err := n.work.Push(ctx, nt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func onlyFiring(alerts []*alert.Alert, now time.Time) []*alert.Alert {
+	out := make([]*alert.Alert, 0, len(alerts))
+	for _, a := range alerts {
+		if !a.Resolved(now) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Run loads the outbox left by a previous run and delivers until ctx ends.
+func (n *Notifier) Run(ctx context.Context) error {
+	var pending []*Notification
+	err := n.db.ForEach(store.Outbox, nil, func(k, v []byte) error {
+		nt := &Notification{}
+		if err := json.Unmarshal(v, nt); err != nil {
+			n.log.Error("unreadable outbox entry dropped", "err", err)
+			return nil
+		}
+		nt.seq = append([]byte(nil), k...)
+		pending = append(pending, nt)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load outbox: %w", err)
+	}
+	if len(pending) > 0 {
+		n.log.Info("resuming undelivered notifications", "count", len(pending))
+	}
+	go func() {
+		for _, nt := range pending {
+			if n.work.Push(ctx, nt) != nil {
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for range n.opt.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.worker(ctx)
+		}()
+	}
+	<-ctx.Done()
+	n.work.Close()
+	wg.Wait()
+	return nil
+}
+
+func (n *Notifier) worker(ctx context.Context) {
+	batch := make([]*Notification, 0, 1)
+	for {
+		var err error
+		batch, err = n.work.PopBatch(ctx, batch, 1)
+		if err != nil || ctx.Err() != nil {
+			return
+		}
+		for _, nt := range batch {
+			n.attempt(ctx, nt)
+		}
+	}
+}
+
+// attempt delivers nt once and then removes it, schedules a retry, or
+// dead-letters it.
+func (n *Notifier) attempt(ctx context.Context, nt *Notification) {
+	n.mu.RLock()
+	r := n.receivers[nt.Receiver]
+	n.mu.RUnlock()
+	var err error
+	permanent := false
+	if r == nil {
+		err, permanent = fmt.Errorf("receiver %q no longer defined", nt.Receiver), true
+	} else {
+		actx, cancel := context.WithTimeout(ctx, n.opt.SendTimeout)
+		err = r.deliver(actx, nt)
+		cancel()
+		var pe *PermanentError
+		permanent = errors.As(err, &pe)
+	}
+	if ctx.Err() != nil {
+		return // stopping: the outbox keeps it for the next run
+	}
+	nt.Attempts++
+	now := n.opt.Now()
+	if err == nil {
+		if derr := n.db.Write(store.Outbox, []store.KV{{Key: nt.seq}}); derr != nil {
+			n.log.Error("outbox delete failed; the notification may be sent again after a restart", "id", nt.ID, "err", derr)
+		}
+		n.sent.Inc()
+		if n.rec != nil {
+			n.rec.Record("notified", nt, "")
+		}
+		return
+	}
+	n.failed.Inc()
+	nt.LastError = err.Error()
+	backoff := n.opt.RetryInitial << min(nt.Attempts-1, 20)
+	if backoff > n.opt.RetryMax || backoff <= 0 {
+		backoff = n.opt.RetryMax
+	}
+	if permanent || now.Add(backoff).After(nt.CreatedAt.Add(n.opt.RetryTimeout)) {
+		n.deadLetter(nt, now)
+		return
+	}
+	n.log.Warn("notification failed; will retry", "receiver", nt.Receiver, "integration", nt.Integration,
+		"group", nt.GroupKey, "attempt", nt.Attempts, "retry_in", backoff, "err", err)
+	raw, _ := json.Marshal(nt)
+	if werr := n.db.Write(store.Outbox, []store.KV{{Key: nt.seq, Value: raw}}); werr != nil {
+		n.log.Error("outbox update failed", "id", nt.ID, "err", werr)
+	}
+	n.retried.Inc()
+	time.AfterFunc(backoff, func() {
+		if ctx.Err() == nil {
+			n.work.Push(ctx, nt)
+		}
+	})
+}
+
+func (n *Notifier) deadLetter(nt *Notification, now time.Time) {
+	nt.FailedAt = now
+	n.dead.Inc()
+	n.log.Error("notification failed for good; moved to the dead-letter list", "receiver", nt.Receiver,
+		"integration", nt.Integration, "group", nt.GroupKey, "attempts", nt.Attempts, "err", nt.LastError)
+	raw, _ := json.Marshal(nt)
+	err := n.db.Batch(func(tx *store.Tx) error {
+		if err := tx.Write(store.Outbox, []store.KV{{Key: nt.seq}}); err != nil {
+			return err
+		}
+		if err := tx.Write(store.DeadLetters, []store.KV{{Key: nt.seq, Value: raw}}); err != nil {
+			return err
+		}
+		// Restore the log as it was, so the next flush of the group tries again.
+		cur := tx.Get(store.NotifyLog, []byte(nt.LogKey))
+		var e LogEntry
+		if cur != nil && json.Unmarshal(cur, &e) == nil && e.Notification == nt.ID {
+			var prev []byte
+			if nt.Prev != nil {
+				prev, _ = json.Marshal(nt.Prev)
+			}
+			return tx.Write(store.NotifyLog, []store.KV{{Key: []byte(nt.LogKey), Value: prev}})
+		}
+		return nil
+	})
+	if err != nil {
+		n.log.Error("dead-letter write failed", "id", nt.ID, "err", err)
+	}
+	if n.rec != nil {
+		n.rec.Record("dead_lettered", nt, nt.LastError)
+	}
+}
+
+// DeadLetters returns the dead letters, oldest first.
+func (n *Notifier) DeadLetters() ([]*Notification, error) {
+	var out []*Notification
+	err := n.db.ForEach(store.DeadLetters, nil, func(k, v []byte) error {
+		nt := &Notification{}
+		if err := json.Unmarshal(v, nt); err != nil {
+			return err
+		}
+		out = append(out, nt)
+		return nil
+	})
+	return out, err
+}
+
+// Pending returns the notifications not yet delivered, oldest first.
+func (n *Notifier) Pending() ([]*Notification, error) {
+	var out []*Notification
+	err := n.db.ForEach(store.Outbox, nil, func(k, v []byte) error {
+		nt := &Notification{}
+		if err := json.Unmarshal(v, nt); err != nil {
+			return err
+		}
+		out = append(out, nt)
+		return nil
+	})
+	return out, err
+}
+
+// GC drops notification log entries older than the retention and dead
+// letters beyond the newest DeadLetterKeep.
+func (n *Notifier) GC() error {
+	cutoff := n.opt.Now().Add(-n.opt.LogRetention)
+	var kvs []store.KV
+	err := n.db.ForEach(store.NotifyLog, nil, func(k, v []byte) error {
+		var e LogEntry
+		if json.Unmarshal(v, &e) != nil || e.Timestamp.Before(cutoff) {
+			kvs = append(kvs, store.KV{Key: append([]byte(nil), k...)})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := n.db.Write(store.NotifyLog, kvs); err != nil {
+		return err
+	}
+	count, err := n.db.Count(store.DeadLetters)
+	if err != nil || count <= n.opt.DeadLetterKeep {
+		return err
+	}
+	kvs = kvs[:0]
+	extra := count - n.opt.DeadLetterKeep
+	n.db.ForEach(store.DeadLetters, nil, func(k, v []byte) error {
+		if len(kvs) >= extra {
+			return store.ErrStop
+		}
+		kvs = append(kvs, store.KV{Key: append([]byte(nil), k...)})
+		return nil
+	})
+	return n.db.Write(store.DeadLetters, kvs)
+}
