@@ -13,11 +13,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/opskit/opskit/internal/kit"
 	"github.com/opskit/opskit/transfer/intake"
 )
 
@@ -36,7 +38,8 @@ Reads metrics on stdin, one per line, and sends them to a transfer node:
   any other line is Graphite plaintext ("path value [timestamp]").
 Prints one JSON line per request: {"accepted":N,"rejected":[{"index":LINE,...}]}.
 Exits 0 when everything was accepted, 1 when anything was refused or a
-request failed, 2 on bad usage.
+request failed, 2 on bad usage. Each flag may also be set with its
+OPSKIT_<FLAG> environment variable, e.g. OPSKIT_ADDR.
 
 Flags:
 `
@@ -45,8 +48,13 @@ Flags:
 const maxLine = 64 << 20
 
 // Main runs "transfer push" with args (without the subcommand name) and
-// returns the exit code.
+// returns the exit code. A flag not given on the command line may come from
+// its OPSKIT_<FLAG> environment variable, e.g. OPSKIT_ADDR.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return mainWithEnv(ctx, args, stdin, stdout, stderr, os.LookupEnv)
+}
+
+func mainWithEnv(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
 	fs := pflag.NewFlagSet("transfer push", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:7120", "transfer HTTP address, host:port or a http(s):// URL")
@@ -64,6 +72,21 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 		fmt.Fprintf(stderr, "transfer push: %v\n", err)
 		fmt.Fprintln(stderr, "run \"transfer push --help\" for usage")
+		return ExitUsage
+	}
+	var envErr error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed || envErr != nil {
+			return
+		}
+		if v, ok := lookupEnv(kit.EnvName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s: %w", kit.EnvName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		fmt.Fprintf(stderr, "transfer push: %v\n", envErr)
 		return ExitUsage
 	}
 	switch {

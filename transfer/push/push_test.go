@@ -201,3 +201,25 @@ func TestEmptyInput(t *testing.T) {
 		t.Fatalf("exit %d results %+v: empty input sends nothing and succeeds", code, results)
 	}
 }
+
+func TestFlagsFromEnvironment(t *testing.T) {
+	srv, app := newServer(t)
+	env := map[string]string{"OPSKIT_ADDR": srv.URL, "OPSKIT_FORMAT": "graphite"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	var stdout, stderr bytes.Buffer
+	if code := mainWithEnv(context.Background(), nil, strings.NewReader("a.b 1 1699999999\n"), &stdout, &stderr, lookup); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if len(app.Points()) != 1 {
+		t.Fatal("nothing stored through the address from OPSKIT_ADDR")
+	}
+	// The command line wins over the environment.
+	env["OPSKIT_ADDR"] = "127.0.0.1:1"
+	if code := mainWithEnv(context.Background(), []string{"--addr", srv.URL}, strings.NewReader("a.b 1 1699999999\n"), &stdout, &stderr, lookup); code != ExitOK {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	env["OPSKIT_BATCH"] = "many"
+	if code := mainWithEnv(context.Background(), nil, strings.NewReader(""), &stdout, &stderr, lookup); code != ExitUsage {
+		t.Fatalf("bad OPSKIT_BATCH: exit %d, want 2", code)
+	}
+}
