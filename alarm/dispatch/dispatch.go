@@ -58,6 +58,7 @@ type group struct {
 
 	mu         sync.Mutex
 	alerts     map[alert.Fingerprint]*alert.Alert
+	muted      map[alert.Fingerprint]string // why each alert was muted at the last flush
 	timer      *time.Timer
 	hasFlushed bool
 	stopped    bool
@@ -94,7 +95,9 @@ func (d *Dispatcher) Add(alerts []*alert.Alert) {
 				d.groups[gk] = g
 			}
 			g.mu.Lock()
-			g.alerts[a.Fingerprint()] = a
+			fp := a.Fingerprint()
+			_, known := g.alerts[fp]
+			g.alerts[fp] = a
 			if isNew {
 				g.timer = time.AfterFunc(r.GroupWait, func() { d.flush(g) })
 			}
@@ -103,7 +106,7 @@ func (d *Dispatcher) Add(alerts []*alert.Alert) {
 				g.timer.Reset(0)
 			}
 			g.mu.Unlock()
-			if d.rec != nil && isNew {
+			if d.rec != nil && !known {
 				d.rec.RecordAlert("grouped", a, gk, r.Receiver, "")
 			}
 		}
@@ -153,14 +156,19 @@ func (d *Dispatcher) flush(g *group) {
 		snapshot = append(snapshot, a)
 	}
 	g.hasFlushed = true
+	wasMuted := g.muted
 	g.mu.Unlock()
+	muted := map[alert.Fingerprint]string{}
 
 	now := d.now()
 	notify.SortAlerts(snapshot)
 	send := make([]*alert.Alert, 0, len(snapshot))
 	for _, a := range snapshot {
-		if reason, muted := d.muter.Muted(a); muted {
-			if d.rec != nil {
+		if reason, isMuted := d.muter.Muted(a); isMuted {
+			fp := a.Fingerprint()
+			muted[fp] = reason
+			// History gets the change, not every flush of a muted alert.
+			if d.rec != nil && wasMuted[fp] != reason {
 				d.rec.RecordAlert(reason, a, g.key, g.route.Receiver, "")
 			}
 			continue
@@ -189,6 +197,7 @@ func (d *Dispatcher) flush(g *group) {
 	if g.stopped {
 		return
 	}
+	g.muted = muted
 	if err == nil {
 		for _, a := range snapshot {
 			fp := a.Fingerprint()

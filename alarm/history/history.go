@@ -64,6 +64,12 @@ func (l *Log) RecordAlert(kind string, a *alert.Alert, groupKey, receiver, detai
 		GroupKey: groupKey, Receiver: receiver, Detail: detail})
 }
 
+// RecordSilence records a silence being set or expired; labels are the
+// ones its equality matchers name, so --match finds it.
+func (l *Log) RecordSilence(kind string, labels alert.Labels, detail string) {
+	l.q.TryPush(Event{Time: l.now(), Kind: kind, Labels: labels, Detail: detail})
+}
+
 // Record records a notification's transition (notify.Recorder).
 func (l *Log) Record(kind string, n *notify.Notification, detail string) {
 	l.q.TryPush(Event{Time: l.now(), Kind: kind, Labels: n.GroupLabels, GroupKey: n.GroupKey,

@@ -325,7 +325,7 @@ func (s *Server) postSilence(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.History != nil {
 		sil, _ := s.Silences.Get(id)
-		s.History.RecordAlert("silence_set", &alert.Alert{Labels: silenceLabels(sil)}, "", "", fmt.Sprintf("silence %s by %s: %s", id, sil.CreatedBy, sil.Comment))
+		s.History.RecordSilence("silence_set", silenceLabels(sil), fmt.Sprintf("silence %s by %s: %s", id, sil.CreatedBy, sil.Comment))
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"silenceID": id})
 }
@@ -359,6 +359,10 @@ func (s *Server) deleteSilence(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err)
 	default:
+		if s.History != nil {
+			sil, _ := s.Silences.Get(r.PathValue("id"))
+			s.History.RecordSilence("silence_expired", silenceLabels(sil), "silence "+sil.ID)
+		}
 		w.WriteHeader(http.StatusOK)
 	}
 }
