@@ -117,6 +117,12 @@ func New(cfg Config, remote *client.Remote) (*Agent, error) {
 		if t.Dir == "" {
 			t.Dir = filepath.Join(cfg.CacheDir, filepath.FromSlash(t.Namespace))
 		}
+		// Commands run inside the directory and get paths to it: keep them absolute.
+		abs, err := filepath.Abs(t.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %s: %w", t.Namespace, err)
+		}
+		t.Dir = abs
 		ap := &applier{t: t, keep: cfg.KeepReleases, checkTimeout: cfg.CheckTimeout, now: cfg.Now}
 		a.appliers[t.Namespace] = ap
 		m, err := ap.current()

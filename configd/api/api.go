@@ -15,7 +15,7 @@ import (
 // File is one file of a namespace.
 type File struct {
 	Name    string `json:"name"`
-	Content string `json:"content"`
+	Content string `json:"content,omitempty"`
 	SHA256  string `json:"sha256"`
 }
 
