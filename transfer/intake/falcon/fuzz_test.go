@@ -1,6 +1,7 @@
 package falcon
 
 import (
+	"encoding/json"
 	"math"
 	"testing"
 
@@ -41,6 +42,31 @@ func FuzzDecode(f *testing.F) {
 			if seen[r.Index] {
 				t.Fatalf("item %d both accepted and rejected", r.Index)
 			}
+		}
+		// The array splitter must agree with encoding/json on what the
+		// elements are, and item by item with ParseItem.
+		var elems []json.RawMessage
+		if json.Unmarshal(body, &elems) != nil {
+			if len(res.Rejected) == 0 || res.Rejected[len(res.Rejected)-1].Reason != intake.ReasonBadJSON {
+				t.Fatalf("a body encoding/json refuses as an array gave no bad_json rejection: %+v", res.Rejected)
+			}
+			return
+		}
+		if res.Items != len(elems) {
+			t.Fatalf("%d items, encoding/json sees %d", res.Items, len(elems))
+		}
+		accepted := 0
+		for i, e := range elems {
+			_, rej := ParseItem(e, now, lim)
+			if rej == nil != seen[i] {
+				t.Fatalf("item %d: alone %v, in the body accepted=%v", i, rej, seen[i])
+			}
+			if rej == nil {
+				accepted++
+			}
+		}
+		if accepted != len(res.Points) {
+			t.Fatalf("%d accepted alone, %d in the body", accepted, len(res.Points))
 		}
 	})
 }
