@@ -107,13 +107,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("graphite accept: %w", err)
 			}
-			return fmt.Errorf("graphite accept: %w", err)
+			// E.g. out of file descriptors: wait for connections to end.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			log.Warn("graphite accept failed, retrying", "err", err, "in", backoff)
+			time.Sleep(backoff)
+			continue
 		}
 		backoff = 0
 		mu.Lock()
