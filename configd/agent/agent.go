@@ -270,6 +270,9 @@ func (a *Agent) checkFailed(err error) {
 	a.mu.Lock()
 	first := a.lastErr == nil
 	a.lastErr = err
+	// The server may be restarting and lose what hosts reported (it keeps
+	// reports in memory): tell it again once it answers.
+	a.reported = false
 	a.mu.Unlock()
 	if first {
 		a.log.Warn("no configd server answered; serving cached files", "err", err)
