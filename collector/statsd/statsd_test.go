@@ -89,9 +89,9 @@ func TestAggregateInterval(t *testing.T) {
 	got := flushMap(t, a, 1700000010)
 	want := map[string]float64{
 		"hits.count{}": 1 + 4 + 5, "hits.rate{}": 1.0,
-		"users.count{}":                   3,
-		"my_app-req_time.count{}":         1,
-		"temp{}":                          13,
+		"users.count{}":                    3,
+		"my_app-req_time.count{}":          1,
+		"temp{}":                           13,
 		`api.latency.count{route="login"}`: 100, `api.latency.rate{route="login"}`: 10,
 		`api.latency.sum{route="login"}`: 5050, `api.latency.mean{route="login"}`: 50.5,
 		`api.latency.min{route="login"}`: 1, `api.latency.max{route="login"}`: 100,
