@@ -32,6 +32,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -73,6 +75,7 @@ type report struct {
 	StoredBy              string  `json:"stored_by"`
 	Seconds               float64 `json:"seconds"`
 	PointsPerSec          float64 `json:"points_per_sec"`
+	Load1                 float64 `json:"load1"`
 	CarbonReceived        int64   `json:"carbon_received,omitempty"`
 	CarbonReceivedSeconds float64 `json:"carbon_received_seconds,omitempty"`
 	Error                 string  `json:"error,omitempty"`
@@ -242,6 +245,7 @@ func run(ctx context.Context, cfg config) (report, error) {
 		perConn[conn] = buildChunks(w, conn, cfg.Conns, cfg.Batch, enc)
 	}
 
+	rep.Load1 = loadAverage("/proc/loadavg")
 	start := time.Now()
 	accepted, err := sendAll(ctx, perConn, send)
 	rep.Accepted = accepted
@@ -317,6 +321,21 @@ func carbonCrossCheck(ctx context.Context, dataDir string, start time.Time, want
 		case <-time.After(poll):
 		}
 	}
+}
+
+// loadAverage is the one-minute load average at the start of a run, to tell
+// a quiet machine from a busy one; 0 when it cannot be read.
+func loadAverage(path string) float64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	first, _, _ := strings.Cut(string(b), " ")
+	v, err := strconv.ParseFloat(first, 64)
+	if err != nil {
+		return 0
+	}
+	return v
 }
 
 func rate(points int64, d time.Duration) (float64, float64) {

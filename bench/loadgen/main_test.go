@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +66,18 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
+func TestLoadAverage(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "loadavg")
+	os.WriteFile(path, []byte("3.25 2.00 1.50 2/300 12345\n"), 0o644)
+	if got := loadAverage(path); got != 3.25 {
+		t.Fatalf("loadAverage = %v, want 3.25", got)
+	}
+	if got := loadAverage(filepath.Join(dir, "missing")); got != 0 {
+		t.Fatalf("loadAverage of a missing file = %v, want 0", got)
+	}
+}
+
 func TestMedian(t *testing.T) {
 	tests := []struct {
 		in   []float64
@@ -84,9 +98,9 @@ func TestMedian(t *testing.T) {
 func TestSummary(t *testing.T) {
 	in := strings.Join([]string{
 		`{"target":"transfer-graphite","mode":"graphite","points":100,"accepted_points_per_sec":900,"points_per_sec":800}`,
-		`{"target":"carbon-cache","mode":"graphite","points":100,"accepted_points_per_sec":100,"points_per_sec":20,"stored_by":"whisper files"}`,
+		`{"target":"carbon-cache","mode":"graphite","points":100,"accepted_points_per_sec":100,"points_per_sec":20,"stored_by":"whisper files","load1":0.5}`,
 		`{"target":"transfer-graphite","mode":"graphite","points":100,"accepted_points_per_sec":1100,"points_per_sec":1000}`,
-		`{"target":"carbon-cache","mode":"graphite","points":100,"accepted_points_per_sec":300,"points_per_sec":40}`,
+		`{"target":"carbon-cache","mode":"graphite","points":100,"accepted_points_per_sec":300,"points_per_sec":40,"load1":1.5}`,
 		`{"target":"transfer-graphite","mode":"graphite","points":100,"accepted_points_per_sec":1000,"points_per_sec":900}`,
 		`{"target":"carbon-cache","mode":"graphite","points":100,"error":"timeout"}`,
 		``,
@@ -97,7 +111,7 @@ func TestSummary(t *testing.T) {
 	}
 	for _, want := range []string{
 		"| transfer-graphite | graphite | 3/3 | 1000 | 900 |",
-		"| carbon-cache | graphite | 2/3 | 200 | 30 | whisper files |",
+		"| carbon-cache | graphite | 2/3 | 200 | 30 | whisper files | 1.0 |",
 		"| transfer-graphite / carbon-cache | 5.00× | 30.00× |",
 	} {
 		if !strings.Contains(out.String(), want) {

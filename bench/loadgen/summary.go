@@ -18,8 +18,10 @@ type targetSummary struct {
 	Failed         int
 	Accepted       float64 // median accepted points/s over successful runs
 	Stored         float64 // median stored points/s over successful runs
+	Load1          float64 // median load average at the start of the successful runs
 	AcceptedValues []float64
 	StoredValues   []float64
+	LoadValues     []float64
 }
 
 // readReports reads loadgen's JSON lines; blank lines are skipped.
@@ -64,6 +66,7 @@ func summarize(reports []report) []targetSummary {
 			s.Failed++
 			continue
 		}
+		s.LoadValues = append(s.LoadValues, rep.Load1)
 		s.AcceptedValues = append(s.AcceptedValues, rep.AcceptedPointsPerSec)
 		s.StoredValues = append(s.StoredValues, rep.PointsPerSec)
 	}
@@ -72,6 +75,7 @@ func summarize(reports []report) []targetSummary {
 		s := byTarget[name]
 		s.Accepted = median(s.AcceptedValues)
 		s.Stored = median(s.StoredValues)
+		s.Load1 = median(s.LoadValues)
 		out = append(out, *s)
 	}
 	return out
@@ -104,10 +108,10 @@ func ratio(a, b float64) float64 {
 // accepted.
 func writeSummary(w io.Writer, sums []targetSummary) error {
 	b := &strings.Builder{}
-	fmt.Fprintln(b, "| target | mode | runs ok | accepted points/s (median) | stored points/s (median) | stored means |")
-	fmt.Fprintln(b, "|---|---|---|---:|---:|---|")
+	fmt.Fprintln(b, "| target | mode | runs ok | accepted points/s (median) | stored points/s (median) | stored means | load avg at start (median) |")
+	fmt.Fprintln(b, "|---|---|---|---:|---:|---|---:|")
 	for _, s := range sums {
-		fmt.Fprintf(b, "| %s | %s | %d/%d | %.0f | %.0f | %s |\n", s.Target, s.Mode, s.Runs-s.Failed, s.Runs, s.Accepted, s.Stored, s.StoredBy)
+		fmt.Fprintf(b, "| %s | %s | %d/%d | %.0f | %.0f | %s | %.1f |\n", s.Target, s.Mode, s.Runs-s.Failed, s.Runs, s.Accepted, s.Stored, s.StoredBy, s.Load1)
 	}
 	var ratios []string
 	for _, t := range sums {
