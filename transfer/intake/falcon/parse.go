@@ -210,7 +210,7 @@ func parseStep(n json.Number) (int32, *intake.Reject) {
 		return 0, intake.Rejectf(intake.ReasonBadStep, "step %q is not a number", intake.Truncate(string(n)))
 	}
 	if f <= 0 {
-		return 0, intake.Rejectf(intake.ReasonBadStep, "step %s is not positive", n)
+		return 0, intake.Rejectf(intake.ReasonBadStep, "step %s is not positive", intake.Truncate(string(n)))
 	}
 	if f > MaxStep {
 		return 0, intake.Rejectf(intake.ReasonBadStep, "step %s is over one day", intake.Truncate(string(n)))
