@@ -58,7 +58,7 @@ func mainWithEnv(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs := pflag.NewFlagSet("transfer push", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:7120", "transfer HTTP address, host:port or a http(s):// URL")
-	batch := fs.Int("batch", 1000, "items per request")
+	batch := fs.Int("batch", 1000, "lines (or items of JSON array lines) per request")
 	format := fs.String("format", "auto", "input format: auto (by first character), json or graphite")
 	timeout := fs.Duration("timeout", 30*time.Second, "timeout of one request")
 	retries := fs.Int("retries", 2, "extra attempts of a request that failed with a network error or a 5xx answer")
