@@ -271,8 +271,20 @@ func TestTransferKill9KeepsAcknowledged(t *testing.T) {
 			}
 		}(w)
 	}
-	// Let some checkpoints and plenty of acknowledged writes happen, then crash.
-	time.Sleep(1500 * time.Millisecond)
+	// Let a checkpoint and plenty of acknowledged writes happen, then crash
+	// while the writers are still going.
+	time.Sleep(1200 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		n := 0
+		for _, s := range acked {
+			n += s + 1
+		}
+		mu.Unlock()
+		if n >= 40 {
+			break
+		}
+	}
 	p.Kill()
 	close(stop)
 	wg.Wait()
