@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -250,5 +251,49 @@ func TestWireReaderTakesCommonBodies(t *testing.T) {
 	}
 	if len(d.cache) != 4 {
 		t.Fatalf("cache holds %d label sets, want the 4 valid series", len(d.cache))
+	}
+}
+
+// TestHandlerConcurrent posts from several goroutines at once, so the race
+// detector sees decoders and their caches move between requests.
+func TestHandlerConcurrent(t *testing.T) {
+	app := intaketest.NewAppender()
+	h := NewHandler(app, intake.NewRecorder(metrics.NewSet(), nil), intake.Limits{})
+	const workers, requests = 6, 15
+	bodies := make([][]byte, workers)
+	for w := range bodies {
+		bodies[w] = encode(t, &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+			series([]prompb.Sample{{Value: float64(w), Timestamp: 1700000000000}}, "__name__", "m", "worker", strconv.Itoa(w)),
+			series([]prompb.Sample{{Value: 1, Timestamp: 1700000000000}}, "__name__", "shared"),
+		}})
+	}
+	errs := make(chan string, workers*requests)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range requests {
+				rw := httptest.NewRecorder()
+				h.ServeHTTP(rw, httptest.NewRequest(http.MethodPost, "/api/v1/write", bytes.NewReader(bodies[w])))
+				if rw.Code != http.StatusNoContent {
+					errs <- rw.Body.String()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	pts := app.Points()
+	if len(pts) != workers*requests*2 {
+		t.Fatalf("stored %d points, want %d", len(pts), workers*requests*2)
+	}
+	for _, p := range pts {
+		if w := p.Labels.Get("worker"); w != "" && strconv.Itoa(int(p.Value)) != w {
+			t.Fatalf("point %v has value %v: labels crossed between requests", p.Labels, p.Value)
+		}
 	}
 }
