@@ -36,6 +36,17 @@ func (r *Recorder) Logger() *slog.Logger {
 	return r.log
 }
 
+// Register creates a protocol's counters at zero, so /metrics shows them
+// (and rate() works) before the first point arrives. Each protocol's
+// constructor calls it.
+func (r *Recorder) Register(proto string) {
+	if r == nil {
+		return
+	}
+	r.set.GetOrCreateCounter(`opskit_transfer_points_received_total{proto="` + proto + `"}`)
+	r.set.GetOrCreateCounter(`opskit_transfer_append_errors_total{proto="` + proto + `"}`)
+}
+
 // Received counts n points accepted by a protocol's parser and validation.
 func (r *Recorder) Received(proto string, n int) {
 	if r == nil || n <= 0 {

@@ -24,6 +24,7 @@ type Handler struct {
 // NewHandler returns the /api/push handler storing into app. rec may be nil;
 // zero fields of lim take their defaults.
 func NewHandler(app intake.Appender, rec *intake.Recorder, lim intake.Limits) *Handler {
+	rec.Register(Proto)
 	return &Handler{app: app, rec: rec, lim: lim.WithDefaults(), now: time.Now}
 }
 

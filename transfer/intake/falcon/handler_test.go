@@ -186,3 +186,18 @@ func TestHandlerStorageRefusesSome(t *testing.T) {
 		t.Fatalf("status %d, %+v", code, resp)
 	}
 }
+
+func TestCountersExistAtZero(t *testing.T) {
+	set := metrics.NewSet()
+	NewHandler(intaketest.NewAppender(), intake.NewRecorder(set, nil), intake.Limits{})
+	var b strings.Builder
+	set.WritePrometheus(&b)
+	for _, name := range []string{
+		`opskit_transfer_points_received_total{proto="falcon"} 0`,
+		`opskit_transfer_append_errors_total{proto="falcon"} 0`,
+	} {
+		if !strings.Contains(b.String(), name) {
+			t.Errorf("/metrics lacks %s before any request:\n%s", name, b.String())
+		}
+	}
+}

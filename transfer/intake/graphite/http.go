@@ -24,6 +24,7 @@ type HTTPHandler struct {
 // NewHTTPHandler returns the /api/graphite handler storing into app. rec may
 // be nil; zero fields of lim take their defaults.
 func NewHTTPHandler(app intake.Appender, rec *intake.Recorder, lim intake.Limits) *HTTPHandler {
+	rec.Register(ProtoHTTP)
 	return &HTTPHandler{app: app, rec: rec, lim: lim.WithDefaults(), now: time.Now}
 }
 

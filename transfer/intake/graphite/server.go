@@ -74,6 +74,8 @@ type Server struct {
 
 // NewServer returns a server storing into app. rec may be nil.
 func NewServer(app intake.Appender, rec *intake.Recorder, lim intake.Limits, cfg Config) *Server {
+	rec.Register(Proto)
+	rec.Counter(`opskit_transfer_graphite_connections_refused_total`)
 	return &Server{app: app, rec: rec, lim: lim.WithDefaults(), cfg: cfg.withDefaults()}
 }
 

@@ -198,6 +198,7 @@ const decoderPoolSize = 8
 // NewHandler returns the /api/v1/write handler storing into app. rec may be
 // nil; zero fields of lim take their defaults.
 func NewHandler(app intake.Appender, rec *intake.Recorder, lim intake.Limits) *Handler {
+	rec.Register(Proto)
 	return &Handler{app: app, rec: rec, lim: lim.WithDefaults(), decoders: make(chan *Decoder, decoderPoolSize)}
 }
 
