@@ -16,6 +16,7 @@ PACKAGES=(
 	rrdcached
 	prometheus # also provides promtool
 	graphite-carbon
+	prometheus-alertmanager # also provides amtool
 )
 
 if (($# > 0)); then
