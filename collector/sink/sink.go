@@ -61,6 +61,14 @@ func (c *Counters) Rejected(proto, reason, detail, where string) {
 	c.log.Debug("intake rejected item", "proto", proto, "reason", reason, "detail", detail, "at", where)
 }
 
+// RejectedN counts n refused items of one reason at once, without logging.
+func (c *Counters) RejectedN(proto, reason string, n int) {
+	if c == nil || n <= 0 {
+		return
+	}
+	c.set.GetOrCreateCounter(`collector_intake_points_rejected_total{proto="` + proto + `",reason="` + reason + `"}`).Add(n)
+}
+
 // Dropped counts n points lost because the sink failed.
 func (c *Counters) Dropped(proto string, n int, err error) {
 	if c == nil || n <= 0 {

@@ -11,6 +11,9 @@ import (
 	"strconv"
 )
 
+// Proto is the "proto" label of this intake's counters.
+const Proto = "statsd"
+
 // Type is a StatsD metric type.
 type Type byte
 
