@@ -126,7 +126,7 @@ func (f *flags) start(ctx context.Context, d *kit.Daemon) error {
 	}
 	srv := server.New(ctx, opts(cfg), server.Parts{
 		Alerts: alerts, Silences: sil, Inhibitor: inhibit.New(cfg.InhibitRules, now),
-		Route: cfg.Route, Notifier: notifier, History: hist,
+		Route: cfg.Route, Intervals: cfg.TimeIntervals, Maintenance: cfg.Maintenance, Notifier: notifier, History: hist,
 	}, d.Log, d.Metrics)
 	d.OnStop("dispatcher", func(context.Context) error { srv.Dispatcher.Stop(); return nil })
 	srv.Register(d.Mux)
@@ -154,7 +154,8 @@ func (f *flags) start(ctx context.Context, d *kit.Daemon) error {
 		notifier.SetReceivers(c.Receivers)
 		srv.SetInhibitor(inhibit.New(c.InhibitRules, now))
 		srv.SetOptions(opts(c))
-		srv.Dispatcher.SetRoute(c.Route, alerts.List())
+		srv.SetMaintenance(c.Maintenance)
+		srv.Dispatcher.SetRoute(c.Route, c.TimeIntervals, alerts.List())
 		return nil
 	})
 	n := srv.Restore()

@@ -11,10 +11,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/opskit/opskit/alarm/alert"
 	"github.com/opskit/opskit/alarm/inhibit"
+	"github.com/opskit/opskit/alarm/matcher"
 	"github.com/opskit/opskit/alarm/notify"
 	"github.com/opskit/opskit/alarm/route"
+	"github.com/opskit/opskit/alarm/timeinterval"
 	"github.com/opskit/opskit/internal/kit"
+	"github.com/opskit/opskit/internal/metric"
 )
 
 // DefaultResolveTimeout is Alertmanager's.
@@ -26,6 +30,42 @@ type File struct {
 	Route        *route.Config           `yaml:"route"`
 	Receivers    []notify.ReceiverConfig `yaml:"receivers"`
 	InhibitRules []inhibit.RuleConfig    `yaml:"inhibit_rules"`
+	// TimeIntervals and its older name MuteTimeIntervals name recurring
+	// periods for routes and maintenance windows.
+	TimeIntervals     []timeinterval.Config `yaml:"time_intervals"`
+	MuteTimeIntervals []timeinterval.Config `yaml:"mute_time_intervals"`
+	// MaintenanceWindows (opskit) mute matching alerts during named
+	// intervals: recurring silences.
+	MaintenanceWindows []MaintenanceConfig `yaml:"maintenance_windows"`
+}
+
+// MaintenanceConfig is one recurring silence.
+type MaintenanceConfig struct {
+	Name          string   `yaml:"name"`
+	Matchers      []string `yaml:"matchers"`
+	TimeIntervals []string `yaml:"time_intervals"`
+}
+
+// Maintenance is a built maintenance window.
+type Maintenance struct {
+	Name      string
+	Matchers  []*metric.Matcher
+	Intervals []*timeinterval.Set
+}
+
+// Mutes reports whether the window is open at t and covers ls.
+func (m *Maintenance) Mutes(ls alert.Labels, t time.Time) bool {
+	for _, x := range m.Matchers {
+		if !x.Matches(ls[x.Name]) {
+			return false
+		}
+	}
+	for _, in := range m.Intervals {
+		if in.Contains(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // Global holds the global settings alarm uses.
@@ -39,6 +79,8 @@ type Config struct {
 	Route          *route.Route
 	Receivers      []*notify.Receiver
 	InhibitRules   []*inhibit.Rule
+	TimeIntervals  map[string]*timeinterval.Set
+	Maintenance    []*Maintenance
 	Text           string // the source, for /api/v2/status
 }
 
@@ -90,7 +132,44 @@ func Parse(name string, data []byte, client *http.Client) (*Config, error) {
 	if f.Route == nil {
 		return nil, errors.New(name + ": no route")
 	}
-	root, err := route.Build(f.Route, names, map[string]bool{})
+	c.TimeIntervals = map[string]*timeinterval.Set{}
+	known := map[string]bool{}
+	for i, tc := range append(append([]timeinterval.Config(nil), f.TimeIntervals...), f.MuteTimeIntervals...) {
+		if known[tc.Name] {
+			return nil, fmt.Errorf("%s: time interval %q defined twice", name, tc.Name)
+		}
+		set, err := timeinterval.Build(tc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: time_intervals[%d]: %w", name, i, err)
+		}
+		known[tc.Name] = true
+		c.TimeIntervals[tc.Name] = set
+	}
+	for i, mc := range f.MaintenanceWindows {
+		m := &Maintenance{Name: mc.Name}
+		if m.Name == "" {
+			m.Name = fmt.Sprintf("maintenance_windows[%d]", i)
+		}
+		for _, s := range mc.Matchers {
+			ms, err := matcher.Parse(s)
+			if err != nil {
+				return nil, fmt.Errorf("%s: maintenance_windows[%d]: %w", name, i, err)
+			}
+			m.Matchers = append(m.Matchers, ms...)
+		}
+		if len(m.Matchers) == 0 || len(mc.TimeIntervals) == 0 {
+			return nil, fmt.Errorf("%s: maintenance_windows[%d]: needs matchers and time_intervals", name, i)
+		}
+		for _, n := range mc.TimeIntervals {
+			set := c.TimeIntervals[n]
+			if set == nil {
+				return nil, fmt.Errorf("%s: maintenance_windows[%d]: time interval %q is not defined", name, i, n)
+			}
+			m.Intervals = append(m.Intervals, set)
+		}
+		c.Maintenance = append(c.Maintenance, m)
+	}
+	root, err := route.Build(f.Route, names, known)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

@@ -112,3 +112,47 @@ func TestDefault(t *testing.T) {
 		t.Fatal(c.Route.GroupKey(alert.Labels{"alertname": "X"}))
 	}
 }
+
+func TestTimeIntervalsAndMaintenance(t *testing.T) {
+	text := `
+route:
+  receiver: a
+  routes:
+  - matchers: [team=db]
+    mute_time_intervals: [nights]
+receivers:
+- name: a
+time_intervals:
+- name: nights
+  time_intervals:
+  - times: [{start_time: "00:00", end_time: "06:00"}]
+- name: sundays
+  time_intervals:
+  - weekdays: [sunday]
+maintenance_windows:
+- name: db-patching
+  matchers: ['service=~"mysql|pg"']
+  time_intervals: [sundays]
+`
+	c, err := Parse("t", []byte(text), http.DefaultClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.TimeIntervals) != 2 || len(c.Maintenance) != 1 {
+		t.Fatalf("%+v", c)
+	}
+	sunday := time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)
+	m := c.Maintenance[0]
+	if !m.Mutes(alert.Labels{"service": "pg"}, sunday) || m.Mutes(alert.Labels{"service": "web"}, sunday) || m.Mutes(alert.Labels{"service": "pg"}, sunday.Add(24*time.Hour)) {
+		t.Fatal("maintenance window")
+	}
+	for _, bad := range []string{
+		strings.Replace(text, "mute_time_intervals: [nights]", "mute_time_intervals: [days]", 1),
+		strings.Replace(text, "time_intervals: [sundays]", "time_intervals: [mondays]", 1),
+		strings.Replace(text, "name: sundays", "name: nights", 1),
+	} {
+		if _, err := Parse("t", []byte(bad), http.DefaultClient); err == nil {
+			t.Errorf("accepted:\n%s", bad)
+		}
+	}
+}

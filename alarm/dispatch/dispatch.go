@@ -18,6 +18,7 @@ import (
 	"github.com/opskit/opskit/alarm/alert"
 	"github.com/opskit/opskit/alarm/notify"
 	"github.com/opskit/opskit/alarm/route"
+	"github.com/opskit/opskit/alarm/timeinterval"
 )
 
 // Notifier takes a flushed group.
@@ -44,9 +45,10 @@ type Dispatcher struct {
 	now      func() time.Time
 	log      *slog.Logger
 
-	mu     sync.Mutex
-	root   *route.Route
-	groups map[string]*group
+	mu        sync.Mutex
+	root      *route.Route
+	intervals map[string]*timeinterval.Set
+	groups    map[string]*group
 
 	flushes, flushErrors *metrics.Counter
 }
@@ -64,10 +66,11 @@ type group struct {
 	stopped    bool
 }
 
-// New makes a dispatcher over the routing tree root. Flushes stop when ctx ends.
-func New(ctx context.Context, root *route.Route, n Notifier, m Muter, rec Recorder, now func() time.Time, log *slog.Logger, set *metrics.Set) *Dispatcher {
+// New makes a dispatcher over the routing tree root, whose routes name
+// time intervals in intervals. Flushes stop when ctx ends.
+func New(ctx context.Context, root *route.Route, intervals map[string]*timeinterval.Set, n Notifier, m Muter, rec Recorder, now func() time.Time, log *slog.Logger, set *metrics.Set) *Dispatcher {
 	d := &Dispatcher{
-		ctx: ctx, root: root, notifier: n, muter: m, rec: rec, now: now, log: log,
+		ctx: ctx, root: root, intervals: intervals, notifier: n, muter: m, rec: rec, now: now, log: log,
 		groups:      map[string]*group{},
 		flushes:     set.NewCounter(`alarm_group_flushes_total`),
 		flushErrors: set.NewCounter(`alarm_group_flush_errors_total`),
@@ -116,7 +119,7 @@ func (d *Dispatcher) Add(alerts []*alert.Alert) {
 // SetRoute replaces the routing tree (on reload): the groups are rebuilt
 // from alerts, as Alertmanager does; the notification log keeps what was
 // already sent from being sent again.
-func (d *Dispatcher) SetRoute(root *route.Route, alerts []*alert.Alert) {
+func (d *Dispatcher) SetRoute(root *route.Route, intervals map[string]*timeinterval.Set, alerts []*alert.Alert) {
 	d.mu.Lock()
 	for _, g := range d.groups {
 		g.mu.Lock()
@@ -126,6 +129,7 @@ func (d *Dispatcher) SetRoute(root *route.Route, alerts []*alert.Alert) {
 	}
 	d.groups = map[string]*group{}
 	d.root = root
+	d.intervals = intervals
 	d.mu.Unlock()
 	d.Add(alerts)
 }
@@ -177,7 +181,7 @@ func (d *Dispatcher) flush(g *group) {
 	}
 	d.flushes.Inc()
 	var err error
-	if len(send) > 0 {
+	if len(send) > 0 && d.timeAllows(g.route, now) {
 		err = d.notifier.Notify(d.ctx, &notify.Group{
 			Receiver: g.route.Receiver, GroupKey: g.key, GroupLabels: g.labels,
 			RepeatInterval: g.route.RepeatInterval, Alerts: send,
@@ -215,6 +219,27 @@ func (d *Dispatcher) flush(g *group) {
 		return
 	}
 	g.timer.Reset(g.route.GroupInterval)
+}
+
+// timeAllows applies the route's mute and active time intervals at now.
+func (d *Dispatcher) timeAllows(r *route.Route, now time.Time) bool {
+	d.mu.Lock()
+	intervals := d.intervals
+	d.mu.Unlock()
+	for _, name := range r.MuteTimeIntervals {
+		if in := intervals[name]; in != nil && in.Contains(now) {
+			return false
+		}
+	}
+	if len(r.ActiveTimeIntervals) == 0 {
+		return true
+	}
+	for _, name := range r.ActiveTimeIntervals {
+		if in := intervals[name]; in != nil && in.Contains(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // GroupInfo describes a group for the API.

@@ -41,7 +41,7 @@ func TestParse(t *testing.T) {
 func TestParseErrors(t *testing.T) {
 	for _, in := range []string{
 		`{a="b"`, `a`, `=b`, `a=="b"`, `a="b`, `a="b\x"`, `{a="b"} x`, `a=~"("`, `a=b"c"`,
-		`1a=b`, `{a="b" c="d"}`, `""="x"`, `a="b`+"\xff"+`"`,
+		`1a=b`, `{a="b" c="d"}`, `""="x"`, `a="b` + "\xff" + `"`,
 	} {
 		if ms, err := Parse(in); err == nil {
 			t.Errorf("Parse(%q) = %s, want an error", in, Format(ms))

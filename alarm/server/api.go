@@ -116,7 +116,7 @@ type gettableAlert struct {
 }
 
 func (s *Server) gettable(a *alert.Alert) gettableAlert {
-	st := alertStatus{State: "active", SilencedBy: s.Silences.MutedBy(a.Labels), InhibitedBy: s.inhibitor.Load().InhibitedBy(a.Labels)}
+	st := alertStatus{State: "active", SilencedBy: append(s.Silences.MutedBy(a.Labels), s.maintenanceFor(a.Labels)...), InhibitedBy: s.inhibitor.Load().InhibitedBy(a.Labels)}
 	if st.SilencedBy == nil {
 		st.SilencedBy = []string{}
 	}

@@ -13,12 +13,14 @@ import (
 
 	"github.com/opskit/opskit/alarm/alert"
 	"github.com/opskit/opskit/alarm/alertstore"
+	"github.com/opskit/opskit/alarm/config"
 	"github.com/opskit/opskit/alarm/dispatch"
 	"github.com/opskit/opskit/alarm/history"
 	"github.com/opskit/opskit/alarm/inhibit"
 	"github.com/opskit/opskit/alarm/notify"
 	"github.com/opskit/opskit/alarm/route"
 	"github.com/opskit/opskit/alarm/silence"
+	"github.com/opskit/opskit/alarm/timeinterval"
 )
 
 // Options are the server's settings.
@@ -41,6 +43,7 @@ type Server struct {
 
 	opt       atomic.Pointer[Options]
 	inhibitor atomic.Pointer[inhibit.Inhibitor]
+	windows   atomic.Pointer[[]*config.Maintenance]
 	log       *slog.Logger
 	started   time.Time
 
@@ -53,8 +56,11 @@ type Parts struct {
 	Silences  *silence.Silences
 	Inhibitor *inhibit.Inhibitor
 	Route     *route.Route
-	Notifier  *notify.Notifier
-	History   *history.Log // may be nil
+	Intervals map[string]*timeinterval.Set
+	// Maintenance windows mute matching alerts on a schedule.
+	Maintenance []*config.Maintenance
+	Notifier    *notify.Notifier
+	History     *history.Log // may be nil
 }
 
 // New assembles a server and its dispatcher; flushes stop when ctx ends.
@@ -76,7 +82,8 @@ func New(ctx context.Context, opt Options, p Parts, log *slog.Logger, set *metri
 	if p.History != nil {
 		rec = p.History
 	}
-	s.Dispatcher = dispatch.New(ctx, p.Route, p.Notifier, s, rec, opt.Now, log, set)
+	s.windows.Store(&p.Maintenance)
+	s.Dispatcher = dispatch.New(ctx, p.Route, p.Intervals, p.Notifier, s, rec, opt.Now, log, set)
 	set.NewGauge(`alarm_alerts{state="firing"}`, func() float64 { f, _ := alerts.Counts(); return float64(f) })
 	set.NewGauge(`alarm_alerts{state="resolved"}`, func() float64 { _, r := alerts.Counts(); return float64(r) })
 	return s
@@ -100,6 +107,21 @@ func (s *Server) SetInhibitor(in *inhibit.Inhibitor) {
 		in.Observe(a)
 	}
 	s.inhibitor.Store(in)
+}
+
+// SetMaintenance replaces the maintenance windows (on reload).
+func (s *Server) SetMaintenance(ws []*config.Maintenance) { s.windows.Store(&ws) }
+
+// maintenanceFor names the open maintenance windows that mute ls.
+func (s *Server) maintenanceFor(ls alert.Labels) []string {
+	now := s.opt.Load().Now()
+	var out []string
+	for _, w := range *s.windows.Load() {
+		if w.Mutes(ls, now) {
+			out = append(out, "maintenance:"+w.Name)
+		}
+	}
+	return out
 }
 
 // Ingest stores alerts durably, then routes them. When it returns nil the
@@ -155,6 +177,9 @@ func (s *Server) Restore() int {
 func (s *Server) Muted(a *alert.Alert) (string, bool) {
 	if ids := s.Silences.MutedBy(a.Labels); len(ids) > 0 {
 		return "silenced", true
+	}
+	if ws := s.maintenanceFor(a.Labels); len(ws) > 0 {
+		return "maintenance", true
 	}
 	if by := s.inhibitor.Load().InhibitedBy(a.Labels); len(by) > 0 {
 		return "inhibited", true
