@@ -118,7 +118,7 @@ func NewAPI(r Reader, opts Options) *API {
 	})
 	return &API{
 		reader:    r,
-		queryable: NewQueryable(r, opts.Schemas),
+		queryable: NewQueryable(r, opts.Schemas, opts.Now),
 		engine:    engine,
 		parser:    p,
 		opts:      opts,

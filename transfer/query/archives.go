@@ -141,3 +141,14 @@ func (p archivePlan) lookback(now, oldest time.Time, step time.Duration) time.Du
 	}
 	return lb
 }
+
+// longestReach is how far back any archive reaches, plus one coarsest step
+// for the slot that straddles its edge.
+func (p archivePlan) longestReach() time.Duration {
+	var reach time.Duration
+	for _, archives := range p.schemas {
+		last := archives[len(archives)-1]
+		reach = max(reach, last.retention+last.step)
+	}
+	return reach
+}

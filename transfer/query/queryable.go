@@ -29,13 +29,33 @@ const CFLabel = "__cf__"
 type Queryable struct {
 	reader Reader
 	plan   archivePlan
+	now    func() time.Time
 }
 
 // NewQueryable returns a Queryable over r. schemas are the storage engine's
 // (storage.Options.Schemas); they decide the minStep passed to Fetch. With
-// none, storage.DefaultSchemas is assumed.
-func NewQueryable(r Reader, schemas []storage.Schema) *Queryable {
-	return &Queryable{reader: r, plan: newArchivePlan(schemas)}
+// none, storage.DefaultSchemas is assumed. now is the clock that bounds
+// fetches to the time storage can hold; nil means time.Now.
+func NewQueryable(r Reader, schemas []storage.Schema, now func() time.Time) *Queryable {
+	if now == nil {
+		now = time.Now
+	}
+	return &Queryable{reader: r, plan: newArchivePlan(schemas), now: now}
+}
+
+// maxFuture is how far past now a fetch may reach, for clocks that disagree.
+const maxFuture = 24 * time.Hour
+
+// fetchWindow narrows [start, end] (Unix seconds) to what the storage can
+// hold: nothing older than the longest retention, nothing far in the future.
+// A query over centuries thus reads a few hundred slots, not billions.
+// ok is false when nothing is left.
+func (q *Queryable) fetchWindow(start, end int64) (int64, int64, bool) {
+	now := q.now()
+	oldest := now.Add(-q.plan.longestReach()).Unix()
+	newest := now.Add(maxFuture).Unix()
+	start, end = max(start, oldest), min(end, newest)
+	return start, end, start <= end
 }
 
 var _ promstorage.Queryable = (*Queryable)(nil)
@@ -83,8 +103,10 @@ func (qr *querier) Select(ctx context.Context, sortSeries bool, hints *promstora
 	minStep := qr.q.plan.minStepFor(want)
 	// Like rrdtool fetch, the storage answers from the first slot stamped
 	// after start; one second earlier includes a slot stamped at start.
-	start := max(floorDiv(startMs, 1000)-1, 0)
-	end := max(ceilDiv(endMs, 1000), 0)
+	start, end, ok := qr.q.fetchWindow(floorDiv(startMs, 1000)-1, ceilDiv(endMs, 1000))
+	if !ok {
+		return promstorage.EmptySeriesSet()
+	}
 
 	out := make([]promql.Series, 0, len(refs))
 	for _, ref := range refs {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	promstorage "github.com/prometheus/prometheus/storage"
@@ -46,7 +47,7 @@ func TestQueryableSelect(t *testing.T) {
 	delete(withGap, testNow-60)
 	f.add(withGap, "__name__", "m", "endpoint", "a")
 	f.add(every(testNow-600, testNow, 60, func(int64) float64 { return 3 }), "__name__", "other", "endpoint", "a")
-	q := NewQueryable(f, nil)
+	q := NewQueryable(f, nil, func() time.Time { return time.Unix(testNow, 0) })
 	hints := &promstorage.SelectHints{Start: (testNow - 180) * 1000, End: testNow * 1000, Step: 60_000}
 
 	sets, times, err := selectAll(t, q, true, hints,
@@ -98,5 +99,30 @@ func TestQueryableSelect(t *testing.T) {
 	// __cf__ alone reaches nothing.
 	if _, _, err := selectAll(t, q, true, hints, labels.MustNewMatcher(labels.MatchEqual, CFLabel, "min")); err == nil {
 		t.Error("a selector of only __cf__ should fail")
+	}
+}
+
+func TestFetchWindowIsBounded(t *testing.T) {
+	f := newFakeReader(testNow, storage.DefaultRetentions)
+	f.add(map[int64]float64{testNow: 1}, "__name__", "m")
+	q := NewQueryable(f, nil, func() time.Time { return time.Unix(testNow, 0) })
+	// A selection over ten thousand years reads about a year of storage.
+	huge := &promstorage.SelectHints{Start: -5000 * 365 * 86400 * 1000, End: 5000 * 365 * 86400 * 1000}
+	sets, _, err := selectAll(t, q, false, huge, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m"))
+	if err != nil || len(sets) != 1 {
+		t.Fatalf("got %v, %v; want the series", sets, err)
+	}
+	fe := f.fetches[len(f.fetches)-1]
+	if span := fe.end - fe.start; span > 366*86400+86400+43200 {
+		t.Errorf("%v spans %ds, more than the longest retention and a day", fe, span)
+	}
+	// Entirely before what storage can hold: no fetch at all.
+	n := len(f.fetches)
+	old := &promstorage.SelectHints{Start: 0, End: 1000 * 1000}
+	if sets, _, err := selectAll(t, q, false, old, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m")); err != nil || len(sets) != 0 {
+		t.Errorf("got %v, %v; want nothing", sets, err)
+	}
+	if len(f.fetches) != n {
+		t.Errorf("fetched %v for a window storage cannot hold", f.fetches[n:])
 	}
 }
