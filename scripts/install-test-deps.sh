@@ -17,6 +17,7 @@ PACKAGES=(
 	prometheus # also provides promtool
 	graphite-carbon
 	prometheus-alertmanager # also provides amtool
+	collectd-core # collectd with write_graphite, for the collector's Graphite intake
 )
 
 if (($# > 0)); then
