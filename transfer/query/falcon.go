@@ -208,13 +208,16 @@ func (a *API) handleFalconHistory(w http.ResponseWriter, r *http.Request) {
 			}
 			// One second before start_time, so that a slot stamped at it is
 			// included (the storage starts after the given start, as rrdtool).
-			res, err := a.reader.Fetch(ref.ID, req.cf, req.StartTime-1, req.EndTime, req.Step)
-			if errors.Is(err, storage.ErrUnknownSeries) {
-				continue
-			}
-			if err != nil {
-				falconError(w, http.StatusInternalServerError, fmt.Errorf("fetch %s: %w", ref.Labels, err))
-				return
+			res := storage.FetchResult{Step: req.Step}
+			if start, end, ok := a.queryable.fetchWindow(req.StartTime-1, req.EndTime); ok {
+				res, err = a.reader.Fetch(ref.ID, req.cf, start, end, req.Step)
+				if errors.Is(err, storage.ErrUnknownSeries) {
+					continue
+				}
+				if err != nil {
+					falconError(w, http.StatusInternalServerError, fmt.Errorf("fetch %s: %w", ref.Labels, err))
+					return
+				}
 			}
 			if n > 0 {
 				b = append(b, ',')

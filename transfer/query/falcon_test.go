@@ -1,6 +1,7 @@
 package query
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -72,6 +73,12 @@ func TestFalconHistory(t *testing.T) {
 			wantCode: 200,
 			wantBody: `[]`,
 		},
+		{
+			name:     "a window storage cannot hold has no values",
+			body:     `{"hostnames":["h2"],"counters":["load.1min"],"consol_fun":"AVERAGE","start_time":1,"end_time":1000,"step":60}`,
+			wantCode: 200,
+			wantBody: `[{"endpoint":"h2","counter":"load.1min","dstype":"GAUGE","step":60,"Values":[]}]`,
+		},
 		{name: "missing hostnames", body: `{"counters":["x"],"consol_fun":"AVERAGE","start_time":1,"end_time":2}`, wantCode: 400, wantBody: `{"error":"hostnames is required"}`},
 		{name: "bad consol_fun", body: `{"hostnames":["h"],"counters":["x"],"consol_fun":"LAST","start_time":1,"end_time":2}`, wantCode: 400,
 			wantBody: `{"error":"consol_fun: unknown consolidation function \"LAST\" (want average, max or min)"}`},
@@ -82,6 +89,23 @@ func TestFalconHistory(t *testing.T) {
 		{name: "not JSON", body: `hostnames=h`, wantCode: 400,
 			wantBody: `{"error":"decode request: invalid character 'h' looking for beginning of value"}`},
 	}
+	t.Run("a window reaching far into the future is cut at a day ahead", func(t *testing.T) {
+		code, body := postJSON(t, h, "/api/v1/graph/history", fmt.Sprintf(
+			`{"hostnames":["h2"],"counters":["load.1min"],"consol_fun":"AVERAGE","start_time":%d,"end_time":%d,"step":60}`, testNow, int64(1)<<50))
+		var items []struct {
+			Values []struct {
+				Timestamp int64
+				Value     *float64
+			}
+		}
+		if err := json.Unmarshal([]byte(body), &items); code != 200 || err != nil || len(items) != 1 {
+			t.Fatalf("got %d %.300s (%v)", code, body, err)
+		}
+		vs := items[0].Values
+		if len(vs) != 1441 || vs[0].Value == nil || *vs[0].Value != 0.25 || vs[1].Value != nil || vs[1440].Timestamp != testNow+86400 {
+			t.Errorf("got %d values from %+v to %+v; want the known one, then a day of nulls", len(vs), vs[0], vs[len(vs)-1])
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			code, body := postJSON(t, h, "/api/v1/graph/history", tt.body)
