@@ -52,6 +52,7 @@ type LogEntry struct {
 // dead-letter list.
 type Notification struct {
 	ID          string            `json:"id"` // also the Idempotency-Key
+	Kind        string            `json:"kind"`
 	Receiver    string            `json:"receiver"`
 	Integration string            `json:"integration"` // e.g. webhook[0]
 	GroupKey    string            `json:"groupKey"`
@@ -66,6 +67,10 @@ type Notification struct {
 	Body        []byte            `json:"body"`
 	ContentType string            `json:"contentType"`
 	Headers     map[string]string `json:"headers,omitempty"`
+	// Payload is what Body was rendered from; storm control folds payloads.
+	Payload *Payload `json:"payload,omitempty"`
+	// Folded says storm control holds it back for a summary.
+	Folded bool `json:"folded,omitempty"`
 	// Prev is the log entry this notification replaced, restored when it
 	// fails for good so that the next flush tries again.
 	Prev   *LogEntry `json:"prev,omitempty"`
@@ -84,6 +89,7 @@ type Options struct {
 	SendTimeout    time.Duration // one attempt
 	LogRetention   time.Duration // notification log entries kept this long
 	DeadLetterKeep int           // newest dead letters kept
+	Tick           time.Duration // how often merges and storm summaries are looked at
 	Now            func() time.Time
 }
 
@@ -112,6 +118,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Tick <= 0 {
+		o.Tick = time.Second
+	}
 }
 
 // Recorder receives the transitions worth keeping as history.
@@ -127,11 +136,12 @@ type Notifier struct {
 	rec  Recorder
 	work *queue.Queue[*Notification]
 
-	mu        sync.RWMutex
-	receivers map[string]*Receiver
+	mu               sync.RWMutex
+	receivers        map[string]*Receiver
+	foldedByReceiver map[string][]*Notification
 
 	sent, failed, retried, dead *metrics.Counter
-	deduped                     *metrics.Counter
+	deduped, folded             *metrics.Counter
 }
 
 // New makes a notifier over db for receivers.
@@ -145,6 +155,9 @@ func New(db *store.DB, receivers []*Receiver, opt Options, log *slog.Logger, set
 		retried: set.NewCounter(`alarm_notification_retries_total`),
 		dead:    set.NewCounter(`alarm_notifications_dead_lettered_total`),
 		deduped: set.NewCounter(`alarm_flushes_without_notification_total`),
+		folded:  set.NewCounter(`alarm_notifications_folded_total`),
+
+		foldedByReceiver: map[string][]*Notification{},
 	}
 	n.SetReceivers(receivers)
 	set.NewGauge(`alarm_outbox_notifications`, func() float64 { return float64(n.work.Len()) })
@@ -255,34 +268,27 @@ func (n *Notifier) Notify(ctx context.Context, g *Group) error {
 			if !in.sendResolved() {
 				alerts = onlyFiring(alerts, now)
 			}
-			if len(alerts) > 0 {
-				body, ctype, err := in.render(BuildPayload(g.Receiver, g.GroupKey, n.opt.ExternalURL, g.GroupLabels, alerts, in.maxAlerts(), now), now)
-				if err != nil {
-					return fmt.Errorf("receiver %s %s: %w", g.Receiver, in.name(i), err)
-				}
-				seq, err := tx.NextSeq(store.Outbox)
-				if err != nil {
-					return err
-				}
-				status := StatusResolved
-				if len(firing) > 0 {
-					status = StatusFiring
-				}
-				nt := &Notification{
-					ID: newID(), Receiver: g.Receiver, Integration: in.name(i), GroupKey: g.GroupKey, GroupLabels: g.GroupLabels,
-					Status: status, Alerts: len(alerts), CreatedAt: now, Target: in.target(),
-					Body: body, ContentType: ctype, Headers: in.headers(), Prev: prev, LogKey: logKey,
-					seq: store.TimeKey(now, seq),
-				}
-				raw, err := json.Marshal(nt)
+			urgent, deferred := alerts, []*alert.Alert(nil)
+			if r.merge != nil {
+				urgent, deferred = r.merge.split(alerts)
+			}
+			if len(urgent) > 0 {
+				p := BuildPayload(g.Receiver, g.GroupKey, n.opt.ExternalURL, g.GroupLabels, urgent, in.maxAlerts(), now)
+				nt, err := n.stage(tx, r, &in, i, KindGroup, p, now)
 				if err != nil {
 					return err
 				}
-				if err := tx.Write(store.Outbox, []store.KV{{Key: nt.seq, Value: raw}}); err != nil {
+				nt.GroupLabels, nt.Prev, nt.LogKey = g.GroupLabels, prev, logKey
+				if err := n.writeOutbox(tx, nt); err != nil {
 					return err
 				}
 				entry.Notification = nt.ID
 				queued = append(queued, nt)
+			}
+			if len(deferred) > 0 {
+				if err := r.merge.hold(tx, g.Receiver, in.name(i), deferred, now); err != nil {
+					return err
+				}
 			}
 			raw, err := json.Marshal(entry)
 			if err != nil {
@@ -308,6 +314,41 @@ func (n *Notifier) Notify(ctx context.Context, g *Group) error {
 	return nil
 }
 
+// Kinds of notification.
+const (
+	KindGroup  = "group"  // one flush of one group
+	KindMerged = "merged" // low-priority alerts merged per receiver
+	KindStorm  = "storm"  // notifications folded by storm control
+)
+
+// stage makes a notification of payload p for integration in (index i)
+// with a fresh ID and outbox key; the caller fills in what it knows more
+// and writes it with writeOutbox in the same transaction.
+func (n *Notifier) stage(tx *store.Tx, r *Receiver, in *integration, i int, kind string, p *Payload, now time.Time) (*Notification, error) {
+	body, ctype, err := in.render(p, now)
+	if err != nil {
+		return nil, fmt.Errorf("receiver %s %s: %w", r.Name, in.name(i), err)
+	}
+	seq, err := tx.NextSeq(store.Outbox)
+	if err != nil {
+		return nil, err
+	}
+	return &Notification{
+		ID: newID(), Kind: kind, Receiver: r.Name, Integration: in.name(i), GroupKey: p.GroupKey, GroupLabels: p.GroupLabels,
+		Status: p.Status, Alerts: len(p.Alerts) + p.TruncatedAlerts, CreatedAt: now, Target: in.target(),
+		Body: body, ContentType: ctype, Headers: in.headers(), Payload: p,
+		seq: store.TimeKey(now, seq),
+	}, nil
+}
+
+func (n *Notifier) writeOutbox(tx *store.Tx, nt *Notification) error {
+	raw, err := json.Marshal(nt)
+	if err != nil {
+		return err
+	}
+	return tx.Write(store.Outbox, []store.KV{{Key: nt.seq, Value: raw}})
+}
+
 func onlyFiring(alerts []*alert.Alert, now time.Time) []*alert.Alert {
 	out := make([]*alert.Alert, 0, len(alerts))
 	for _, a := range alerts {
@@ -328,6 +369,10 @@ func (n *Notifier) Run(ctx context.Context) error {
 			return nil
 		}
 		nt.seq = append([]byte(nil), k...)
+		if nt.Folded {
+			n.foldedByReceiver[nt.Receiver] = append(n.foldedByReceiver[nt.Receiver], nt)
+			return nil
+		}
 		pending = append(pending, nt)
 		return nil
 	})
@@ -352,10 +397,52 @@ func (n *Notifier) Run(ctx context.Context) error {
 			n.worker(ctx)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.periodic(ctx)
+	}()
 	<-ctx.Done()
 	n.work.Close()
 	wg.Wait()
 	return nil
+}
+
+// periodic sends merged messages when each receiver's merge interval has
+// passed and storm summaries when the limits allow.
+func (n *Notifier) periodic(ctx context.Context) {
+	tick := time.NewTicker(n.opt.Tick)
+	defer tick.Stop()
+	lastMerge := map[string]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := n.opt.Now()
+		n.mu.RLock()
+		rs := make([]*Receiver, 0, len(n.receivers))
+		for _, r := range n.receivers {
+			rs = append(rs, r)
+		}
+		n.mu.RUnlock()
+		for _, r := range rs {
+			if r.merge != nil {
+				if last, ok := lastMerge[r.Name]; !ok {
+					lastMerge[r.Name] = now
+				} else if now.Sub(last) >= r.merge.cfg.Interval {
+					lastMerge[r.Name] = now
+					if err := n.flushMerged(ctx, r); err != nil && ctx.Err() == nil {
+						n.log.Error("merged notification failed", "receiver", r.Name, "err", err)
+					}
+				}
+			}
+			if err := n.flushFolded(ctx, r); err != nil && ctx.Err() == nil {
+				n.log.Error("storm summary failed", "receiver", r.Name, "err", err)
+			}
+		}
+	}
 }
 
 func (n *Notifier) worker(ctx context.Context) {
@@ -382,6 +469,9 @@ func (n *Notifier) attempt(ctx context.Context, nt *Notification) {
 	permanent := false
 	if r == nil {
 		err, permanent = fmt.Errorf("receiver %q no longer defined", nt.Receiver), true
+	} else if nt.Kind != KindStorm && nt.Attempts == 0 && r.limiter != nil && !r.limiter.AllowN(n.opt.Now(), 1) {
+		n.fold(nt)
+		return
 	} else {
 		actx, cancel := context.WithTimeout(ctx, n.opt.SendTimeout)
 		err = r.deliver(actx, nt)

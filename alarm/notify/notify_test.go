@@ -29,6 +29,8 @@ type hook struct {
 }
 
 type received struct {
+	raw     string
+	team    string
 	key     string
 	payload Payload
 	status  int
@@ -45,7 +47,7 @@ func newHook(t *testing.T, answers ...int) *hook {
 		}
 		var p Payload
 		json.Unmarshal(body, &p)
-		h.got = append(h.got, received{r.Header.Get("Idempotency-Key"), p, code})
+		h.got = append(h.got, received{string(body), r.Header.Get("X-Team"), r.Header.Get("Idempotency-Key"), p, code})
 		delay := h.delay
 		h.mu.Unlock()
 		time.Sleep(delay)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // ReceiverConfig is one `receivers:` entry, in Alertmanager's format plus
@@ -21,6 +23,10 @@ type ReceiverConfig struct {
 	Name           string          `yaml:"name"`
 	WebhookConfigs []WebhookConfig `yaml:"webhook_configs"`
 	ExecConfigs    []ExecConfig    `yaml:"exec_configs"`
+	// Merge (opskit) merges low-priority alerts into periodic summaries.
+	Merge *MergeConfig `yaml:"merge"`
+	// RateLimit (opskit) is storm control.
+	RateLimit *RateLimitConfig `yaml:"rate_limit"`
 }
 
 // WebhookConfig posts each notification to URL.
@@ -47,6 +53,8 @@ type Receiver struct {
 	Name         string
 	integrations []integration
 	client       *http.Client
+	merge        *merger
+	limiter      *rate.Limiter
 }
 
 type integration struct {
@@ -69,6 +77,20 @@ func BuildReceiver(c ReceiverConfig, client *http.Client) (*Receiver, error) {
 		return nil, errors.New("receiver without a name")
 	}
 	r := &Receiver{Name: c.Name, client: client}
+	if c.Merge != nil {
+		m, err := newMerger(c.Merge)
+		if err != nil {
+			return nil, fmt.Errorf("receiver %s: %w", c.Name, err)
+		}
+		r.merge = m
+	}
+	if c.RateLimit != nil {
+		l, err := newLimiter(c.RateLimit)
+		if err != nil {
+			return nil, fmt.Errorf("receiver %s: %w", c.Name, err)
+		}
+		r.limiter = l
+	}
 	for i := range c.WebhookConfigs {
 		w := &c.WebhookConfigs[i]
 		u, err := url.Parse(w.URL)
@@ -144,13 +166,18 @@ func (in *integration) render(p *Payload, now time.Time) ([]byte, string, error)
 	return buf.Bytes(), ctype, nil
 }
 
-func (r *Receiver) deliver(ctx context.Context, nt *Notification) error {
-	var in *integration
+// integration finds an integration by name, with its index.
+func (r *Receiver) integration(name string) (int, *integration) {
 	for i := range r.integrations {
-		if r.integrations[i].name(0) == nt.Integration {
-			in = &r.integrations[i]
+		if r.integrations[i].name(i) == name {
+			return i, &r.integrations[i]
 		}
 	}
+	return -1, nil
+}
+
+func (r *Receiver) deliver(ctx context.Context, nt *Notification) error {
+	_, in := r.integration(nt.Integration)
 	if in == nil {
 		return &PermanentError{fmt.Errorf("receiver %s has no integration %s any more", r.Name, nt.Integration)}
 	}

@@ -23,9 +23,10 @@ const (
 	Outbox      = "outbox"
 	DeadLetters = "deadletters"
 	History     = "history"
+	Merge       = "merge"
 )
 
-var buckets = []string{Alerts, Silences, NotifyLog, Outbox, DeadLetters, History}
+var buckets = []string{Alerts, Silences, NotifyLog, Outbox, DeadLetters, History, Merge}
 
 // DB is the open state file.
 type DB struct {
