@@ -35,8 +35,9 @@ type Options struct {
 	// Timeout bounds every query; a request's own timeout parameter can
 	// only shorten it. Default 2m, as Prometheus's --query.timeout.
 	Timeout time.Duration
-	// MaxSamples bounds the samples one query may hold in memory at once.
-	// Default 50,000,000, as Prometheus's --query.max-samples.
+	// MaxSamples bounds the samples one query may hold in memory at once,
+	// and the samples one selector may load from storage. Default
+	// 50,000,000, as Prometheus's --query.max-samples.
 	MaxSamples int
 	// MaxConcurrent bounds the queries evaluated at once; more wait for a
 	// turn within their timeout. Default 20, as Prometheus's
@@ -116,9 +117,11 @@ func NewAPI(r Reader, opts Options) *API {
 		NoStepSubqueryIntervalFn: func(int64) int64 { return time.Minute.Milliseconds() },
 		Parser:                   p,
 	})
+	queryable := NewQueryable(r, opts.Schemas, opts.Now)
+	queryable.maxSamples = opts.MaxSamples
 	return &API{
 		reader:    r,
-		queryable: NewQueryable(r, opts.Schemas, opts.Now),
+		queryable: queryable,
 		engine:    engine,
 		parser:    p,
 		opts:      opts,

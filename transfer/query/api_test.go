@@ -401,7 +401,7 @@ func TestQueryErrorsFromEngineAndStorage(t *testing.T) {
 		api, _ := newTestAPI(t, Options{MaxSamples: 10})
 		code, body := call(t, api.Handler(), "GET", "/api/v1/query_range", url.Values{
 			"query": {`{"cpu.idle"}`}, "start": {sec(testNow - 3600)}, "end": {sec(testNow)}, "step": {"60"}})
-		want := `{"status":"error","errorType":"execution","error":"query processing would load too many samples into memory in query execution"}`
+		want := `{"status":"error","errorType":"execution","error":"expanding series: query processing would load too many samples into memory in series fetch"}`
 		if code != 422 || body != want {
 			t.Errorf("got %d %s\nwant 422 %s", code, body, want)
 		}

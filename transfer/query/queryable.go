@@ -30,6 +30,9 @@ type Queryable struct {
 	reader Reader
 	plan   archivePlan
 	now    func() time.Time
+	// maxSamples bounds the samples one Select may load; 0 is no bound.
+	// The engine's own limit applies only after Select returns.
+	maxSamples int
 }
 
 // NewQueryable returns a Queryable over r. schemas are the storage engine's
@@ -109,6 +112,7 @@ func (qr *querier) Select(ctx context.Context, sortSeries bool, hints *promstora
 	}
 
 	out := make([]promql.Series, 0, len(refs))
+	loaded := 0
 	for _, ref := range refs {
 		if err := ctx.Err(); err != nil {
 			return promstorage.ErrSeriesSet(err)
@@ -123,6 +127,9 @@ func (qr *querier) Select(ctx context.Context, sortSeries bool, hints *promstora
 		s := fetchedSeries(ref.Labels, res, startMs, endMs)
 		if len(s.Floats) == 0 {
 			continue // like the TSDB, a series without samples in range is not returned
+		}
+		if loaded += len(s.Floats); qr.q.maxSamples > 0 && loaded > qr.q.maxSamples {
+			return promstorage.ErrSeriesSet(promql.ErrTooManySamples("series fetch"))
 		}
 		out = append(out, s)
 	}

@@ -2,11 +2,13 @@ package query
 
 import (
 	"context"
+	"errors"
 	"math"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql"
 	promstorage "github.com/prometheus/prometheus/storage"
 
 	"github.com/opskit/opskit/transfer/storage"
@@ -95,6 +97,18 @@ func TestQueryableSelect(t *testing.T) {
 	if err != nil || len(sets) != 0 {
 		t.Errorf("select before the data gave %v, %v", sets, err)
 	}
+
+	// The load is bounded: 3 + 4 samples pass a bound of 7, not of 6.
+	q.maxSamples = 7
+	if _, _, err := selectAll(t, q, true, hints, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m")); err != nil {
+		t.Errorf("7 samples with a bound of 7: %v", err)
+	}
+	q.maxSamples = 6
+	var tooMany promql.ErrTooManySamples
+	if _, _, err := selectAll(t, q, true, hints, labels.MustNewMatcher(labels.MatchEqual, "__name__", "m")); !errors.As(err, &tooMany) {
+		t.Errorf("7 samples with a bound of 6: %v, want ErrTooManySamples", err)
+	}
+	q.maxSamples = 0
 
 	// __cf__ alone reaches nothing.
 	if _, _, err := selectAll(t, q, true, hints, labels.MustNewMatcher(labels.MatchEqual, CFLabel, "min")); err == nil {
