@@ -25,7 +25,14 @@ func benchLabels(n int) []metric.Labels {
 // concurrent writers each sending batches of 1,000 points and waiting for
 // them to be durable (AppendWait, group commit every 10 ms as by default),
 // over 20,000 series with the default schema.
-func BenchmarkAppend(b *testing.B) {
+func BenchmarkAppend(b *testing.B) { benchmarkAppend(b, true) }
+
+// BenchmarkAppendNoWait is BenchmarkAppend with Append instead of
+// AppendWait: the WAL is still written and fsynced in the background, but
+// writers do not wait for it, so the figure is the CPU cost of the path.
+func BenchmarkAppendNoWait(b *testing.B) { benchmarkAppend(b, false) }
+
+func benchmarkAppend(b *testing.B, wait bool) {
 	const nSeries, batchSize = 20_000, 1000
 	e, err := Open(b.TempDir(), Options{})
 	if err != nil {
@@ -67,7 +74,13 @@ func BenchmarkAppend(b *testing.B) {
 				k, round = 0, round+1
 			}
 			if len(pts) == batchSize {
-				if _, err := e.AppendWait(context.Background(), pts); err != nil {
+				var err error
+				if wait {
+					_, err = e.AppendWait(context.Background(), pts)
+				} else {
+					_, err = e.Append(pts)
+				}
+				if err != nil {
 					b.Error(err)
 					return
 				}

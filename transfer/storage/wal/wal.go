@@ -80,6 +80,7 @@ type Log struct {
 	fileBytes int64
 	oldBytes  int64 // bytes of the segments before the current one
 	syncs     uint64
+	firstAt   time.Time // when the oldest pending record was appended
 
 	writeMu sync.Mutex // serialises file writes between the syncer and Cut
 	done    chan struct{}
@@ -196,6 +197,9 @@ func (l *Log) Append(payload []byte) (uint64, error) {
 		return 0, err
 	}
 	wasEmpty := len(l.pending) == 0
+	if wasEmpty {
+		l.firstAt = time.Now()
+	}
 	l.pending = AppendFrame(l.pending, payload)
 	l.appended += uint64(HeaderSize + len(payload))
 	seq := l.appended
@@ -242,11 +246,15 @@ func (l *Log) syncLoop() {
 			return
 		}
 		if l.opts.SyncInterval > 0 {
+			// Wait out what is left of the interval of the oldest pending
+			// record: records that gathered during the previous fsync have
+			// waited already.
 			l.mu.Lock()
 			small := len(l.pending) < l.opts.SyncBytes
+			wait := l.opts.SyncInterval - time.Since(l.firstAt)
 			l.mu.Unlock()
-			if small {
-				timer := time.NewTimer(l.opts.SyncInterval)
+			if small && wait > 0 {
+				timer := time.NewTimer(wait)
 				select {
 				case <-timer.C:
 				case _, ok = <-l.kick: // enough bytes, or Close
