@@ -39,8 +39,7 @@ func ListenUDP(addr string, n int, readBuffer int) ([]*net.UDPConn, error) {
 		}
 		c := pc.(*net.UDPConn)
 		if readBuffer > 0 {
-			// Best effort: the kernel caps it at net.core.rmem_max.
-			c.SetReadBuffer(readBuffer)
+			setReadBuffer(c, readBuffer)
 		}
 		conns = append(conns, c)
 		if i == 0 {
@@ -53,6 +52,26 @@ func ListenUDP(addr string, n int, readBuffer int) ([]*net.UDPConn, error) {
 // soReusePort is SO_REUSEPORT on Linux.
 const soReusePort = 0xf
 
+// maxDatagram is the largest datagram read whole; a longer one is cut
+// there, and its cut line refused.
+const maxDatagram = 16 << 10
+
+// setReadBuffer sets the socket's receive buffer. As root it may exceed
+// net.core.rmem_max (SO_RCVBUFFORCE); otherwise the kernel caps it there.
+func setReadBuffer(c *net.UDPConn, size int) {
+	rc, err := c.SyscallConn()
+	if err == nil {
+		var serr error
+		rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, size)
+		})
+		if serr == nil {
+			return
+		}
+	}
+	c.SetReadBuffer(size)
+}
+
 // Serve reads datagrams from conns (one goroutine each, each with its own
 // shard) until ctx ends, then closes them.
 func (a *Aggregator) Serve(ctx context.Context, conns []*net.UDPConn) error {
@@ -62,7 +81,7 @@ func (a *Aggregator) Serve(ctx context.Context, conns []*net.UDPConn) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = a.read(ctx, c, a.Shard(i))
+			errs[i] = a.readBatch(ctx, c, a.Shard(i))
 		}()
 	}
 	<-ctx.Done()
@@ -73,10 +92,12 @@ func (a *Aggregator) Serve(ctx context.Context, conns []*net.UDPConn) error {
 	return errors.Join(errs...)
 }
 
-func (a *Aggregator) read(ctx context.Context, c *net.UDPConn, s *Shard) error {
-	buf := make([]byte, 65536)
+// readPlain reads one datagram per system call; readBatch (Linux) is the
+// faster path, this is its fallback.
+func (a *Aggregator) readPlain(ctx context.Context, c *net.UDPConn, s *Shard) error {
+	buf := make([]byte, maxDatagram)
 	for {
-		n, _, err := c.ReadFromUDP(buf)
+		n, err := c.Read(buf)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
