@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -36,6 +37,7 @@ type flags struct {
 	historyRetention time.Duration
 	gcInterval       time.Duration
 	noHistory        bool
+	clickhouse       history.ClickHouseOptions
 }
 
 func main() {
@@ -73,6 +75,10 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.historyRetention, "history-retention", 7*24*time.Hour, "keep history events this long")
 	fs.DurationVar(&f.gcInterval, "gc-interval", time.Minute, "how often retention is applied")
 	fs.BoolVar(&f.noHistory, "no-history", false, "do not keep a history of transitions")
+	fs.StringVar(&f.clickhouse.Addr, "clickhouse-addr", "", "also write history to ClickHouse at HOST:PORT (native protocol)")
+	fs.StringVar(&f.clickhouse.Database, "clickhouse-database", "default", "ClickHouse database of the history table")
+	fs.StringVar(&f.clickhouse.Table, "clickhouse-table", "alert_events", "ClickHouse history table (created if missing)")
+	fs.StringVar(&f.clickhouse.User, "clickhouse-user", "default", "ClickHouse user")
 }
 
 func (f *flags) loadConfig(client *http.Client) (*config.Config, error) {
@@ -104,7 +110,17 @@ func (f *flags) start(ctx context.Context, d *kit.Daemon) error {
 	}
 	var hist *history.Log
 	if !f.noHistory {
-		hist = history.New(db, f.historyRetention, now, nil, d.Log, d.Metrics)
+		var sink history.Sink
+		if f.clickhouse.Addr != "" {
+			f.clickhouse.Password = os.Getenv("OPSKIT_CLICKHOUSE_PASSWORD")
+			ch, err := history.OpenClickHouse(ctx, f.clickhouse)
+			if err != nil {
+				return err
+			}
+			d.OnStop("clickhouse", func(context.Context) error { return ch.Close() })
+			sink = ch
+		}
+		hist = history.New(db, f.historyRetention, now, sink, d.Log, d.Metrics)
 	}
 	externalURL := f.externalURL
 	if externalURL == "" {

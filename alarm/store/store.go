@@ -177,7 +177,11 @@ func (db *DB) Count(bucket string) (int, error) {
 // sequence number to keep equal times apart.
 func TimeKey(t time.Time, seq uint64) []byte {
 	k := make([]byte, 16)
-	binary.BigEndian.PutUint64(k, uint64(t.UnixNano()))
+	ns := t.UnixNano()
+	if t.Before(time.Unix(0, 0)) {
+		ns = 0 // before 1970 (or the zero time): the start of the keys
+	}
+	binary.BigEndian.PutUint64(k, uint64(ns))
 	binary.BigEndian.PutUint64(k[8:], seq)
 	return k
 }

@@ -59,6 +59,9 @@ func TestTimeKeyOrder(t *testing.T) {
 	if string(a) >= string(b) {
 		t.Fatal("time keys do not sort by time")
 	}
+	if z := TimeKey(time.Time{}, 0); string(z) > string(a) {
+		t.Fatal("the zero time does not sort first")
+	}
 	if !KeyTime(b).Equal(time.Unix(101, 0)) {
 		t.Fatal("KeyTime")
 	}
