@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +26,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-const killSeries = 10
+const (
+	killSeries  = 12
+	killWriters = 3 // writer goroutine g sends the series k with k%killWriters == g
+)
 
 func killPoint(batch, k int) metric.Point {
 	ts := int64(t0 + batch*60)
@@ -41,8 +44,9 @@ func killPoint(batch, k int) metric.Point {
 	return metric.Point{Labels: labels("killed.gauge", "k", strconv.Itoa(k)), Time: ts, Value: float64(batch*10 + k)}
 }
 
-// runWriter appends batches forever with AppendWait and prints "ack N" after
-// batch N is durable, until it is killed.
+// runWriter appends batches forever from several goroutines with
+// AppendWait and prints "ack G N" after writer G's batch N is durable, until
+// it is killed.
 func runWriter(dir string) int {
 	e, err := Open(dir, Options{
 		Schemas:            []Schema{{Name: "t", Retentions: []Retention{{60, 600}, {300, 200}}, XFF: 0.5}},
@@ -54,20 +58,32 @@ func runWriter(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	var mu sync.Mutex
 	out := bufio.NewWriter(os.Stdout)
-	pts := make([]metric.Point, killSeries)
-	for batch := 0; ; batch++ {
-		for k := range pts {
-			pts[k] = killPoint(batch, k)
-		}
-		res, err := e.AppendWait(context.Background(), pts)
-		if err != nil || len(res.Rejected) > 0 {
-			fmt.Fprintln(os.Stderr, err, res.Rejected)
-			return 1
-		}
-		fmt.Fprintf(out, "ack %d\n", batch)
-		out.Flush()
+	failed := make(chan struct{})
+	for g := 0; g < killWriters; g++ {
+		go func(g int) {
+			var pts []metric.Point
+			for batch := 0; ; batch++ {
+				pts = pts[:0]
+				for k := g; k < killSeries; k += killWriters {
+					pts = append(pts, killPoint(batch, k))
+				}
+				res, err := e.AppendWait(context.Background(), pts)
+				if err != nil || len(res.Rejected) > 0 {
+					fmt.Fprintln(os.Stderr, err, res.Rejected)
+					close(failed)
+					return
+				}
+				mu.Lock()
+				fmt.Fprintf(out, "ack %d %d\n", g, batch)
+				out.Flush()
+				mu.Unlock()
+			}
+		}(g)
 	}
+	<-failed
+	return 1
 }
 
 // TestKill9KeepsAcknowledgedPoints runs a writer process, kills it with
@@ -84,16 +100,26 @@ func TestKill9KeepsAcknowledgedPoints(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	acked := -1
+	acked := make([]int, killWriters) // newest acknowledged batch per writer
+	for g := range acked {
+		acked[g] = -1
+	}
+	read := func(line string) bool {
+		var g, n int
+		if _, err := fmt.Sscanf(line, "ack %d %d", &g, &n); err != nil || g < 0 || g >= killWriters {
+			return false
+		}
+		acked[g] = max(acked[g], n)
+		return true
+	}
 	sc := bufio.NewScanner(stdout)
 	deadline := time.Now().Add(20 * time.Second)
+	total := 0
 	for sc.Scan() {
-		n, err := strconv.Atoi(strings.TrimPrefix(sc.Text(), "ack "))
-		if err != nil {
+		if !read(sc.Text()) {
 			t.Fatalf("writer said %q", sc.Text())
 		}
-		acked = n
-		if acked >= 300 || time.Now().After(deadline) {
+		if total++; total >= 600 || time.Now().After(deadline) {
 			break
 		}
 	}
@@ -102,13 +128,13 @@ func TestKill9KeepsAcknowledgedPoints(t *testing.T) {
 	}
 	// Lines printed before the kill landed count as acknowledged too.
 	for sc.Scan() {
-		if n, err := strconv.Atoi(strings.TrimPrefix(sc.Text(), "ack ")); err == nil {
-			acked = n
-		}
+		read(sc.Text())
 	}
 	cmd.Wait()
-	if acked < 20 {
-		t.Fatalf("writer acknowledged only %d batches", acked+1)
+	for g, n := range acked {
+		if n < 20 {
+			t.Fatalf("writer %d acknowledged only %d batches", g, n+1)
+		}
 	}
 
 	e, err := Open(dir, Options{SeriesPerSlab: 4})
@@ -119,8 +145,9 @@ func TestKill9KeepsAcknowledgedPoints(t *testing.T) {
 	if st := e.Stats(); st.Series != killSeries {
 		t.Fatalf("%d series after restart, want %d", st.Series, killSeries)
 	}
-	lastAcked := int64(t0 + acked*60)
 	for k := 0; k < killSeries; k++ {
+		ackedBatch := acked[k%killWriters]
+		lastAcked := int64(t0 + ackedBatch*60)
 		p := killPoint(0, k)
 		refs, err := e.Select([]*metric.Matcher{
 			metric.MustMatcher(metric.MatchEqual, metric.NameLabel, p.Labels.Name()),
@@ -139,7 +166,7 @@ func TestKill9KeepsAcknowledgedPoints(t *testing.T) {
 		}
 		for i, v := range r.Values {
 			batch := int(r.Start+int64(i)*r.Step-t0) / 60
-			if batch < 0 || batch > acked || (k%2 == 1 && batch == 0) {
+			if batch < 0 || batch > ackedBatch || (k%2 == 1 && batch == 0) {
 				continue // before the series, after the kill, or a counter's priming point
 			}
 			want := float64(batch*10 + k)
