@@ -688,3 +688,51 @@ func TestReadsDuringWrites(t *testing.T) {
 	close(done)
 	wg.Wait()
 }
+
+func TestParseSchemas(t *testing.T) {
+	conf := `
+# carbon's own metrics
+[carbon]
+pattern = ^carbon\.
+retentions = 60:90d
+
+[app]
+pattern = ^app\.
+retentions = 10s:6h,1m:7d
+heartbeat = 30s
+xFilesFactor = 0.3
+`
+	ss, err := ParseSchemas(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ss) != 2 || ss[0].Name != "carbon" || ss[1].Heartbeat != 30 || ss[1].XFF != 0.3 || ss[0].XFF != DefaultXFF ||
+		len(ss[1].Retentions) != 2 || ss[0].Retentions[0] != (Retention{60, 129600}) {
+		t.Fatalf("parsed %+v", ss)
+	}
+	if got := MatchSchema(ss, "app.req").Name; got != "app" {
+		t.Errorf("app.req matched %q", got)
+	}
+	if got := MatchSchema(ss, "cpu.idle").Name; got != "default" {
+		t.Errorf("cpu.idle matched %q", got)
+	}
+	bad := []struct{ conf, msg string }{
+		{"pattern = x", "line 1: \"pattern = x\" outside a [section]"},
+		{"[a]\npattern = x", "line 1: [a] has no retentions"},
+		{"[a]\nretentions = 60s:1d", "line 1: [a] has no pattern"},
+		{"[a]\npattern = (\nretentions = 60s:1d", "line 1: schema \"a\": pattern"},
+		{"[a]\npattern = x\nretentions = 60s:1d\ncolour = red", "line 4: unknown key"},
+		{"[a]\npattern = x\npattern = y", "line 3: pattern given twice"},
+		{"[a]\npattern = x\nretentions = 60s:1d\nxff = 2", "line 4: xFilesFactor"},
+		{"[a]\npattern = x\nretentions = 60s:1d\nheartbeat = soon", "line 4: heartbeat"},
+		{"[a\n", "line 1: section header"},
+		{"[a]\njunk", "line 2: \"junk\": want key = value"},
+		{"[a]\npattern = x\nretentions = 5m:1d,1m:2d", "line 1: schema \"a\": retention 2"},
+	}
+	for _, tc := range bad {
+		_, err := ParseSchemas(tc.conf)
+		if err == nil || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%q: error %v, want %q", tc.conf, err, tc.msg)
+		}
+	}
+}

@@ -97,3 +97,24 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSchemas checks the storage-schemas.conf parser never panics and
+// that every schema it returns is usable.
+func FuzzParseSchemas(f *testing.F) {
+	f.Add("[carbon]\npattern = ^carbon\\.\nretentions = 60:90d\n")
+	f.Add("[app]\npattern = ^app\\.\nretentions = 10s:6h,1m:7d\nheartbeat = 30s\nxFilesFactor = 0.3\n")
+	f.Add("# only a comment\n")
+	f.Add("[a]\npattern = (\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		ss, err := ParseSchemas(text)
+		if err != nil {
+			return
+		}
+		for _, s := range ss {
+			if len(s.Retentions) == 0 || s.Pattern == nil || s.XFF < 0 || s.XFF > 1 || s.Heartbeat < 0 {
+				t.Fatalf("unusable schema %+v", s)
+			}
+			MatchSchema(ss, "cpu.idle")
+		}
+	})
+}

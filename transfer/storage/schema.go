@@ -192,3 +192,92 @@ func parseRetentionDuration(s string) (int64, error) {
 	}
 	return n * unit, nil
 }
+
+// ParseSchemas reads schemas in the format of Graphite's
+// storage-schemas.conf, in order (the first match wins):
+//
+//	# comment
+//	[carbon]
+//	pattern = ^carbon\.
+//	retentions = 60:90d
+//
+//	[app]
+//	pattern = ^app\.
+//	retentions = 10s:6h,1m:7d
+//	heartbeat = 30s        # optional; default 2 × step
+//	xFilesFactor = 0.3     # optional (also "xff"); default 0.5
+//
+// DefaultSchema still applies to names no section matches. Errors give the
+// line number.
+func ParseSchemas(text string) ([]Schema, error) {
+	type section struct {
+		name, pattern, retentions string
+		heartbeat                 time.Duration
+		xff                       float64
+		line                      int
+		seen                      map[string]bool
+	}
+	var sections []*section
+	for i, raw := range strings.Split(text, "\n") {
+		lineNo := i + 1
+		line := strings.TrimSpace(raw)
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";") {
+			continue
+		}
+		if strings.HasPrefix(line, "[") {
+			if !strings.HasSuffix(line, "]") || len(line) < 3 {
+				return nil, fmt.Errorf("line %d: section header %q: want [name]", lineNo, line)
+			}
+			sections = append(sections, &section{name: strings.TrimSpace(line[1 : len(line)-1]), xff: -1, line: lineNo, seen: map[string]bool{}})
+			continue
+		}
+		key, value, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("line %d: %q: want key = value", lineNo, line)
+		}
+		if len(sections) == 0 {
+			return nil, fmt.Errorf("line %d: %q outside a [section]", lineNo, line)
+		}
+		cur := sections[len(sections)-1]
+		key, value = strings.ToLower(strings.TrimSpace(key)), strings.TrimSpace(value)
+		if cur.seen[key] {
+			return nil, fmt.Errorf("line %d: %s given twice in [%s]", lineNo, key, cur.name)
+		}
+		cur.seen[key] = true
+		switch key {
+		case "pattern":
+			cur.pattern = value
+		case "retentions":
+			cur.retentions = value
+		case "heartbeat":
+			secs, err := parseRetentionDuration(value)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: heartbeat: %w", lineNo, err)
+			}
+			cur.heartbeat = time.Duration(secs) * time.Second
+		case "xfilesfactor", "xff":
+			f, err := strconv.ParseFloat(value, 64)
+			if err != nil || f < 0 || f > 1 {
+				return nil, fmt.Errorf("line %d: xFilesFactor %q: want a fraction between 0 and 1", lineNo, value)
+			}
+			cur.xff = f
+		default:
+			return nil, fmt.Errorf("line %d: unknown key %q (want pattern, retentions, heartbeat, xFilesFactor)", lineNo, key)
+		}
+	}
+	out := make([]Schema, 0, len(sections))
+	for _, sec := range sections {
+		if sec.pattern == "" {
+			return nil, fmt.Errorf("line %d: [%s] has no pattern", sec.line, sec.name)
+		}
+		if sec.retentions == "" {
+			return nil, fmt.Errorf("line %d: [%s] has no retentions", sec.line, sec.name)
+		}
+		s, err := NewSchema(sec.name, sec.pattern, sec.retentions, sec.heartbeat, sec.xff)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", sec.line, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
