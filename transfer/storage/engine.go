@@ -50,9 +50,11 @@ type Engine struct {
 	checkpointMu sync.Mutex
 	scratch      sync.Pool
 
-	closed   atomic.Bool
-	stop     chan struct{}
-	loopDone chan struct{}
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	stop      chan struct{}
+	loopDone  chan struct{}
 
 	seriesLive     atomic.Int64
 	seriesCreated  atomic.Uint64
@@ -769,22 +771,23 @@ func (e *Engine) loop() {
 }
 
 // Close stops the background work, checkpoints (flushing the data files and
-// truncating the WAL) and releases the files.
+// truncating the WAL) and releases the files. Later calls return the first
+// call's result.
 func (e *Engine) Close() error {
-	if e.closed.Load() {
-		return nil
-	}
-	close(e.stop)
-	<-e.loopDone
-	err := e.Checkpoint()
-	e.applyMu.Lock()
-	e.closed.Store(true)
-	e.applyMu.Unlock()
-	if werr := e.wal.Close(); err == nil {
-		err = werr
-	}
-	if serr := e.slabs.close(); err == nil {
-		err = serr
-	}
-	return err
+	e.closeOnce.Do(func() {
+		close(e.stop)
+		<-e.loopDone
+		err := e.Checkpoint()
+		e.applyMu.Lock()
+		e.closed.Store(true)
+		e.applyMu.Unlock()
+		if werr := e.wal.Close(); err == nil {
+			err = werr
+		}
+		if serr := e.slabs.close(); err == nil {
+			err = serr
+		}
+		e.closeErr = err
+	})
+	return e.closeErr
 }

@@ -53,11 +53,13 @@ func openTest(t testing.TB, dir string, opts Options) *Engine {
 // the page cache (data files, written WAL) stays, nothing else is done.
 func crash(t testing.TB, e *Engine) {
 	t.Helper()
-	close(e.stop)
-	<-e.loopDone
-	e.closed.Store(true)
-	e.wal.Close()
-	e.slabs.close()
+	e.closeOnce.Do(func() {
+		close(e.stop)
+		<-e.loopDone
+		e.closed.Store(true)
+		e.wal.Close()
+		e.slabs.close()
+	})
 }
 
 // fetchAll returns every archive and CF of series id over its whole span.
@@ -131,6 +133,18 @@ func TestAppendRejectsBadPointsAndKeepsTheRest(t *testing.T) {
 	}
 	if st := e.Stats(); st.PointsAppended != 2 || st.PointsRejected != 4 || st.Series != 1 {
 		t.Errorf("stats %+v", st)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Errorf("second close: %v", err)
+	}
+	if _, err := e.Append(pts); !errors.Is(err, ErrClosed) {
+		t.Errorf("append after close: %v", err)
+	}
+	if _, err := e.Fetch(1, Average, t0, t0+60, 0); !errors.Is(err, ErrClosed) {
+		t.Errorf("fetch after close: %v", err)
 	}
 }
 

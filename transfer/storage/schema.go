@@ -159,13 +159,23 @@ func ParseRetentions(s string) ([]Retention, error) {
 	return out, nil
 }
 
-var retentionUnits = map[string]int64{
-	"": 1, "s": 1, "sec": 1, "second": 1, "seconds": 1,
-	"m": 60, "min": 60, "minute": 60, "minutes": 60,
-	"h": 3600, "hour": 3600, "hours": 3600,
-	"d": 86400, "day": 86400, "days": 86400,
-	"w": 7 * 86400, "week": 7 * 86400, "weeks": 7 * 86400,
-	"y": 365 * 86400, "year": 365 * 86400, "years": 365 * 86400,
+// retentionUnit returns the seconds in one unit of a retention duration.
+func retentionUnit(u string) (int64, bool) {
+	switch strings.ToLower(u) {
+	case "", "s", "sec", "second", "seconds":
+		return 1, true
+	case "m", "min", "minute", "minutes":
+		return 60, true
+	case "h", "hour", "hours":
+		return 3600, true
+	case "d", "day", "days":
+		return 86400, true
+	case "w", "week", "weeks":
+		return 7 * 86400, true
+	case "y", "year", "years":
+		return 365 * 86400, true
+	}
+	return 0, false
 }
 
 // parseRetentionDuration parses "60", "60s", "5m", "12h", "7d", "1w", "1y"
@@ -183,7 +193,7 @@ func parseRetentionDuration(s string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%q: %w", s, err)
 	}
-	unit, ok := retentionUnits[strings.ToLower(s[i:])]
+	unit, ok := retentionUnit(s[i:])
 	if !ok {
 		return 0, fmt.Errorf("%q: unknown unit %q (want s, m, h, d, w, y)", s, s[i:])
 	}
