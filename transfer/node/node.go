@@ -66,6 +66,9 @@ func Open(cfg Config, set *metrics.Set, log *slog.Logger) (*Node, error) {
 	if cfg.Query.Logger == nil {
 		cfg.Query.Logger = log
 	}
+	if cfg.Query.Metrics == nil {
+		cfg.Query.Metrics = set
+	}
 	n.api = query.NewAPI(eng, cfg.Query)
 	n.graphite = graphite.NewServer(n, n.rec, cfg.Limits, cfg.Graphite)
 	n.registerMetrics(set)
