@@ -427,16 +427,10 @@ func (e *Engine) Append(points []metric.Point) (Result, error) {
 	return res, nil
 }
 
+// isRejected reports whether point i is in rs, which is sorted by index.
 func isRejected(rs []PointError, i int) bool {
-	for j := len(rs) - 1; j >= 0; j-- {
-		if rs[j].Index == i {
-			return true
-		}
-		if rs[j].Index < i {
-			return false
-		}
-	}
-	return false
+	_, found := slices.BinarySearchFunc(rs, i, func(r PointError, i int) int { return r.Index - i })
+	return found
 }
 
 // seriesForLocked finds or creates the series of p. applyMu must be held.
