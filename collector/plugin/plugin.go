@@ -74,7 +74,12 @@ var namePrefix = regexp.MustCompile(`^([0-9]+)_`)
 // Scan lists the executable regular files of cfg.Dir with their interval
 // and timeout. Hidden files and files ending in "~" are skipped.
 func Scan(cfg Config) ([]Spec, error) {
-	entries, err := os.ReadDir(cfg.Dir)
+	// Plugins run in their directory, so their path must not be relative.
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("plugin dir: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("plugin dir: %w", err)
 	}
@@ -84,7 +89,7 @@ func Scan(cfg Config) ([]Spec, error) {
 		if strings.HasPrefix(name, ".") || strings.HasSuffix(name, "~") {
 			continue
 		}
-		path := filepath.Join(cfg.Dir, name)
+		path := filepath.Join(dir, name)
 		fi, err := os.Stat(path)
 		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 			continue

@@ -62,6 +62,15 @@ func TestScan(t *testing.T) {
 			t.Errorf("%s: interval %v timeout %v, want %v", name, s.Interval, s.Timeout, w)
 		}
 	}
+	// A relative directory still gives paths that run from the plugin's
+	// own directory.
+	wd, _ := os.Getwd()
+	if rel, err := filepath.Rel(wd, dir); err == nil {
+		specs, err := Scan(Config{Dir: rel, Interval: time.Minute})
+		if err != nil || len(specs) == 0 || !filepath.IsAbs(specs[0].Path) {
+			t.Errorf("relative dir: %v %+v", err, specs)
+		}
+	}
 	if _, err := Scan(Config{Dir: filepath.Join(dir, "missing")}); err == nil {
 		t.Error("no error for a missing directory")
 	}

@@ -91,8 +91,8 @@ type Relay struct {
 	log     *slog.Logger
 	current int
 
-	sent, rejected, dropped, failures *metrics.Counter
-	set                               *metrics.Set
+	sent, dropped, failures *metrics.Counter
+	set                     *metrics.Set
 }
 
 // New returns a relay from sp to cfg.Targets, registering its metrics in
@@ -131,7 +131,6 @@ func New(cfg Config, sp *spool.Spool, set *metrics.Set, log *slog.Logger) (*Rela
 		return nil, errors.New("relay: no transfer address")
 	}
 	r.sent = set.NewCounter("collector_relay_sent_points_total")
-	r.rejected = set.NewCounter("collector_relay_rejected_points_total")
 	r.dropped = set.NewCounter(`collector_relay_dropped_points_total{reason="unsendable"}`)
 	r.failures = set.NewCounter("collector_relay_failed_requests_total")
 	set.NewGauge("collector_relay_targets", func() float64 { return float64(len(r.targets)) })
@@ -278,18 +277,40 @@ func (r *Relay) post(ctx context.Context, url string, body []byte, points int) (
 }
 
 // account counts the outcome of an answered batch and logs what transfer
-// refused.
+// refused. Points refused as out_of_order are expected when the interval
+// is shorter than transfer's step (30 s at least): transfer keeps one point
+// per step and slot. They are logged at debug level only.
 func (r *Relay) account(ans intake.Response, points int, decoded bool) {
 	if !decoded {
 		r.sent.Add(points)
 		return
 	}
 	r.sent.Add(ans.Accepted)
-	if n := len(ans.Rejected); n > 0 {
-		r.rejected.Add(n)
-		first := ans.Rejected[0]
-		r.log.Warn("transfer rejected points", "count", n, "first_reason", first.Reason, "first_detail", first.Detail)
+	var worth *intake.Rejection
+	for i, rj := range ans.Rejected {
+		r.set.GetOrCreateCounter(`collector_relay_rejected_points_total{reason="` + reasonLabel(rj.Reason) + `"}`).Inc()
+		if rj.Reason != intake.ReasonOutOfOrder && worth == nil {
+			worth = &ans.Rejected[i]
+		}
 	}
+	if n := len(ans.Rejected); n > 0 {
+		level := slog.LevelDebug
+		first := ans.Rejected[0]
+		if worth != nil {
+			level, first = slog.LevelWarn, *worth
+		}
+		r.log.Log(context.Background(), level, "transfer rejected points", "count", n, "reason", first.Reason, "detail", first.Detail)
+	}
+}
+
+// reasonLabel keeps a reason word fit for a label value.
+func reasonLabel(s string) string {
+	for _, c := range s {
+		if !(c == '_' || (c >= 'a' && c <= 'z')) || len(s) > 32 {
+			return "other"
+		}
+	}
+	return s
 }
 
 // joinArrays merges the records' JSON arrays into one.

@@ -234,7 +234,9 @@ func TestRejectedAndTooLarge(t *testing.T) {
 	bad[0].Value = math.Inf(1)
 	h.w.Write(context.Background(), append(seqPoints(0, 2), bad...))
 	h.w.Write(context.Background(), bad)
-	waitFor(t, "rejections counted", func() bool { return h.relay.rejected.Get() == 2 })
+	waitFor(t, "rejections counted", func() bool {
+		return h.set.GetOrCreateCounter(`collector_relay_rejected_points_total{reason="bad_value"}`).Get() == 2
+	})
 	if got := ft.got(); len(got) != 2 {
 		t.Fatalf("got %v", got)
 	}

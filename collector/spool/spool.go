@@ -80,10 +80,10 @@ type Batch struct {
 
 // Stats describe what the spool holds.
 type Stats struct {
-	Records  int   // records not yet acknowledged
-	Points   int   // points in them
-	Bytes    int64 // size of the segment files
-	Segments int
+	Records  int   `json:"records"` // not yet acknowledged
+	Points   int   `json:"points"`  // in those records
+	Bytes    int64 `json:"bytes"`   // size of the segment files
+	Segments int   `json:"segments"`
 }
 
 type segment struct {
