@@ -376,7 +376,7 @@ func TestConfigdServerDownAppsKeepReading(t *testing.T) {
 // rejoin in order, and `configd hosts web` lists the live hosts.
 func TestConfigdMembershipKillAndRejoin(t *testing.T) {
 	addr := testkit.FreeAddr(t)
-	startConfigd(t, true, "--listen", addr, "--data-dir", t.TempDir(), "--host-ttl", "600ms")
+	startConfigd(t, true, "--listen", addr, "--data-dir", t.TempDir(), "--host-ttl", "1500ms")
 	ctx := context.Background()
 	r, _ := client.NewRemote([]string{addr}, client.RemoteOptions{})
 	startAgent := func(host, dataDir string) *configdProc {

@@ -58,10 +58,16 @@ func serverAt(t *testing.T, addr, dataDir string) (*httptest.Server, func()) {
 		hs.Listener = ln
 	}
 	hs.Start()
+	// Run ends the parked watches and the connections handed back with it.
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	runDone := make(chan struct{})
+	go func() { srv.Run(runCtx); close(runDone) }()
 	stopped := false
 	stop := func() {
 		if !stopped {
 			stopped = true
+			cancelRun()
+			<-runDone
 			hs.CloseClientConnections()
 			hs.Close()
 			st.Close()

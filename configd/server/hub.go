@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +24,9 @@ type waiter struct {
 	ch         chan struct{}
 	namespaces []string
 	rev        bool
+	// park is set when the watch waits without a goroutine: waking it
+	// runs its check instead of signalling ch.
+	park atomic.Pointer[parked]
 }
 
 func newHub(batch int, interval time.Duration) *hub {
@@ -53,6 +57,26 @@ func (h *hub) subscribe(namespaces []string, rev bool) *waiter {
 		set[w] = struct{}{}
 	}
 	return w
+}
+
+// all returns every waiter.
+func (h *hub) all() []*waiter {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := map[*waiter]bool{}
+	var out []*waiter
+	for w := range h.byRev {
+		out = append(out, w)
+	}
+	for _, set := range h.byNS {
+		for w := range set {
+			if !seen[w] {
+				seen[w] = true
+				out = append(out, w)
+			}
+		}
+	}
+	return out
 }
 
 func (h *hub) unsubscribe(w *waiter) {
@@ -113,6 +137,10 @@ func (h *hub) notify(ns string) {
 
 func wake(list []*waiter) {
 	for _, w := range list {
+		if p := w.park.Load(); p != nil {
+			p.wake()
+			continue
+		}
 		select {
 		case w.ch <- struct{}{}:
 		default:

@@ -72,6 +72,15 @@ type Server struct {
 	mu    sync.RWMutex
 	heads map[string]api.Namespace
 
+	rehome   rehome
+	stopping atomic.Bool
+	// stopped is closed when Run ends: waiting watches answer at once so
+	// the daemon's graceful stop does not wait out their timeouts.
+	stopped chan struct{}
+
+	cacheMu  sync.Mutex
+	relCache map[string][]byte
+
 	publishes, watchChanged, watchTimeouts, denied *metrics.Counter
 }
 
@@ -99,7 +108,7 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 		cfg.WatchTimeout = 60 * time.Second
 	}
 	s := &Server{cfg: cfg, store: st, hub: newHub(cfg.WatchBatch, cfg.WatchBatchInterval), reports: newReports(), log: cfg.Logger,
-		heads: map[string]api.Namespace{}}
+		heads: map[string]api.Namespace{}, relCache: map[string][]byte{}, stopped: make(chan struct{})}
 	s.auth.Store(cfg.Auth)
 	heads, err := st.Namespaces()
 	if err != nil {
@@ -145,6 +154,12 @@ func (s *Server) Replica() bool { return s.primary != nil }
 // Run does the background work until ctx ends: on a primary, marking
 // silent hosts down; on a replica, following the primary.
 func (s *Server) Run(ctx context.Context) error {
+	defer func() {
+		close(s.stopped)
+		stopCtx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		s.closeParked(stopCtx)
+	}()
 	if s.Replica() {
 		return s.follow(ctx)
 	}
@@ -395,31 +410,79 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request, _ Identity) err
 // resolve finds the release a request means: ?version=N, else the one for
 // ?host= (with its labels), else current.
 func (s *Server) resolve(r *http.Request, name string) (api.Release, error) {
+	v, err := s.resolveVersion(r, name)
+	if err != nil {
+		return api.Release{}, err
+	}
+	return s.store.Release(name, v)
+}
+
+func (s *Server) resolveVersion(r *http.Request, name string) (int64, error) {
 	q := r.URL.Query()
 	if v := q.Get("version"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 1 {
-			return api.Release{}, badRequest("version %q: want a release number", v)
+			return 0, badRequest("version %q: want a release number", v)
 		}
-		return s.store.Release(name, n)
+		return n, nil
 	}
 	h, ok := s.head(name)
 	if !ok {
-		return api.Release{}, fmt.Errorf("namespace %s: %w", name, store.ErrNotFound)
+		return 0, fmt.Errorf("namespace %s: %w", name, store.ErrNotFound)
 	}
 	host := q.Get("host")
 	labels, err := parseLabels(q["label"])
 	if err != nil {
-		return api.Release{}, err
+		return 0, err
 	}
 	if len(labels) == 0 && !s.Replica() {
 		labels = s.members.labelsOf(host)
 	}
 	v := h.VersionFor(host, labels)
 	if v == 0 {
-		return api.Release{}, fmt.Errorf("namespace %s has no release yet: %w", name, store.ErrNotFound)
+		return 0, fmt.Errorf("namespace %s has no release yet: %w", name, store.ErrNotFound)
 	}
-	return s.store.Release(name, v)
+	return v, nil
+}
+
+// releaseJSON returns a release encoded for the wire. Releases never
+// change, so the encoding is cached: after a publish every watcher fetches
+// the same one.
+func (s *Server) releaseJSON(name string, v int64) ([]byte, error) {
+	key := name + "@" + strconv.FormatInt(v, 10)
+	s.cacheMu.Lock()
+	b, ok := s.relCache[key]
+	s.cacheMu.Unlock()
+	if ok {
+		return b, nil
+	}
+	rel, err := s.store.Release(name, v)
+	if err != nil {
+		return nil, err
+	}
+	if b, err = json.Marshal(rel); err != nil {
+		return nil, err
+	}
+	s.cacheMu.Lock()
+	if len(s.relCache) >= releaseCacheSize {
+		for k := range s.relCache { // evict one at random
+			delete(s.relCache, k)
+			break
+		}
+	}
+	s.relCache[key] = b
+	s.cacheMu.Unlock()
+	return b, nil
+}
+
+// releaseCacheSize bounds the encoded releases kept in memory.
+const releaseCacheSize = 256
+
+func writeRaw(w http.ResponseWriter, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Write(b)
 }
 
 func parseLabels(list []string) (map[string]string, error) {
@@ -596,11 +659,11 @@ func (s *Server) getRelease(w http.ResponseWriter, r *http.Request, _ Identity) 
 	if err != nil {
 		return err
 	}
-	rel, err := s.store.Release(nsName(r), v)
+	b, err := s.releaseJSON(nsName(r), v)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rel)
+	writeRaw(w, b)
 	return nil
 }
 
@@ -677,11 +740,16 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request, _ Identity) err
 
 // config serves the full release a host should hold (?host=, ?label=k=v).
 func (s *Server) config(w http.ResponseWriter, r *http.Request, _ Identity) error {
-	rel, err := s.resolve(r, nsName(r))
+	name := nsName(r)
+	v, err := s.resolveVersion(r, name)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rel)
+	b, err := s.releaseJSON(name, v)
+	if err != nil {
+		return err
+	}
+	writeRaw(w, b)
 	return nil
 }
 
@@ -778,10 +846,15 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			return out, len(out) > 0, nil
 		}
 	}
-	defer s.hub.unsubscribe(wt)
+	parked := false
+	defer func() {
+		if !parked {
+			s.hub.unsubscribe(wt)
+		}
+	}()
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	for {
+	for first := true; ; first = false {
 		body, changed, err := check()
 		if err != nil {
 			return err
@@ -791,10 +864,19 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			writeJSON(w, http.StatusOK, body)
 			return nil
 		}
+		// Namespace watches wait parked; replicas' rev watches are few.
+		if first && !q.Has("rev") && s.park(w, r, wt, check, timeout) {
+			parked = true
+			return nil
+		}
 		select {
 		case <-wt.ch:
 		case <-timer.C:
 			s.watchTimeouts.Inc()
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusNotModified)
+			return nil
+		case <-s.stopped:
 			w.Header().Set("Cache-Control", "no-store")
 			w.WriteHeader(http.StatusNotModified)
 			return nil
@@ -852,6 +934,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ Identity) erro
 		select {
 		case <-next:
 		case <-timer.C:
+			writeJSON(w, http.StatusOK, api.EventsResponse{Last: last, Events: []api.MemberEvent{}})
+			return nil
+		case <-s.stopped:
 			writeJSON(w, http.StatusOK, api.EventsResponse{Last: last, Events: []api.MemberEvent{}})
 			return nil
 		case <-r.Context().Done():

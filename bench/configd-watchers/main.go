@@ -1,0 +1,232 @@
+// Command configd-watchers measures configd's propagation time: it holds N
+// long-polling watchers of one namespace against a running server (as N
+// host agents would), publishes releases, and times each watcher from the
+// publish to the new file being on its disk (fetched, written, renamed). It
+// also reads the server's resident memory before and after the watchers
+// connect to give the memory per watcher.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+type change struct {
+	Namespace string `json:"namespace"`
+	Version   int64  `json:"version"`
+}
+
+type release struct {
+	Version int64 `json:"version"`
+	Files   []struct {
+		Name    string `json:"name"`
+		Content string `json:"content"`
+	} `json:"files"`
+}
+
+func main() {
+	server := flag.String("server", "http://127.0.0.1:7160", "configd server")
+	watchers := flag.Int("watchers", 10000, "simulated watchers")
+	publishes := flag.Int("publishes", 5, "releases to publish (one at a time, each after every watcher has the previous)")
+	ns := flag.String("namespace", "bench/prod/app", "namespace every watcher watches")
+	dir := flag.String("dir", "", "where watchers write their files (default a temp dir)")
+	rampBatch := flag.Int("ramp", 500, "watchers connected at a time while ramping up")
+	flag.Parse()
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "configd-watchers-")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	transport := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		MaxIdleConns:        *watchers * 2,
+		MaxIdleConnsPerHost: *watchers * 2,
+		IdleConnTimeout:     10 * time.Minute,
+	}
+	hc := &http.Client{Transport: transport}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	must(publish(hc, *server, *ns, 0))
+	base := mustRSS(hc, *server)
+
+	var published sync.Map // version -> time.Time
+	var mu sync.Mutex
+	lat := map[int64][]time.Duration{}
+	applied := map[int64]*atomic.Int64{}
+	for v := int64(1); v <= int64(*publishes)+1; v++ {
+		applied[v] = &atomic.Int64{}
+	}
+	var errs atomic.Int64
+	for i := 0; i < *watchers; i++ {
+		wdir := filepath.Join(*dir, strconv.Itoa(i/1000), strconv.Itoa(i))
+		must(os.MkdirAll(wdir, 0o755))
+		go watcher(ctx, hc, *server, *ns, fmt.Sprintf("sim-%05d", i), wdir, &published, func(v int64, d time.Duration) {
+			mu.Lock()
+			lat[v] = append(lat[v], d)
+			mu.Unlock()
+			if c := applied[v]; c != nil {
+				c.Add(1)
+			}
+		}, &errs)
+		if (i+1)%*rampBatch == 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// Every watcher holds version 1 (the first answer) and then waits.
+	waitFor(func() bool { return applied[1].Load() == int64(*watchers) }, 2*time.Minute, "initial sync")
+	waitFor(func() bool { return gauge(hc, *server, "configd_watchers") >= float64(*watchers) }, time.Minute, "watchers waiting")
+	time.Sleep(time.Second)
+	withWatchers := mustRSS(hc, *server)
+	fmt.Printf("watchers: %d waiting on %s\n", *watchers, *ns)
+	fmt.Printf("server RSS: %.1f MB before, %.1f MB with watchers: %.1f KB per watcher\n",
+		base/1e6, withWatchers/1e6, (withWatchers-base)/float64(*watchers)/1024)
+
+	var all []time.Duration
+	for p := 1; p <= *publishes; p++ {
+		v := int64(p + 1)
+		published.Store(v, time.Now())
+		must(publish(hc, *server, *ns, p))
+		waitFor(func() bool { return applied[v].Load() == int64(*watchers) }, 2*time.Minute, fmt.Sprintf("release %d everywhere", v))
+		mu.Lock()
+		l := append([]time.Duration(nil), lat[v]...)
+		mu.Unlock()
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+		fmt.Printf("release %d: p50 %v  p99 %v  max %v\n", v, q(l, 0.5), q(l, 0.99), l[len(l)-1])
+		all = append(all, l...)
+		time.Sleep(500 * time.Millisecond)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	fmt.Printf("all %d deliveries: p50 %v  p99 %v  max %v  (watch errors %d)\n", len(all), q(all, 0.5), q(all, 0.99), all[len(all)-1], errs.Load())
+}
+
+func q(sorted []time.Duration, p float64) time.Duration {
+	return sorted[int(p*float64(len(sorted)-1)+0.5)].Round(time.Millisecond)
+}
+
+func must(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func waitFor(cond func() bool, within time.Duration, what string) {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			log.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func publish(hc *http.Client, server, ns string, n int) error {
+	body := fmt.Sprintf(`{"comment":"bench %d","files":[{"name":"app.properties","content":"generation=%d\npool.size=32\nfeature.x=true\n"}]}`, n, n)
+	resp, err := hc.Post(server+"/v1/ns/"+ns+"/publish", "application/json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("publish: %s %s", resp.Status, b)
+	}
+	return nil
+}
+
+// watcher does what an agent does: long-poll, fetch the release, write it.
+func watcher(ctx context.Context, hc *http.Client, server, ns, host, dir string, published *sync.Map, done func(int64, time.Duration), errs *atomic.Int64) {
+	held := int64(0)
+	for ctx.Err() == nil {
+		resp, err := hc.Get(fmt.Sprintf("%s/v1/watch?ns=%s:%d&host=%s&timeout=10m", server, ns, held, host))
+		if err != nil {
+			errs.Add(1)
+			time.Sleep(time.Second)
+			continue
+		}
+		var changes []change
+		if resp.StatusCode == 200 {
+			err = json.NewDecoder(resp.Body).Decode(&changes)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || len(changes) == 0 {
+			continue
+		}
+		resp, err = hc.Get(fmt.Sprintf("%s/v1/ns/%s/config?host=%s", server, ns, host))
+		if err != nil {
+			errs.Add(1)
+			continue
+		}
+		var rel release
+		err = json.NewDecoder(resp.Body).Decode(&rel)
+		resp.Body.Close()
+		if err != nil {
+			errs.Add(1)
+			continue
+		}
+		for _, f := range rel.Files {
+			tmp := filepath.Join(dir, "."+f.Name+".tmp")
+			if err := os.WriteFile(tmp, []byte(f.Content), 0o644); err != nil {
+				log.Fatal(err)
+			}
+			if err := os.Rename(tmp, filepath.Join(dir, f.Name)); err != nil {
+				log.Fatal(err)
+			}
+		}
+		var since time.Duration
+		if t, ok := published.Load(rel.Version); ok {
+			since = time.Since(t.(time.Time))
+		}
+		held = rel.Version
+		done(rel.Version, since)
+	}
+}
+
+func metricsText(hc *http.Client, server string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := hc.Get(server + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.LastIndexByte(line, ' '); i > 0 && !strings.HasPrefix(line, "#") {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				out[line[:i]] = v
+			}
+		}
+	}
+	return out
+}
+
+func gauge(hc *http.Client, server, name string) float64 { return metricsText(hc, server)[name] }
+
+func mustRSS(hc *http.Client, server string) float64 {
+	v, ok := metricsText(hc, server)["process_resident_memory_bytes"]
+	if !ok {
+		log.Fatal("server /metrics has no process_resident_memory_bytes")
+	}
+	return v
+}
