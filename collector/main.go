@@ -209,8 +209,18 @@ func (c *config) startGraphite(ctx context.Context, d *kit.Daemon, writer *relay
 	udp := sink.NewBatcher(writer, graphitein.ProtoUDP, counters, c.batchPoints, c.intakeFlush)
 	srv := graphitein.New(graphitein.Config{MaxConns: c.graphiteMaxConns, Limits: lim}, tcp, udp, counters, d.Log)
 	d.Log.Info("graphite listening", "graphite_listen", ln.Addr().String())
-	d.Go(ctx, "graphite-tcp", func(ctx context.Context) error { return srv.ServeTCP(ctx, ln) })
-	d.Go(ctx, "graphite-udp", func(ctx context.Context) error { return srv.ServeUDP(ctx, pc) })
+	// Each server flushes its batcher once more after its last reader
+	// ended, so lines read during the stop are spooled too.
+	d.Go(ctx, "graphite-tcp", func(ctx context.Context) error {
+		err := srv.ServeTCP(ctx, ln)
+		tcp.Flush(context.WithoutCancel(ctx))
+		return err
+	})
+	d.Go(ctx, "graphite-udp", func(ctx context.Context) error {
+		err := srv.ServeUDP(ctx, pc)
+		udp.Flush(context.WithoutCancel(ctx))
+		return err
+	})
 	d.Go(ctx, "graphite-tcp-batch", tcp.Run)
 	d.Go(ctx, "graphite-udp-batch", udp.Run)
 	return nil
