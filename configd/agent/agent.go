@@ -470,6 +470,9 @@ func parseHeld(items []string) (map[string]int64, error) {
 			}
 			name, v = item[:i], n
 		}
+		if err := api.ValidateNamespace(name); err != nil {
+			return nil, err
+		}
 		held[name] = v
 	}
 	return held, nil

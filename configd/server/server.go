@@ -769,6 +769,51 @@ func (s *Server) auditLog(w http.ResponseWriter, r *http.Request, _ Identity) er
 	return nil
 }
 
+// maxWatchNamespaces bounds the namespaces one watch may name.
+const maxWatchNamespaces = 1000
+
+type watchQuery struct {
+	held   map[string]int64
+	names  []string
+	host   string
+	labels map[string]string
+}
+
+// parseWatchQuery reads ?ns=NAME:VERSION (repeated), ?host= and ?label=k=v.
+func parseWatchQuery(q url.Values) (watchQuery, error) {
+	wq := watchQuery{held: map[string]int64{}, host: q.Get("host")}
+	for _, item := range q["ns"] {
+		name, ver := item, int64(0)
+		if i := strings.LastIndexByte(item, ':'); i >= 0 {
+			name = item[:i]
+			v, err := strconv.ParseInt(item[i+1:], 10, 64)
+			if err != nil || v < 0 {
+				return watchQuery{}, badRequest("ns %q: want NAME:VERSION", item)
+			}
+			ver = v
+		}
+		if err := api.ValidateNamespace(name); err != nil {
+			return watchQuery{}, badRequest("%v", err)
+		}
+		if _, dup := wq.held[name]; !dup {
+			wq.names = append(wq.names, name)
+		}
+		wq.held[name] = ver
+	}
+	if len(wq.names) == 0 {
+		return watchQuery{}, badRequest("give ?ns=app/env/name:VERSION (repeat for more) or ?rev=N")
+	}
+	if len(wq.names) > maxWatchNamespaces {
+		return watchQuery{}, badRequest("%d namespaces in one watch; at most %d", len(wq.names), maxWatchNamespaces)
+	}
+	labels, err := parseLabels(q["label"])
+	if err != nil {
+		return watchQuery{}, err
+	}
+	wq.labels = labels
+	return wq, nil
+}
+
 // watchTimeout is the request's ?timeout (capped by the server's), with up
 // to 10% taken off at random so watchers that started together do not all
 // come back together.
@@ -807,30 +852,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			return api.RevChanges{Rev: now, Namespaces: names}, len(names) > 0, err
 		}
 	} else {
-		held := map[string]int64{}
-		var names []string
-		for _, item := range q["ns"] {
-			name, ver := item, int64(0)
-			if i := strings.LastIndexByte(item, ':'); i >= 0 {
-				name = item[:i]
-				if ver, err = strconv.ParseInt(item[i+1:], 10, 64); err != nil {
-					return badRequest("ns %q: want NAME:VERSION", item)
-				}
-			}
-			if err := api.ValidateNamespace(name); err != nil {
-				return badRequest("%v", err)
-			}
-			held[name] = ver
-			names = append(names, name)
-		}
-		if len(names) == 0 {
-			return badRequest("give ?ns=app/env/name:VERSION (repeat for more) or ?rev=N")
-		}
-		host := q.Get("host")
-		labels, err := parseLabels(q["label"])
+		wq, err := parseWatchQuery(q)
 		if err != nil {
 			return err
 		}
+		held, names, host, labels := wq.held, wq.names, wq.host, wq.labels
 		if labels == nil && !s.Replica() {
 			labels = s.members.labelsOf(host)
 		}
