@@ -178,9 +178,18 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		}
 		agg := statsd.New(statsd.Config{Percentiles: percentiles, MaxSeries: c.statsdMaxSeries}, len(conns))
 		d.Log.Info("statsd listening", "statsd_listen", conns[0].LocalAddr().String(), "readers", len(conns))
-		d.Go(ctx, "statsd", func(ctx context.Context) error { return agg.Serve(ctx, conns) })
-		d.Go(ctx, "statsd-flush", func(ctx context.Context) error {
-			return agent.StatsDFlusher(ctx, agg, c.statsdInterval, writer, counters, d.Metrics, d.Log)
+		d.Go(ctx, "statsd", func(ctx context.Context) error {
+			// The flusher's last flush comes after the readers stopped, so a
+			// graceful stop keeps every datagram read.
+			flushCtx, stopFlush := context.WithCancel(context.WithoutCancel(ctx))
+			flushed := make(chan error, 1)
+			go func() {
+				flushed <- agent.StatsDFlusher(flushCtx, agg, c.statsdInterval, writer, counters, d.Metrics, d.Log)
+			}()
+			err := agg.Serve(ctx, conns)
+			stopFlush()
+			<-flushed
+			return err
 		})
 	}
 
