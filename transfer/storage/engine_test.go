@@ -404,6 +404,9 @@ func TestExpiryFreesTheSlot(t *testing.T) {
 	opts := Options{IdleExpiry: time.Hour, Now: clock, SeriesPerSlab: 2}
 	e := openTest(t, dir, opts)
 	feed(t, e, []string{"old", "kept"}, t0, 3)
+	if err := e.Checkpoint(); err != nil { // old is in the checkpoint; its expiry only in the WAL
+		t.Fatal(err)
+	}
 	disk := e.Stats().DiskBytes
 	if disk != 2*SlotSize(testSchema(t).Retentions) {
 		t.Fatalf("disk %d for one slab of two slots", disk)
@@ -441,11 +444,19 @@ func TestExpiryFreesTheSlot(t *testing.T) {
 	if known != 3 {
 		t.Errorf("new series in a reused slot has %d known slots, want 3", known)
 	}
-	// The expiry survives a crash (it is in the WAL) and a clean restart.
+	// The expiry survives a crash (it is in the WAL) and a clean restart,
+	// and the new series in the reused slot keeps its data.
+	wantNew := fetchAll(t, e, newRef.ID, t0+7320)
 	crash(t, e)
 	e = openTest(t, dir, opts)
 	if st := e.Stats(); st.Series != 2 {
 		t.Errorf("after crash: %d series", st.Series)
+	}
+	if refs, _ := e.Select([]*metric.Matcher{metric.MustMatcher(metric.MatchEqual, metric.NameLabel, "old")}); len(refs) != 0 {
+		t.Errorf("old back after crash: %v", refs)
+	}
+	if got := fetchAll(t, e, selectOne(t, e, "new").ID, t0+7320); !sameSeries(got, wantNew) {
+		t.Error("new series differs after crash")
 	}
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
