@@ -23,7 +23,7 @@ type testServer struct {
 	store *store.Store
 }
 
-func startServer(t *testing.T, cfg Config) *testServer {
+func startServer(t testing.TB, cfg Config) *testServer {
 	t.Helper()
 	st, err := store.Open(t.TempDir())
 	if err != nil {
@@ -49,7 +49,7 @@ func startServer(t *testing.T, cfg Config) *testServer {
 	return &testServer{srv, hs.URL, st}
 }
 
-func remote(t *testing.T, url string, opts client.RemoteOptions) *client.Remote {
+func remote(t testing.TB, url string, opts client.RemoteOptions) *client.Remote {
 	t.Helper()
 	r, err := client.NewRemote([]string{url}, opts)
 	if err != nil {
