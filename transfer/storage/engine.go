@@ -615,13 +615,27 @@ func (e *Engine) Fetch(id uint64, cf CF, start, end, minStep int64) (FetchResult
 	calStart := calEnd - ar.Span()
 	rows := s.view.rowsOf(a)
 	out := FetchResult{Start: first, Step: ar.Step, Values: make([]float64, n)}
+	// Walk the ring from the first slot's row instead of dividing per slot.
+	slot := first / ar.Step
+	idx := mod(slot, ar.Rows)
 	for i := range out.Values {
 		t := first + int64(i)*ar.Step
-		if t <= calStart || t > calEnd {
-			out.Values[i] = math.NaN()
-			continue
+		v := math.NaN()
+		if r := &rows[idx]; t > calStart && t <= calEnd && r.Slot == uint32(slot) && r.Owner == s.view.owner {
+			switch cf {
+			case Average:
+				v = r.Avg
+			case Max:
+				v = r.Max
+			case Min:
+				v = r.Min
+			}
 		}
-		out.Values[i] = s.view.value(a, cf, t, rows)
+		out.Values[i] = v
+		slot++
+		if idx++; idx == ar.Rows {
+			idx = 0
+		}
 	}
 	return out, nil
 }
