@@ -26,7 +26,8 @@ const keyShards = 64
 // WAL record appended in one critical section, so the WAL holds the points of
 // each series in the order they were applied and a replay repeats exactly
 // what happened. Everything else (validation, series lookup, encoding, the
-// fsync) happens outside it.
+// fsync) happens outside it. Readers lock only the stripe of the series they
+// read.
 type Engine struct {
 	dir  string
 	opts Options
@@ -40,7 +41,10 @@ type Engine struct {
 
 	index *postings
 
-	applyMu  sync.Mutex // guards series state, slot allocation, nextID, layouts
+	applyMu sync.Mutex // serialises writers; guards slot allocation, nextID, layouts
+	// stripes guard each series' slot between a writer (which also holds
+	// applyMu) and readers, so reads do not queue behind whole batches.
+	stripes  [64]sync.RWMutex
 	slabs    *slabStore
 	nextID   uint64
 	layouts  map[string]*layout
@@ -230,7 +234,10 @@ func (e *Engine) applyRecord(rec *walRecord) error {
 			if s == nil {
 				continue // expired later, or created before a lost checkpoint entry
 			}
+			stripe := e.stripe(s.id)
+			stripe.Lock()
 			s.view.update(p.Time, p.Value)
+			stripe.Unlock()
 			s.lastSeen.Store(now)
 		}
 	case recExpire:
@@ -312,8 +319,11 @@ func (e *Engine) removeLocked(s *series) {
 	delete(e.byID, s.id)
 	e.idMu.Unlock()
 	e.index.remove(s.id, s.labels)
-	e.slabs.release(s.size, s.ref)
+	stripe := e.stripe(s.id)
+	stripe.Lock()
 	s.dead = true
+	stripe.Unlock()
+	e.slabs.release(s.size, s.ref)
 	e.seriesLive.Add(-1)
 }
 
@@ -397,7 +407,10 @@ func (e *Engine) Append(points []metric.Point) (Result, error) {
 				return Result{}, err
 			}
 		}
+		stripe := e.stripe(s.id)
+		stripe.Lock()
 		v, ok := s.view.update(p.Time, p.Value)
+		stripe.Unlock()
 		res.Values[i] = v
 		if !ok {
 			res.Rejected = append(res.Rejected, PointError{Index: i, Err: ErrTooOld})
@@ -490,6 +503,8 @@ func (e *Engine) AppendWait(ctx context.Context, points []metric.Point) (Result,
 	}
 	return r, e.Wait(ctx, r)
 }
+
+func (e *Engine) stripe(id uint64) *sync.RWMutex { return &e.stripes[id%uint64(len(e.stripes))] }
 
 func (e *Engine) seriesByID(id uint64) *series {
 	e.idMu.RLock()
@@ -594,8 +609,9 @@ func (e *Engine) Fetch(id uint64, cf CF, start, end, minStep int64) (FetchResult
 	if s == nil {
 		return FetchResult{}, ErrUnknownSeries
 	}
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+	stripe := e.stripe(id)
+	stripe.RLock()
+	defer stripe.RUnlock()
 	if e.closed.Load() {
 		return FetchResult{}, ErrClosed
 	}
@@ -666,8 +682,9 @@ func (e *Engine) Last(id uint64) (t int64, v float64, ok bool) {
 	if s == nil {
 		return 0, 0, false
 	}
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+	stripe := e.stripe(id)
+	stripe.RLock()
+	defer stripe.RUnlock()
 	if s.dead || e.closed.Load() {
 		return 0, 0, false
 	}
@@ -792,8 +809,15 @@ func (e *Engine) Close() error {
 		if werr := e.wal.Close(); err == nil {
 			err = werr
 		}
+		// Wait for reads in progress before unmapping.
+		for i := range e.stripes {
+			e.stripes[i].Lock()
+		}
 		if serr := e.slabs.close(); err == nil {
 			err = serr
+		}
+		for i := range e.stripes {
+			e.stripes[i].Unlock()
 		}
 		e.closeErr = err
 	})
