@@ -761,3 +761,28 @@ xFilesFactor = 0.3
 		}
 	}
 }
+
+// TestReadsDoNotWaitForWriters holds the writers' lock, as a long batch
+// does, and checks reads still answer.
+func TestReadsDoNotWaitForWriters(t *testing.T) {
+	e := openTest(t, t.TempDir(), Options{})
+	defer e.Close()
+	last := feed(t, e, []string{"r"}, t0, 10)
+	ref := selectOne(t, e, "r")
+	e.applyMu.Lock()
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Fetch(ref.ID, Average, t0, last, 60)
+		e.Last(ref.ID)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("Fetch waited for the writers' lock")
+	}
+	e.applyMu.Unlock()
+}
