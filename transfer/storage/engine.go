@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/opskit/opskit/internal/metric"
@@ -54,6 +55,7 @@ type Engine struct {
 	checkpointMu sync.Mutex
 	scratch      sync.Pool
 
+	lockFile  *os.File // flock on <dir>/LOCK: one engine per directory
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -134,7 +136,12 @@ func Open(dir string, opts Options) (*Engine, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
+	lockFile, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{
+		lockFile: lockFile,
 		dir:      dir,
 		opts:     opts,
 		log:      opts.Logger,
@@ -152,21 +159,39 @@ func Open(dir string, opts Options) (*Engine, error) {
 	e.scratch.New = func() any { return &appendScratch{} }
 	slabs, err := openSlabStore(filepath.Join(dir, "data"), int64(opts.SeriesPerSlab))
 	if err != nil {
+		lockFile.Close()
 		return nil, err
 	}
 	e.slabs = slabs
 	if err := e.recover(); err != nil {
 		slabs.close()
+		lockFile.Close()
 		return nil, err
 	}
 	w, err := wal.Create(filepath.Join(dir, "wal"), wal.Options{SyncInterval: walInterval, SyncBytes: opts.SyncBytes})
 	if err != nil {
 		slabs.close()
+		lockFile.Close()
 		return nil, err
 	}
 	e.wal = w
 	go e.loop()
 	return e, nil
+}
+
+// lockDir takes an exclusive flock on dir/LOCK, so a second engine (or a
+// second daemon) on the same directory fails at Open instead of corrupting
+// it. The kernel drops the lock when the process dies.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("storage: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("storage: %s is in use by another engine: %w", dir, err)
+	}
+	return f, nil
 }
 
 // recover loads the checkpoint, then replays the WAL segments written after it.
@@ -818,6 +843,9 @@ func (e *Engine) Close() error {
 		}
 		for i := range e.stripes {
 			e.stripes[i].Unlock()
+		}
+		if lerr := e.lockFile.Close(); err == nil {
+			err = lerr
 		}
 		e.closeErr = err
 	})

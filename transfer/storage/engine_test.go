@@ -59,6 +59,7 @@ func crash(t testing.TB, e *Engine) {
 		e.closed.Store(true)
 		e.wal.Close()
 		e.slabs.close()
+		e.lockFile.Close() // the kernel releases the lock of a killed process
 	})
 }
 
@@ -785,4 +786,28 @@ func TestReadsDoNotWaitForWriters(t *testing.T) {
 		t.Error("Fetch waited for the writers' lock")
 	}
 	e.applyMu.Unlock()
+}
+
+func TestOpenRefusesABusyOrDamagedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	e := openTest(t, dir, Options{})
+	if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second open of a busy directory: %v", err)
+	}
+	feed(t, e, []string{"a"}, t0, 3)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, checkpointFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0xff
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("open with a damaged checkpoint: %v", err)
+	}
 }
