@@ -6,19 +6,24 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/opskit/opskit/internal/buildinfo"
 	"github.com/opskit/opskit/internal/kit"
+	"github.com/opskit/opskit/transfer/cluster"
 	"github.com/opskit/opskit/transfer/intake"
 	"github.com/opskit/opskit/transfer/intake/graphite"
 	"github.com/opskit/opskit/transfer/node"
 	"github.com/opskit/opskit/transfer/push"
 	"github.com/opskit/opskit/transfer/query"
+	"github.com/opskit/opskit/transfer/ring"
 	"github.com/opskit/opskit/transfer/storage"
 )
 
@@ -46,6 +51,16 @@ type config struct {
 	graphiteIdle       time.Duration
 	queryTimeout       time.Duration
 	queryMaxSamples    int
+
+	nodeName        string
+	peers           string
+	replicas        int
+	judges          string
+	spoolBytes      int64
+	forwardBatch    int
+	forwardMinRetry time.Duration
+	forwardMaxRetry time.Duration
+	forwardTimeout  time.Duration
 }
 
 func main() {
@@ -84,6 +99,77 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.graphiteIdle, "graphite-idle-timeout", 5*time.Minute, "close a Graphite connection idle this long")
 	fs.DurationVar(&c.queryTimeout, "query-timeout", 2*time.Minute, "longest a query may run")
 	fs.IntVar(&c.queryMaxSamples, "query-max-samples", 50_000_000, "most samples one query may hold in memory")
+	fs.StringVar(&c.nodeName, "node-name", "", "this node's name in --peers (required with --peers)")
+	fs.StringVar(&c.peers, "peers", "", "the ring's nodes as name=host:port,... (every node the same list, itself included), or a file of such entries reread on SIGHUP; empty runs a single node")
+	fs.IntVar(&c.replicas, "replicas", 1, "distinct nodes storing each series")
+	fs.StringVar(&c.judges, "judge", "", "judge nodes as name=host:port,...: each point is posted (open-falcon JSON) to the one owning its series")
+	fs.Int64Var(&c.spoolBytes, "spool-max-bytes", 1<<30, "disk bound of each destination's spool (peer, judge); beyond it the oldest points are dropped and counted")
+	fs.IntVar(&c.forwardBatch, "forward-batch-points", 10000, "most points in one forwarded request")
+	fs.DurationVar(&c.forwardMinRetry, "forward-min-backoff", 100*time.Millisecond, "first wait before retrying a destination that failed (doubles up to --forward-max-backoff)")
+	fs.DurationVar(&c.forwardMaxRetry, "forward-max-backoff", 10*time.Second, "longest wait between retries of a destination")
+	fs.DurationVar(&c.forwardTimeout, "forward-timeout", 30*time.Second, "deadline of one forwarded request")
+}
+
+// peerList reads --peers: a list when it holds '=', else a file.
+func (c *config) peerList() ([]ring.Node, error) {
+	text := c.peers
+	if !strings.Contains(text, "=") {
+		b, err := os.ReadFile(text)
+		if err != nil {
+			return nil, fmt.Errorf("--peers: %w", err)
+		}
+		text = string(b)
+	}
+	nodes, err := ring.ParseNodes(text)
+	if err != nil {
+		return nil, fmt.Errorf("--peers: %w", err)
+	}
+	return nodes, nil
+}
+
+// clusterConfig returns nil for a single node.
+func (c *config) clusterConfig() (*cluster.Config, error) {
+	if c.peers == "" {
+		if c.judges != "" || c.nodeName != "" {
+			// Judge routing and sinks also work on a single node: a ring
+			// of one.
+			name := c.nodeName
+			if name == "" {
+				name = "self"
+			}
+			c.nodeName = name
+			return c.withCommon(&cluster.Config{Self: name, Nodes: []ring.Node{{Name: name, Addr: "127.0.0.1:0"}}})
+		}
+		return nil, nil
+	}
+	if c.nodeName == "" {
+		return nil, errors.New("--peers needs --node-name (this node's name in the list)")
+	}
+	nodes, err := c.peerList()
+	if err != nil {
+		return nil, err
+	}
+	return c.withCommon(&cluster.Config{Self: c.nodeName, Nodes: nodes})
+}
+
+func (c *config) withCommon(cc *cluster.Config) (*cluster.Config, error) {
+	if c.replicas < 1 {
+		return nil, fmt.Errorf("--replicas %d: want at least 1", c.replicas)
+	}
+	judges, err := ring.ParseNodes(c.judges)
+	if err != nil {
+		return nil, fmt.Errorf("--judge: %w", err)
+	}
+	cc.Replicas = c.replicas
+	cc.Judges = judges
+	cc.Outbox = cluster.OutboxOptions{
+		MaxBytes:    c.spoolBytes,
+		BatchPoints: c.forwardBatch,
+		MinBackoff:  c.forwardMinRetry,
+		MaxBackoff:  c.forwardMaxRetry,
+		Timeout:     c.forwardTimeout,
+	}
+	return cc, nil
 }
 
 func (c *config) schemas(file string) ([]storage.Schema, error) {
@@ -121,6 +207,10 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	if err != nil {
 		return err
 	}
+	cc, err := c.clusterConfig()
+	if err != nil {
+		return err
+	}
 	d.SetNotReady("storage", "replaying the write-ahead log")
 	n, err := node.Open(node.Config{
 		DataDir: d.DataDir,
@@ -134,6 +224,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		Limits:   c.limits,
 		Graphite: graphite.Config{MaxConns: c.graphiteMaxConns, IdleTimeout: c.graphiteIdle},
 		Query:    query.Options{Timeout: c.queryTimeout, MaxSamples: c.queryMaxSamples, Revision: buildinfo.Version, Logger: d.Log},
+		Cluster:  cc,
 	}, d.Metrics, d.Log)
 	if err != nil {
 		return err
@@ -148,6 +239,20 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		return n.Engine().Stats(), nil
 	})
 	d.Go(ctx, "expiry", n.RunExpiry)
+	if cl := n.Cluster(); cl != nil {
+		d.Go(ctx, "forwarding", n.RunCluster)
+		d.HandleAdmin("cluster", func(context.Context, []string) (any, error) { return cl.StatusAnswer(), nil })
+		if c.peers != "" && !strings.Contains(c.peers, "=") {
+			d.OnReload(func(context.Context) error {
+				nodes, err := c.peerList()
+				if err != nil {
+					return err
+				}
+				return cl.SetNodes(nodes)
+			})
+		}
+		d.Log.Info("cluster member", "node_name", cl.Self(), "peers", cl.Ring().Len(), "replicas", cl.Replicas(), "ring", ring.Version)
+	}
 	if c.graphiteListen != "" {
 		ln, err := net.Listen("tcp", c.graphiteListen)
 		if err != nil {

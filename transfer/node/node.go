@@ -1,7 +1,7 @@
 // Package node assembles one transfer node: the storage engine, the intake
 // protocols feeding it and the query APIs reading it. The write path goes
-// through Node.Append, the one place where the cluster (ring, forwarding,
-// judge and sink fan-out) will hook in.
+// through Node.Append, where the cluster (ring, forwarding, judge and sink
+// fan-out) hooks in when Config.Cluster is set.
 package node
 
 import (
@@ -11,11 +11,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/transfer/cluster"
 	"github.com/opskit/opskit/transfer/intake"
 	"github.com/opskit/opskit/transfer/intake/falcon"
 	"github.com/opskit/opskit/transfer/intake/graphite"
@@ -34,6 +36,10 @@ type Config struct {
 	// ExpiryInterval is how often idle series are looked for (when
 	// Storage.IdleExpiry is set). Default 1h.
 	ExpiryInterval time.Duration
+	// Cluster, when set, makes this node a member of a ring: points are
+	// routed to their owners, judges and sinks, and queries span every
+	// node. Its Dir defaults to DataDir/spool.
+	Cluster *cluster.Config
 }
 
 // Node is one running transfer node.
@@ -44,6 +50,8 @@ type Node struct {
 	rec      *intake.Recorder
 	api      *query.API
 	graphite *graphite.Server
+	cluster  *cluster.Cluster
+	peerAPI  *cluster.Server
 }
 
 // Open opens the storage (replaying its WAL) and prepares the intake and
@@ -69,7 +77,28 @@ func Open(cfg Config, set *metrics.Set, log *slog.Logger) (*Node, error) {
 	if cfg.Query.Metrics == nil {
 		cfg.Query.Metrics = set
 	}
-	n.api = query.NewAPI(eng, cfg.Query)
+	var reader query.Reader = eng
+	if cfg.Cluster != nil {
+		cc := *cfg.Cluster
+		if cc.Dir == "" {
+			cc.Dir = filepath.Join(cfg.DataDir, "spool")
+		}
+		if cc.Metrics == nil {
+			cc.Metrics = set
+		}
+		if cc.Logger == nil {
+			cc.Logger = log
+		}
+		c, err := cluster.New(cc, intake.AppenderFunc(n.appendLocal))
+		if err != nil {
+			eng.Close()
+			return nil, err
+		}
+		n.cluster = c
+		n.peerAPI = cluster.NewServer(c, eng)
+		reader = cluster.NewReader(c, eng)
+	}
+	n.api = query.NewAPI(reader, cfg.Query)
 	n.graphite = graphite.NewServer(n, n.rec, cfg.Limits, cfg.Graphite)
 	n.registerMetrics(set)
 	return n, nil
@@ -78,11 +107,23 @@ func Open(cfg Config, set *metrics.Set, log *slog.Logger) (*Node, error) {
 // Engine is the node's storage engine.
 func (n *Node) Engine() *storage.Engine { return n.engine }
 
+// Cluster is the node's cluster, nil for a single node.
+func (n *Node) Cluster() *cluster.Cluster { return n.cluster }
+
 // Append is the write path every intake protocol feeds: it returns once the
-// points are durable in the WAL. Points refused by storage (e.g. not newer
-// than their series' last update) are reported as an *intake.PartialError,
-// the others are stored.
+// points are durable, in the WAL for a single node, and for a cluster node
+// as cluster.Cluster.Append promises. Points refused by storage (e.g. not
+// newer than their series' last update) are reported as an
+// *intake.PartialError, the others are stored.
 func (n *Node) Append(ctx context.Context, pts []metric.Point) error {
+	if n.cluster != nil {
+		return n.cluster.Append(ctx, pts)
+	}
+	return n.appendLocal(ctx, pts)
+}
+
+// appendLocal stores points in this node's engine.
+func (n *Node) appendLocal(ctx context.Context, pts []metric.Point) error {
 	res, err := n.engine.AppendWait(ctx, pts)
 	if err != nil {
 		return err
@@ -107,6 +148,18 @@ func (n *Node) Register(mux *http.ServeMux) {
 	mux.Handle("POST /api/graphite", graphite.NewHTTPHandler(n, n.rec, n.cfg.Limits))
 	mux.Handle("POST /api/v1/write", remotewrite.NewHandler(n, n.rec, n.cfg.Limits))
 	n.api.Register(mux)
+	if n.peerAPI != nil {
+		n.peerAPI.Register(mux)
+	}
+}
+
+// RunCluster delivers the cluster's spools until ctx ends (nothing for a
+// single node).
+func (n *Node) RunCluster(ctx context.Context) error {
+	if n.cluster == nil {
+		return nil
+	}
+	return n.cluster.Run(ctx)
 }
 
 // ServeGraphite serves Graphite plaintext on ln until ctx ends, then flushes
@@ -139,8 +192,15 @@ func (n *Node) RunExpiry(ctx context.Context) error {
 	}
 }
 
-// Close flushes and closes the storage (a final checkpoint).
-func (n *Node) Close() error { return n.engine.Close() }
+// Close closes the cluster's spools and flushes and closes the storage (a
+// final checkpoint). Call it once RunCluster has returned.
+func (n *Node) Close() error {
+	var cerr error
+	if n.cluster != nil {
+		cerr = n.cluster.Close()
+	}
+	return errors.Join(cerr, n.engine.Close())
+}
 
 func (n *Node) registerMetrics(set *metrics.Set) {
 	stat := func(f func(s storage.Stats) float64) func() float64 {
