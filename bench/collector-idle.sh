@@ -47,7 +47,9 @@ sent=$(metric collector_relay_sent_points_total)
 awk -v t0="$t0" -v t1="$t1" -v hz="$HZ" -v s0="$s0" -v s1="$s1" -v r0="$r0" -v r1="$r1" \
 	-v rss="$rss_kb" -v hwm="$hwm_kb" -v points="$points" -v sent="$sent" -v interval="$INTERVAL" 'BEGIN {
 	cpu = (t1 - t0) / hz; wall = s1 - s0; rounds = r1 - r0
+	per_round = 0
+	if (rounds > 0) per_round = 1000 * cpu / rounds
 	printf "interval=%s wall=%.0fs rounds=%d cpu=%.2fs cpu_of_one_core=%.3f%% cpu_per_round=%.1fms rss=%.1fMB rss_peak=%.1fMB host_points=%d relayed=%d\n",
-		interval, wall, rounds, cpu, 100 * cpu / wall, rounds > 0 ? 1000 * cpu / rounds : 0, rss / 1024, hwm / 1024, points, sent
+		interval, wall, rounds, cpu, 100 * cpu / wall, per_round, rss / 1024, hwm / 1024, points, sent
 }'
 echo "load average during the run: $(cut -d' ' -f1-3 /proc/loadavg)"

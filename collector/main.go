@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -62,6 +64,12 @@ type config struct {
 }
 
 func main() {
+	// The agent runs on every host and its heap is small: a lower GC target
+	// keeps its resident memory down at a negligible CPU cost. GOGC, when
+	// set, still wins.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(50)
+	}
 	var c config
 	kit.Main(kit.Spec{
 		Name:    "collector",
