@@ -280,8 +280,8 @@ func TestKill9KeepsAppended(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9KeepsAppended$")
 	cmd.Env = append(os.Environ(), "SPOOL_KILL9_CHILD="+dir)
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
+	stdout := &lockedBuffer{}
+	cmd.Stdout = stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -317,4 +317,22 @@ func TestKill9KeepsAppended(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged records survived SIGKILL (%d on disk)", acked+1, len(got))
+}
+
+// lockedBuffer is a bytes.Buffer safe to read while a child writes to it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
