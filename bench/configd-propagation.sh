@@ -17,7 +17,7 @@ trap cleanup EXIT INT TERM
 go build -o "$work/configd" ./configd
 go build -o "$work/configd-watchers" ./bench/configd-watchers
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$work/configd" --listen "127.0.0.1:$port" --data-dir "$work/server" --watch-timeout 10m --log-level warn 2>"$work/server.log" &
+"$work/configd" --listen "127.0.0.1:$port" --data-dir "$work/server" --watch-timeout 10m --log-level debug 2> >(grep --line-buffered "woke watchers" >&2) &
 server_pid=$!
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
 echo "configd server on 127.0.0.1:$port; $WATCHERS watchers, $PUBLISHES publishes; $(nproc) cores shared by server and watchers"

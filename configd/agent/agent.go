@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -227,7 +228,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 			held[k] = v
 		}
 		a.mu.Unlock()
-		changes, err := a.remote.Watch(ctx, held, a.cfg.Host, a.cfg.Labels, a.cfg.WatchTimeout)
+		changes, err := a.remote.WatchContent(ctx, held, a.cfg.Host, a.cfg.Labels, a.cfg.WatchTimeout)
 		if ctx.Err() != nil {
 			return
 		}
@@ -242,7 +243,7 @@ func (a *Agent) watchLoop(ctx context.Context) {
 		a.checkOK()
 		a.reportInitial(ctx)
 		for _, c := range changes {
-			if err := a.sync(ctx, c.Namespace); err != nil {
+			if err := a.sync(ctx, c); err != nil {
 				a.checkFailed(err)
 			}
 		}
@@ -282,9 +283,23 @@ func (a *Agent) checkFailed(err error) {
 	a.updateReadiness()
 }
 
-// sync fetches the release the server has for this host and applies it.
-func (a *Agent) sync(ctx context.Context, ns string) error {
-	rel, err := a.remote.Config(ctx, ns, a.cfg.Host, a.cfg.Labels)
+// sync applies the release a change carries, or fetches the one the
+// server has for this host.
+func (a *Agent) sync(ctx context.Context, c api.Change) error {
+	ns := c.Namespace
+	if _, ok := a.appliers[ns]; !ok {
+		return fmt.Errorf("server sent a change of %s, which this agent does not keep", ns)
+	}
+	var rel api.Release
+	var err error
+	if len(c.Release) > 0 {
+		if err = json.Unmarshal(c.Release, &rel); err == nil && (rel.Namespace != ns || rel.Version != c.Version) {
+			err = fmt.Errorf("watch answer for %s@%d carries %s@%d", ns, c.Version, rel.Namespace, rel.Version)
+		}
+	}
+	if len(c.Release) == 0 || err != nil {
+		rel, err = a.remote.Config(ctx, ns, a.cfg.Host, a.cfg.Labels)
+	}
 	if client.IsNotFound(err) {
 		a.mu.Lock()
 		a.known[ns] = 0

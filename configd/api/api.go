@@ -5,6 +5,7 @@ package api
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"hash/fnv"
 	"sort"
@@ -149,6 +150,9 @@ type AuditEntry struct {
 type Change struct {
 	Namespace string `json:"namespace"`
 	Version   int64  `json:"version"`
+	// Release is the full release (a Release in JSON) when the watch asked
+	// for content=1, saving the watcher a second request.
+	Release json.RawMessage `json:"release,omitempty"`
 }
 
 // RevChanges answers a replica's watch: the namespaces changed after a rev.

@@ -333,7 +333,20 @@ func hostQuery(host string, labels map[string]string) url.Values {
 // the held one. It returns the changes, or nil when the timeout passed with
 // none.
 func (r *Remote) Watch(ctx context.Context, held map[string]int64, host string, labels map[string]string, timeout time.Duration) ([]api.Change, error) {
+	return r.watch(ctx, held, host, labels, timeout, false)
+}
+
+// WatchContent is Watch with each change carrying its full release
+// (Change.Release), as agents use it: one request per change instead of two.
+func (r *Remote) WatchContent(ctx context.Context, held map[string]int64, host string, labels map[string]string, timeout time.Duration) ([]api.Change, error) {
+	return r.watch(ctx, held, host, labels, timeout, true)
+}
+
+func (r *Remote) watch(ctx context.Context, held map[string]int64, host string, labels map[string]string, timeout time.Duration, content bool) ([]api.Change, error) {
 	q := hostQuery(host, labels)
+	if content {
+		q.Set("content", "1")
+	}
 	names := make([]string, 0, len(held))
 	for n := range held {
 		names = append(names, n)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,8 @@ import (
 type hub struct {
 	batch    int
 	interval time.Duration
+	// fanout is told how long waking all watchers of a change took.
+	fanout func(watchers int, took time.Duration)
 
 	mu    sync.Mutex
 	byNS  map[string]map[*waiter]struct{}
@@ -117,11 +120,18 @@ func (h *hub) notify(ns string) {
 		list = append(list, w)
 	}
 	h.mu.Unlock()
+	start := time.Now()
 	if len(list) <= h.batch {
 		wake(list)
+		if h.fanout != nil {
+			h.fanout(len(list), time.Since(start))
+		}
 		return
 	}
 	go func() {
+		if h.fanout != nil {
+			defer func() { h.fanout(len(list), time.Since(start)) }()
+		}
 		t := time.NewTimer(0)
 		<-t.C
 		defer t.Stop()
@@ -135,10 +145,13 @@ func (h *hub) notify(ns string) {
 	}()
 }
 
+// wake signals waiting goroutines and answers parked watches, the latter
+// spread over one worker per CPU (each answer is a check and a write).
 func wake(list []*waiter) {
+	var parked []*parked
 	for _, w := range list {
 		if p := w.park.Load(); p != nil {
-			p.wake()
+			parked = append(parked, p)
 			continue
 		}
 		select {
@@ -146,4 +159,22 @@ func wake(list []*waiter) {
 		default:
 		}
 	}
+	workers := min(runtime.GOMAXPROCS(0), (len(parked)+63)/64)
+	if workers <= 1 {
+		for _, p := range parked {
+			p.wake()
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := i; j < len(parked); j += workers {
+				parked[j].wake()
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -66,7 +66,9 @@ func (h *rehome) server(orig *http.Server, addr net.Addr) (*http.Server, *chanLi
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.srv == nil {
-		h.ln = &chanListener{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr}
+		// Buffered so that waking a batch of watchers does not wait for the
+		// accept loop after each answer.
+		h.ln = &chanListener{ch: make(chan net.Conn, 4096), done: make(chan struct{}), addr: addr}
 		h.srv = &http.Server{Handler: orig.Handler, ReadHeaderTimeout: orig.ReadHeaderTimeout, IdleTimeout: orig.IdleTimeout, ErrorLog: orig.ErrorLog}
 		go h.srv.Serve(h.ln)
 	}

@@ -138,6 +138,13 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 	s.watchTimeouts = m.NewCounter(`configd_watch_responses_total{result="timeout"}`)
 	s.denied = m.NewCounter("configd_requests_denied_total")
 	m.NewGauge("configd_watchers", func() float64 { return float64(s.hub.watchers()) })
+	fanout := m.NewHistogram("configd_watch_fanout_seconds")
+	s.hub.fanout = func(n int, took time.Duration) {
+		fanout.Update(took.Seconds())
+		if n > 0 {
+			s.log.Debug("woke watchers", "watchers", n, "took", took)
+		}
+	}
 	m.NewGauge("configd_namespaces", func() float64 { s.mu.RLock(); defer s.mu.RUnlock(); return float64(len(s.heads)) })
 	m.NewGauge(`configd_hosts{state="up"}`, func() float64 { up, _ := s.members.counts(); return float64(up) })
 	m.NewGauge(`configd_hosts{state="down"}`, func() float64 { _, down := s.members.counts(); return float64(down) })
@@ -857,6 +864,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			return err
 		}
 		held, names, host, labels := wq.held, wq.names, wq.host, wq.labels
+		withContent := q.Get("content") != ""
 		if labels == nil && !s.Replica() {
 			labels = s.members.labelsOf(host)
 		}
@@ -866,7 +874,12 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			for _, n := range names {
 				h, _ := s.head(n)
 				if v := h.VersionFor(host, labels); v != held[n] {
-					out = append(out, api.Change{Namespace: n, Version: v})
+					c := api.Change{Namespace: n, Version: v}
+					if withContent && v > 0 {
+						// A failure here only costs the watcher a fetch.
+						c.Release, _ = s.releaseJSON(n, v)
+					}
+					out = append(out, c)
 				}
 			}
 			return out, len(out) > 0, nil
@@ -887,7 +900,11 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 		}
 		if changed {
 			s.watchChanged.Inc()
-			writeJSON(w, http.StatusOK, body)
+			b, err := json.Marshal(body)
+			if err != nil {
+				return err
+			}
+			writeRaw(w, b)
 			return nil
 		}
 		// Namespace watches wait parked; replicas' rev watches are few.

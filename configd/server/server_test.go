@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -91,6 +92,12 @@ func TestPublishWatchRollbackDiff(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("watch not woken by publish")
+	}
+	// content=1 carries the release in the answer.
+	changes, err := c.WatchContent(ctx, map[string]int64{ns: 1}, "h1", nil, time.Second)
+	var carried api.Release
+	if err != nil || len(changes) != 1 || json.Unmarshal(changes[0].Release, &carried) != nil || carried.Files[0].Content != "port=81\n" {
+		t.Fatalf("watch with content: %+v %v", changes, err)
 	}
 	// Holding the current version times out with no change (304).
 	start := time.Now()
