@@ -89,7 +89,10 @@ func (f *flags) loadConfig(client *http.Client) (*config.Config, error) {
 }
 
 func (f *flags) start(ctx context.Context, d *kit.Daemon) error {
-	client := &http.Client{}
+	// Keep a connection per worker to each receiver instead of redialling.
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = max(f.notify.Workers, 2)
+	client := &http.Client{Transport: transport}
 	cfg, err := f.loadConfig(client)
 	if err != nil {
 		return err
@@ -104,10 +107,11 @@ func (f *flags) start(ctx context.Context, d *kit.Daemon) error {
 	if err != nil {
 		return err
 	}
-	alerts, err := alertstore.Open(db, now, f.alertRetention)
+	alerts, err := alertstore.Open(d.DataDir, now, f.alertRetention, 0)
 	if err != nil {
 		return err
 	}
+	d.OnStop("alert log", func(context.Context) error { return alerts.Close() })
 	var hist *history.Log
 	if !f.noHistory {
 		var sink history.Sink

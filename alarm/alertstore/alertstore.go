@@ -1,24 +1,21 @@
 // Package alertstore holds the current alerts, in memory for reads and in
-// the state file for durability: an alert is on disk before its POST is
-// answered, so a kill -9 forgets no alert that was acknowledged (where
-// Alertmanager keeps alerts in memory only).
+// an append-only log for durability: an alert is synced to disk before its
+// POST is answered, so a kill -9 forgets no alert that was acknowledged
+// (where Alertmanager keeps alerts in memory only).
 package alertstore
 
 import (
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/opskit/opskit/alarm/alert"
-	"github.com/opskit/opskit/alarm/store"
 )
 
 // Store is the set of current alerts by fingerprint.
 type Store struct {
-	db        *store.DB
+	log       *alertLog
 	now       func() time.Time
 	retention time.Duration
 
@@ -26,28 +23,44 @@ type Store struct {
 	m  map[alert.Fingerprint]*alert.Alert
 }
 
-// Open loads the alerts kept in db. Resolved alerts are kept for
-// retention after they end, then dropped by GC.
-func Open(db *store.DB, now func() time.Time, retention time.Duration) (*Store, error) {
-	s := &Store{db: db, now: now, retention: retention, m: map[alert.Fingerprint]*alert.Alert{}}
-	err := db.ForEach(store.Alerts, nil, func(k, v []byte) error {
-		a := &alert.Alert{}
-		if err := json.Unmarshal(v, a); err != nil {
-			return fmt.Errorf("alert %x: %w", k, err)
+// DefaultLogBytes is the log size that triggers a compaction.
+const DefaultLogBytes = 64 << 20
+
+// Open loads the alerts kept in dir. Resolved alerts are kept for
+// retention after they end, then dropped by GC. The log is compacted when
+// it passes maxLogBytes (0 = DefaultLogBytes).
+func Open(dir string, now func() time.Time, retention time.Duration, maxLogBytes int64) (*Store, error) {
+	if maxLogBytes <= 0 {
+		maxLogBytes = DefaultLogBytes
+	}
+	s := &Store{now: now, retention: retention, m: map[alert.Fingerprint]*alert.Alert{}}
+	l, err := openLog(dir, maxLogBytes, func(r record) {
+		if r.Alert != nil {
+			s.m[r.Alert.Fingerprint()] = r.Alert
+			return
 		}
-		s.m[a.Fingerprint()] = a
-		return nil
-	})
+		if fp, err := alert.ParseFingerprint(r.Removed); err == nil {
+			delete(s.m, fp)
+		}
+	}, s.all)
 	if err != nil {
 		return nil, fmt.Errorf("load alerts: %w", err)
 	}
+	s.log = l
 	return s, nil
 }
 
-func key(fp alert.Fingerprint) []byte {
-	var k [8]byte
-	binary.BigEndian.PutUint64(k[:], uint64(fp))
-	return k[:]
+// Close stops the log writer.
+func (s *Store) Close() error { return s.log.close() }
+
+func (s *Store) all() []*alert.Alert {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*alert.Alert, 0, len(s.m))
+	for _, a := range s.m {
+		out = append(out, a)
+	}
+	return out
 }
 
 // Put merges each alert with the stored one of the same labels and stores
@@ -55,7 +68,7 @@ func key(fp alert.Fingerprint) []byte {
 func (s *Store) Put(alerts []*alert.Alert) ([]*alert.Alert, error) {
 	now := s.now()
 	out := make([]*alert.Alert, len(alerts))
-	kvs := make([]store.KV, len(alerts))
+	recs := make([]record, len(alerts))
 	s.mu.Lock()
 	for i, a := range alerts {
 		fp := a.Fingerprint()
@@ -64,15 +77,12 @@ func (s *Store) Put(alerts []*alert.Alert) ([]*alert.Alert, error) {
 		}
 		s.m[fp] = a
 		out[i] = a
-		v, err := json.Marshal(a)
-		if err != nil {
-			s.mu.Unlock()
-			return nil, err
-		}
-		kvs[i] = store.KV{Key: key(fp), Value: v}
+		recs[i] = record{Alert: a}
 	}
+	// Queued under the lock: the log keeps the order of the map updates.
+	done := s.log.enqueue(recs)
 	s.mu.Unlock()
-	if err := s.db.Write(store.Alerts, kvs); err != nil {
+	if err := <-done; err != nil {
 		return nil, fmt.Errorf("store alerts: %w", err)
 	}
 	return out, nil
@@ -129,18 +139,24 @@ func (s *Store) Counts() (firing, resolved int) {
 func (s *Store) GC() ([]*alert.Alert, error) {
 	cutoff := s.now().Add(-s.retention)
 	var gone []*alert.Alert
-	var kvs []store.KV
+	var recs []record
 	s.mu.Lock()
 	for fp, a := range s.m {
 		if a.Resolved(cutoff) {
 			gone = append(gone, a)
-			kvs = append(kvs, store.KV{Key: key(fp)})
+			recs = append(recs, record{Removed: fp.String()})
 			delete(s.m, fp)
 		}
 	}
+	var done <-chan error
+	if len(recs) > 0 {
+		done = s.log.enqueue(recs)
+	}
 	s.mu.Unlock()
-	if err := s.db.Write(store.Alerts, kvs); err != nil {
-		return nil, err
+	if done != nil {
+		if err := <-done; err != nil {
+			return nil, err
+		}
 	}
 	return gone, nil
 }

@@ -135,6 +135,9 @@ type Notifier struct {
 	log  *slog.Logger
 	rec  Recorder
 	work *queue.Queue[*Notification]
+	// delivered takes the outbox keys of delivered notifications, removed
+	// in bulk by clearDelivered.
+	delivered chan []byte
 
 	mu               sync.RWMutex
 	receivers        map[string]*Receiver
@@ -149,7 +152,8 @@ func New(db *store.DB, receivers []*Receiver, opt Options, log *slog.Logger, set
 	opt.defaults()
 	n := &Notifier{
 		db: db, opt: opt, log: log, rec: rec,
-		work:    queue.New[*Notification](100000, nil),
+		work:      queue.New[*Notification](100000, nil),
+		delivered: make(chan []byte, 4096),
 		sent:    set.NewCounter(`alarm_notifications_sent_total`),
 		failed:  set.NewCounter(`alarm_notification_attempts_failed_total`),
 		retried: set.NewCounter(`alarm_notification_retries_total`),
@@ -333,12 +337,16 @@ func (n *Notifier) stage(tx *store.Tx, r *Receiver, in *integration, i int, kind
 	if err != nil {
 		return nil, err
 	}
-	return &Notification{
+	nt := &Notification{
 		ID: newID(), Kind: kind, Receiver: r.Name, Integration: in.name(i), GroupKey: p.GroupKey, GroupLabels: p.GroupLabels,
 		Status: p.Status, Alerts: len(p.Alerts) + p.TruncatedAlerts, CreatedAt: now, Target: in.target(),
-		Body: body, ContentType: ctype, Headers: in.headers(), Payload: p,
+		Body: body, ContentType: ctype, Headers: in.headers(),
 		seq: store.TimeKey(now, seq),
-	}, nil
+	}
+	if r.limiter != nil {
+		nt.Payload = p // storm control may fold it into a summary
+	}
+	return nt, nil
 }
 
 func (n *Notifier) writeOutbox(tx *store.Tx, nt *Notification) error {
@@ -402,10 +410,51 @@ func (n *Notifier) Run(ctx context.Context) error {
 		defer wg.Done()
 		n.periodic(ctx)
 	}()
+	clearDone := make(chan struct{})
+	go func() {
+		defer close(clearDone)
+		n.clearDelivered()
+	}()
 	<-ctx.Done()
 	n.work.Close()
 	wg.Wait()
+	close(n.delivered)
+	<-clearDone
 	return nil
+}
+
+// clearDelivered removes delivered notifications from the outbox, many per
+// transaction. A crash between delivery and removal resends a notification
+// with the same Idempotency-Key, as a crash between the receiver's answer
+// and any removal would.
+func (n *Notifier) clearDelivered() {
+	var kvs []store.KV
+	flush := func() {
+		if len(kvs) == 0 {
+			return
+		}
+		if err := n.db.Write(store.Outbox, kvs); err != nil {
+			n.log.Error("outbox delete failed; delivered notifications may be sent again after a restart", "count", len(kvs), "err", err)
+		}
+		kvs = kvs[:0]
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case k, ok := <-n.delivered:
+			if !ok {
+				flush()
+				return
+			}
+			kvs = append(kvs, store.KV{Key: k})
+			if len(kvs) >= 1000 {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		}
+	}
 }
 
 // periodic sends merged messages when each receiver's merge interval has
@@ -485,9 +534,7 @@ func (n *Notifier) attempt(ctx context.Context, nt *Notification) {
 	nt.Attempts++
 	now := n.opt.Now()
 	if err == nil {
-		if derr := n.db.Write(store.Outbox, []store.KV{{Key: nt.seq}}); derr != nil {
-			n.log.Error("outbox delete failed; the notification may be sent again after a restart", "id", nt.ID, "err", derr)
-		}
+		n.delivered <- nt.seq
 		n.sent.Inc()
 		if n.rec != nil {
 			n.rec.Record("notified", nt, "")

@@ -47,7 +47,8 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	db, err := store.Open(t.TempDir())
+	dir := t.TempDir()
+	db, err := store.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +59,10 @@ func newFixture(t *testing.T) *fixture {
 	log := slog.New(slog.DiscardHandler)
 	set := metrics.NewSet()
 	sil, _ := silence.Open(db, time.Now, time.Hour)
-	alerts, _ := alertstore.Open(db, time.Now, time.Hour)
+	alerts, err := alertstore.Open(dir, time.Now, time.Hour, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	hist := history.New(db, time.Hour, time.Now, nil, log, set)
 	n := notify.New(db, cfg.Receivers, notify.Options{}, log, set, hist)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -69,7 +73,7 @@ func newFixture(t *testing.T) *fixture {
 	mux := http.NewServeMux()
 	s.Register(mux)
 	hs := httptest.NewServer(mux)
-	t.Cleanup(func() { hs.Close(); cancel(); <-histDone; s.Dispatcher.Stop(); db.Close() })
+	t.Cleanup(func() { hs.Close(); cancel(); <-histDone; s.Dispatcher.Stop(); alerts.Close(); db.Close() })
 	return &fixture{srv: s, http: hs}
 }
 

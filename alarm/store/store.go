@@ -1,5 +1,5 @@
-// Package store is alarm's on-disk state: one bbolt file holding alerts,
-// silences, the notification log, the outbox of notifications not yet
+// Package store is alarm's on-disk state besides the alert log: one bbolt
+// file holding silences, the notification log, the outbox of notifications not yet
 // delivered, dead letters and history. Every write is fsynced before it
 // returns, so whatever alarm acknowledged survives kill -9; concurrent
 // writers share fsyncs (bbolt's Batch).
@@ -17,7 +17,6 @@ import (
 
 // Bucket names.
 const (
-	Alerts      = "alerts"
 	Silences    = "silences"
 	NotifyLog   = "nflog"
 	Outbox      = "outbox"
@@ -26,7 +25,7 @@ const (
 	Merge       = "merge"
 )
 
-var buckets = []string{Alerts, Silences, NotifyLog, Outbox, DeadLetters, History, Merge}
+var buckets = []string{Silences, NotifyLog, Outbox, DeadLetters, History, Merge}
 
 // DB is the open state file.
 type DB struct {
@@ -36,13 +35,19 @@ type DB struct {
 // Open opens (or creates) dir/alarm.db.
 func Open(dir string) (*DB, error) {
 	path := filepath.Join(dir, "alarm.db")
-	b, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	b, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: 5 * time.Second,
+		// The free list is rebuilt at open instead of written at every
+		// commit: commits in a notification storm stay small.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	// Group commit: up to this many concurrent writes share one fsync.
 	b.MaxBatchSize = 1000
-	b.MaxBatchDelay = 2 * time.Millisecond
+	b.MaxBatchDelay = 5 * time.Millisecond
 	err = b.Update(func(tx *bolt.Tx) error {
 		for _, name := range buckets {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {

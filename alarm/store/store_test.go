@@ -18,13 +18,13 @@ func TestWriteReadDeleteReopen(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := db.Write(Alerts, []KV{{Key: []byte(fmt.Sprintf("k%02d", i)), Value: []byte("v")}}); err != nil {
+			if err := db.Write(Silences, []KV{{Key: []byte(fmt.Sprintf("k%02d", i)), Value: []byte("v")}}); err != nil {
 				t.Error(err)
 			}
 		}()
 	}
 	wg.Wait()
-	if err := db.Write(Alerts, []KV{{Key: []byte("k07")}}); err != nil {
+	if err := db.Write(Silences, []KV{{Key: []byte("k07")}}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
@@ -33,15 +33,15 @@ func TestWriteReadDeleteReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	n, _ := db.Count(Alerts)
+	n, _ := db.Count(Silences)
 	if n != 49 {
 		t.Fatalf("after reopen %d keys, want 49", n)
 	}
-	if v, _ := db.Get(Alerts, []byte("k07")); v != nil {
+	if v, _ := db.Get(Silences, []byte("k07")); v != nil {
 		t.Fatal("deleted key is back")
 	}
 	var seen []string
-	db.ForEach(Alerts, []byte("k45"), func(k, v []byte) error {
+	db.ForEach(Silences, []byte("k45"), func(k, v []byte) error {
 		seen = append(seen, string(k))
 		if len(seen) == 3 {
 			return ErrStop
