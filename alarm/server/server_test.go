@@ -73,7 +73,14 @@ func newFixture(t *testing.T) *fixture {
 	mux := http.NewServeMux()
 	s.Register(mux)
 	hs := httptest.NewServer(mux)
-	t.Cleanup(func() { hs.Close(); cancel(); <-histDone; s.Dispatcher.Stop(); alerts.Close(); db.Close() })
+	t.Cleanup(func() {
+		hs.Close()
+		cancel()
+		<-histDone
+		s.Dispatcher.Stop()
+		alerts.Close()
+		db.Close()
+	})
 	return &fixture{srv: s, http: hs}
 }
 
