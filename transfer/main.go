@@ -46,6 +46,7 @@ type config struct {
 	walSyncInterval    time.Duration
 	checkpointInterval time.Duration
 	idleExpiry         time.Duration
+	maxSeries          int
 	limits             intake.Limits
 	graphiteMaxConns   int
 	graphiteIdle       time.Duration
@@ -90,6 +91,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.walSyncInterval, "wal-sync-interval", 10*time.Millisecond, "longest wait for the WAL fsync that acknowledges a write (group commit)")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Minute, "how often archives are flushed and the WAL truncated (bounds replay time)")
 	fs.DurationVar(&c.idleExpiry, "series-idle-expiry", 0, "remove series with no point for this long (0 = keep forever)")
+	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most live series; points of new series beyond it are refused (series_limit), bounding memory and disk (0 = no limit)")
 	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body-bytes", intake.DefaultMaxBodyBytes, "largest request body accepted (413 beyond)")
 	fs.IntVar(&c.limits.MaxLabelsPerSeries, "max-labels-per-series", intake.DefaultMaxLabelsPerSeries, "most labels in one series, the name included")
 	fs.IntVar(&c.limits.MaxLabelNameLen, "max-label-name-length", intake.DefaultMaxLabelNameLen, "longest label name in bytes")
@@ -219,6 +221,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 			SyncInterval:       c.walSyncInterval,
 			CheckpointInterval: c.checkpointInterval,
 			IdleExpiry:         c.idleExpiry,
+			MaxSeries:          c.maxSeries,
 			Logger:             d.Log,
 		},
 		Limits:   c.limits,

@@ -61,6 +61,7 @@ const (
 	ReasonTooLong        = "too_long"         // open-falcon metric+tags over 510 bytes, or an overlong line
 	ReasonUnsupported    = "unsupported"      // a valid but unsupported kind, e.g. native histograms
 	ReasonOutOfOrder     = "out_of_order"     // storage refused a point not newer than its series' last one
+	ReasonSeriesLimit    = "series_limit"     // a new series beyond the node's --max-series
 	ReasonRefused        = "refused"          // storage refused a point for another reason
 )
 

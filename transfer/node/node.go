@@ -134,8 +134,11 @@ func (n *Node) appendLocal(ctx context.Context, pts []metric.Point) error {
 	pe := &intake.PartialError{Rejected: make([]intake.PointReject, 0, len(res.Rejected))}
 	for _, r := range res.Rejected {
 		reason := intake.ReasonRefused
-		if errors.Is(r.Err, storage.ErrTooOld) {
+		switch {
+		case errors.Is(r.Err, storage.ErrTooOld):
 			reason = intake.ReasonOutOfOrder
+		case errors.Is(r.Err, storage.ErrSeriesLimit):
+			reason = intake.ReasonSeriesLimit
 		}
 		pe.Rejected = append(pe.Rejected, intake.PointReject{Index: r.Index, Reason: reason, Detail: r.Err.Error()})
 	}

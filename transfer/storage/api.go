@@ -110,6 +110,7 @@ var (
 	ErrBadTime       = errors.New("point with a timestamp out of range")
 	ErrBadValue      = errors.New("point with a non-numeric value")
 	ErrTooOld        = errors.New("point not newer than the series' last update")
+	ErrSeriesLimit   = errors.New("new series refused: the series limit is reached")
 )
 
 // Options tune an Engine. The zero value is usable: every zero field takes
@@ -135,6 +136,10 @@ type Options struct {
 	// IdleExpiry removes a series with no point for this long (by its newest
 	// point time compared with Now). 0 never expires.
 	IdleExpiry time.Duration
+	// MaxSeries bounds the live series: a point of a new series beyond it is
+	// refused with ErrSeriesLimit (points of existing series still go in).
+	// It bounds memory and disk under a flood of new series. 0 = no limit.
+	MaxSeries int
 	// SeriesPerSlab is how many series slots one slab file holds. Default 4096.
 	SeriesPerSlab int
 	// Logger receives checkpoint, replay and expiry messages. Default: discard.

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
@@ -423,12 +424,22 @@ func (e *Engine) Append(points []metric.Point) (Result, error) {
 			}
 			var err error
 			if s, err = e.seriesForLocked(p, now); err != nil {
+				if errors.Is(err, ErrSeriesLimit) {
+					res.Values[i] = math.NaN()
+					res.Rejected = append(res.Rejected, PointError{Index: i, Err: err})
+					continue
+				}
 				return Result{}, err
 			}
 			refs[i] = s
 		} else if s.dead {
 			var err error
 			if s, err = e.seriesForLocked(p, now); err != nil {
+				if errors.Is(err, ErrSeriesLimit) {
+					res.Values[i] = math.NaN()
+					res.Rejected = append(res.Rejected, PointError{Index: i, Err: err})
+					continue
+				}
 				return Result{}, err
 			}
 		}
@@ -479,6 +490,11 @@ func (e *Engine) seriesForLocked(p *metric.Point, now int64) (*series, error) {
 	e.scratch.Put(sc)
 	if s != nil {
 		return s, nil
+	}
+	// The limit applies to new series from clients only; replay recreates
+	// acknowledged series through createLocked whatever the limit.
+	if e.opts.MaxSeries > 0 && e.seriesLive.Load() >= int64(e.opts.MaxSeries) {
+		return nil, ErrSeriesLimit
 	}
 	schema := MatchSchema(e.opts.Schemas, p.Labels.Name())
 	step := schema.Retentions[0].Step

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -809,5 +810,35 @@ func TestOpenRefusesABusyOrDamagedDirectory(t *testing.T) {
 	}
 	if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), "checksum") {
 		t.Errorf("open with a damaged checkpoint: %v", err)
+	}
+}
+
+func TestMaxSeriesRefusesNewSeriesOnly(t *testing.T) {
+	dir := t.TempDir()
+	e := openTest(t, dir, Options{MaxSeries: 3})
+	var pts []metric.Point
+	for i := 0; i < 5; i++ {
+		pts = append(pts, metric.Point{Labels: labels("flood", "i", fmt.Sprint(i)), Time: 1_000_020, Value: 1})
+	}
+	res, err := e.AppendWait(context.Background(), pts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted() != 3 || len(res.Rejected) != 2 || !errors.Is(res.Rejected[0].Err, ErrSeriesLimit) || res.Rejected[0].Index != 3 {
+		t.Fatalf("accepted %d, rejected %+v; want 3 and points 3, 4 refused by the series limit", res.Accepted(), res.Rejected)
+	}
+	// Existing series still take points at the limit.
+	res, err = e.AppendWait(context.Background(), []metric.Point{{Labels: labels("flood", "i", "0"), Time: 1_000_080, Value: 2}})
+	if err != nil || res.Accepted() != 1 {
+		t.Fatalf("point of an existing series at the limit: %+v, %v", res, err)
+	}
+	if st := e.Stats(); st.Series != 3 || st.PointsRejected != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Replay restores the acknowledged series even with a lower limit.
+	crash(t, e)
+	e2 := openTest(t, dir, Options{MaxSeries: 1})
+	if st := e2.Stats(); st.Series != 3 {
+		t.Fatalf("series after replay with a lower limit = %d; want 3", st.Series)
 	}
 }
