@@ -376,3 +376,75 @@ func TestTransferBadInputIsCountedAndHarmless(t *testing.T) {
 		t.Fatal("transfer unhealthy after bad input")
 	}
 }
+
+// metricValue reads one unlabelled sample from a /metrics text.
+func metricValue(t *testing.T, text, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, name+" ") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, name)), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
+}
+
+// TestTransferSeriesFloodStaysBounded sends 200,000 distinct new series to a
+// node limited to 10,000: the rest are refused as series_limit and counted,
+// and resident memory stays within the documented bound.
+func TestTransferSeriesFloodStaysBounded(t *testing.T) {
+	p := testkit.Start(t, "transfer", testkit.StartOptions{}, "--graphite-listen", "", "--max-series", "10000")
+	base := "http://" + p.Addr
+	now := time.Now().Unix()
+	refused := 0
+	for batch := 0; batch < 20; batch++ {
+		var b strings.Builder
+		b.WriteByte('[')
+		for i := 0; i < 10000; i++ {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"endpoint":"flood-%d","metric":"flood.series","timestamp":%d,"step":60,"value":1,"tags":"n=%d"}`, batch, now, i)
+		}
+		b.WriteByte(']')
+		resp, err := http.Post(base+"/api/push", "application/json", strings.NewReader(b.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r struct {
+			Accepted int `json:"accepted"`
+			Rejected []struct {
+				Reason string `json:"reason"`
+			} `json:"rejected"`
+		}
+		json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		for _, rj := range r.Rejected {
+			if rj.Reason != "series_limit" {
+				t.Fatalf("rejected for %q; want series_limit", rj.Reason)
+			}
+		}
+		refused += len(r.Rejected)
+	}
+	if refused != 190000 {
+		t.Fatalf("%d points refused; want 190000", refused)
+	}
+	_, metrics := get(t, base+"/metrics")
+	if n := metricValue(t, metrics, "opskit_transfer_storage_series"); n != 10000 {
+		t.Fatalf("live series = %v; want 10000", n)
+	}
+	// The bound in transfer/README.md: about 60 MB of process overhead plus
+	// about 2 KB per live series, plus request buffers.
+	rss := metricValue(t, metrics, "process_resident_memory_bytes")
+	t.Logf("resident memory after the flood: %d MB", int(rss)>>20)
+	if rss > 400<<20 {
+		t.Fatalf("resident memory %d MB after the flood; bound is 400 MB", int(rss)>>20)
+	}
+	if !strings.Contains(metrics, `reason="series_limit"`) {
+		t.Error("series_limit refusals not counted by reason in /metrics")
+	}
+}
