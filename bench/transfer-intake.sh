@@ -70,7 +70,8 @@ trap 'exit 143' TERM
 # start NAME CMD...: runs CMD in the background, logging to $TMP/NAME.log.
 start() {
 	local name=$1; shift
-	"$@" >"$TMP/$name.log" 2>&1 &
+	LAST_LOG=$TMP/$name.log
+	"$@" >"$LAST_LOG" 2>&1 &
 	PIDS+=("$!")
 	LAST_PID=$!
 }
@@ -99,25 +100,47 @@ measure() {
 	cat "$TMP/last.json" | tee -a "$RESULTS"
 }
 
-# free_port: a loopback TCP port nobody listens on.
+# free_port VAR: sets VAR to a loopback TCP port nobody listens on and that
+# this script has not handed out yet, below the kernel's ephemeral range so
+# that no outgoing connection on the machine holds it.
+GIVEN_PORTS=" "
+EPHEMERAL_LOW=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+[ "$EPHEMERAL_LOW" -gt 12000 ] || EPHEMERAL_LOW=32768
 free_port() {
 	local port
 	while :; do
-		port=$((20000 + RANDOM % 30000))
-		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+		port=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
+		case "$GIVEN_PORTS" in *" $port "*) continue ;; esac
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+		GIVEN_PORTS="$GIVEN_PORTS$port "
+		printf -v "$1" '%s' "$port"
+		return
 	done
 }
 
-# wait_for DESCRIPTION CMD...: retries CMD for up to 30 s.
+# wait_for DESCRIPTION CMD...: retries CMD for up to 30 s; on failure shows
+# the log of the process started last and returns 1.
 wait_for() {
 	local what=$1 i; shift
 	for i in $(seq 300); do
 		"$@" >/dev/null 2>&1 && return 0
-		kill -0 "$LAST_PID" 2>/dev/null || { echo "transfer-intake: $what exited; its log:" >&2; tail -20 "$TMP"/*.log >&2; exit 1; }
+		if ! kill -0 "$LAST_PID" 2>/dev/null; then
+			echo "transfer-intake: $what exited; the end of its log:" >&2
+			tail -n 20 "$LAST_LOG" >&2
+			return 1
+		fi
 		sleep 0.1
 	done
-	echo "transfer-intake: $what not ready after 30 s" >&2
-	exit 1
+	echo "transfer-intake: $what not ready after 30 s; the end of its log:" >&2
+	tail -n 20 "$LAST_LOG" >&2
+	return 1
+}
+
+# failed TARGET MODE WHY: records a run that could not start, so the summary
+# counts it.
+failed() {
+	printf '{"target":"%s","mode":"%s","error":"%s"}\n' "$1" "$2" "$3" | tee -a "$RESULTS"
+	stop_last
 }
 
 tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -156,6 +179,13 @@ if [ -n "${NEED_TRANSFER:-}" ]; then
 		echo "transfer-intake: $TRANSFER has no --graphite-listen flag: the daemon is not wired yet" >&2
 		exit 1
 	fi
+	# A private copy: a rebuild of bin/transfer during the runs must not
+	# change what is measured.
+	if [ "$TRANSFER" != "$TMP/transfer" ]; then
+		cp "$TRANSFER" "$TMP/transfer"
+		TRANSFER=$TMP/transfer
+	fi
+	log "transfer: $("$TRANSFER" --version 2>&1 | head -n 1)"
 fi
 
 LOADGEN=("$TMP/loadgen" --series "$SERIES" --points "$POINTS" --conns "$CONNS" --batch "$BATCH")
@@ -166,12 +196,12 @@ run_transfer() {
 	local mode=$1 run=$2 dir http graphite args=()
 	dir=$TMP/transfer-$mode-$run
 	mkdir -p "$dir"
-	http=$(free_port)
-	graphite=$(free_port)
+	free_port http
+	free_port graphite
 	[ -n "$PROFILE" ] && args+=(--pprof)
 	start "transfer-$mode-$run" "$TRANSFER" --listen "127.0.0.1:$http" --graphite-listen "127.0.0.1:$graphite" \
 		--data-dir "$dir/data" "${args[@]}"
-	wait_for transfer curl -sf "http://127.0.0.1:$http/readyz"
+	wait_for transfer curl -sf "http://127.0.0.1:$http/readyz" || { failed "transfer-$mode" "$mode" "transfer did not start"; return; }
 	local profiler=
 	if [ -n "$PROFILE" ]; then
 		mkdir -p "$PROFILE"
@@ -193,9 +223,9 @@ run_carbon() {
 	local run=$1 dir line pickle query
 	dir=$TMP/carbon-$run
 	mkdir -p "$dir/conf" "$dir/storage/whisper" "$dir/log"
-	line=$(free_port)
-	pickle=$(free_port)
-	query=$(free_port)
+	free_port line
+	free_port pickle
+	free_port query
 	cat >"$dir/conf/carbon.conf" <<-EOF
 		[cache]
 		STORAGE_DIR = $dir/storage/
@@ -240,7 +270,7 @@ run_carbon() {
 	EOF
 	start "carbon-$run" "$CARBON" --config="$dir/conf/carbon.conf" --pidfile="$dir/carbon.pid" \
 		--logdir="$dir/log" --nodaemon start
-	wait_for carbon-cache tcp_open "$line"
+	wait_for carbon-cache tcp_open "$line" || { failed carbon-cache graphite "carbon-cache did not start"; return; }
 	measure --target carbon-cache --mode graphite --addr "127.0.0.1:$line" \
 		--whisper-dir "$dir/storage/whisper" --poll 250ms
 	stop_last
@@ -255,7 +285,7 @@ run_rrdcached() {
 	mkdir -p "$dir/data" "$dir/journal"
 	start "rrdcached-$run" "$RRDCACHED" -g -B -b "$dir/data" -j "$dir/journal" -F \
 		-l "unix:$dir/rrdcached.sock" -p "$dir/rrdcached.pid"
-	wait_for rrdcached test -S "$dir/rrdcached.sock"
+	wait_for rrdcached test -S "$dir/rrdcached.sock" || { failed rrdcached rrdcached "rrdcached did not start"; return; }
 	measure --target rrdcached --mode rrdcached --addr "unix:$dir/rrdcached.sock" \
 		--rrd-create --rrd-flush --rrd-retentions "$RETENTIONS"
 	stop_last
