@@ -215,73 +215,112 @@ func (r *Reader) lookup(id uint64) (*located, bool) {
 
 // Fetch reads a series from every node that holds it and merges the copies.
 func (r *Reader) Fetch(id uint64, cf storage.CF, start, end, minStep int64) (storage.FetchResult, error) {
-	l, ok := r.lookup(id)
-	if !ok {
-		return storage.FetchResult{}, storage.ErrUnknownSeries
-	}
+	res, errs := r.FetchBatch([]uint64{id}, cf, start, end, minStep)
+	return res[0], errs[0]
+}
+
+var _ query.BatchFetcher = (*Reader)(nil)
+
+// FetchBatch reads many series with one request per node holding any of
+// them, and merges the copies of each series.
+func (r *Reader) FetchBatch(ids []uint64, cf storage.CF, start, end, minStep int64) ([]storage.FetchResult, []error) {
+	results := make([]storage.FetchResult, len(ids))
+	errs := make([]error, len(ids))
+	// copies[i] are the answers for ids[i], one per location.
 	type answer struct {
 		res storage.FetchResult
 		err error
 	}
-	answers := make([]answer, len(l.at))
+	copies := make([][]answer, len(ids))
+	type want struct{ series, copy int }
+	perNode := map[string][]want{}
+	locs := make([]*located, len(ids))
+	for i, id := range ids {
+		l, ok := r.lookup(id)
+		if !ok {
+			errs[i] = storage.ErrUnknownSeries
+			continue
+		}
+		locs[i] = l
+		copies[i] = make([]answer, len(l.at))
+		for k, loc := range l.at {
+			perNode[loc.node] = append(perNode[loc.node], want{i, k})
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.c.cfg.QueryTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, loc := range l.at {
+	for node, wants := range perNode {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if loc.node == r.c.cfg.Self {
-				res, err := r.local.Fetch(loc.id, cf, start, end, minStep)
-				answers[i] = answer{res, err}
+			if node == r.c.cfg.Self {
+				for _, w := range wants {
+					res, err := r.local.Fetch(locs[w.series].at[w.copy].id, cf, start, end, minStep)
+					copies[w.series][w.copy] = answer{res, err}
+				}
 				return
 			}
+			req := fetchRequest{IDs: make([]uint64, len(wants)), CF: cf.String(), Start: start, End: end, MinStep: minStep}
+			for k, w := range wants {
+				req.IDs[k] = locs[w.series].at[w.copy].id
+			}
 			var ans fetchAnswer
-			err := r.call(ctx, loc.node, PathFetch, fetchRequest{IDs: []uint64{loc.id}, CF: cf.String(), Start: start, End: end, MinStep: minStep}, &ans)
-			switch {
-			case err != nil:
-				answers[i] = answer{err: err}
-			case len(ans.Results) != 1:
-				answers[i] = answer{err: fmt.Errorf("%s answered %d results for 1 series", loc.node, len(ans.Results))}
-			case ans.Results[0].Unknown:
-				answers[i] = answer{err: storage.ErrUnknownSeries}
-			default:
-				w := ans.Results[0]
-				res := storage.FetchResult{Start: w.Start, Step: w.Step, Values: make([]float64, len(w.Values))}
-				for k, v := range w.Values {
-					res.Values[k] = math.NaN()
-					if v != nil {
-						res.Values[k] = *v
+			err := r.call(ctx, node, PathFetch, req, &ans)
+			if err == nil && len(ans.Results) != len(wants) {
+				err = fmt.Errorf("%s answered %d results for %d series", node, len(ans.Results), len(wants))
+			}
+			for k, w := range wants {
+				switch {
+				case err != nil:
+					copies[w.series][w.copy] = answer{err: err}
+				case ans.Results[k].Unknown:
+					copies[w.series][w.copy] = answer{err: storage.ErrUnknownSeries}
+				default:
+					wf := ans.Results[k]
+					res := storage.FetchResult{Start: wf.Start, Step: wf.Step, Values: make([]float64, len(wf.Values))}
+					for v, x := range wf.Values {
+						res.Values[v] = math.NaN()
+						if x != nil {
+							res.Values[v] = *x
+						}
 					}
+					copies[w.series][w.copy] = answer{res: res}
 				}
-				answers[i] = answer{res: res}
 			}
 		}()
 	}
 	wg.Wait()
-	var merged *storage.FetchResult
-	var errs []error
-	unknown := 0
-	for _, a := range answers {
+	for i := range ids {
+		if locs[i] == nil {
+			continue
+		}
+		var merged *storage.FetchResult
+		var failures []error
+		unknown := 0
+		for _, a := range copies[i] {
+			switch {
+			case errors.Is(a.err, storage.ErrUnknownSeries):
+				unknown++
+			case a.err != nil:
+				failures = append(failures, a.err)
+			case merged == nil:
+				res := a.res
+				merged = &res
+			default:
+				mergeFetch(merged, a.res)
+			}
+		}
 		switch {
-		case errors.Is(a.err, storage.ErrUnknownSeries):
-			unknown++
-		case a.err != nil:
-			errs = append(errs, a.err)
-		case merged == nil:
-			res := a.res
-			merged = &res
+		case merged != nil:
+			results[i] = *merged
+		case unknown == len(copies[i]):
+			errs[i] = storage.ErrUnknownSeries
 		default:
-			mergeFetch(merged, a.res)
+			errs[i] = fmt.Errorf("fetch %s: %w", locs[i].labels, errors.Join(failures...))
 		}
 	}
-	if merged != nil {
-		return *merged, nil
-	}
-	if unknown == len(answers) {
-		return storage.FetchResult{}, storage.ErrUnknownSeries
-	}
-	return storage.FetchResult{}, fmt.Errorf("fetch %s: %w", l.labels, errors.Join(errs...))
+	return results, errs
 }
 
 // mergeFetch fills the unknown slots of dst from src when both cover the

@@ -113,11 +113,29 @@ func (qr *querier) Select(ctx context.Context, sortSeries bool, hints *promstora
 
 	out := make([]promql.Series, 0, len(refs))
 	loaded := 0
-	for _, ref := range refs {
+	var batchResults []storage.FetchResult
+	var batchErrs []error
+	if bf, ok := qr.q.reader.(BatchFetcher); ok && len(refs) > 0 {
+		ids := make([]uint64, len(refs))
+		for i, ref := range refs {
+			ids[i] = ref.ID
+		}
+		batchResults, batchErrs = bf.FetchBatch(ids, cf, start, end, minStep)
+		if len(batchResults) != len(ids) || len(batchErrs) != len(ids) {
+			return promstorage.ErrSeriesSet(promql.ErrStorage{Err: fmt.Errorf("batch fetch answered %d results for %d series", len(batchResults), len(ids))})
+		}
+	}
+	for i, ref := range refs {
 		if err := ctx.Err(); err != nil {
 			return promstorage.ErrSeriesSet(err)
 		}
-		res, err := qr.q.reader.Fetch(ref.ID, cf, start, end, minStep)
+		var res storage.FetchResult
+		var err error
+		if batchResults != nil {
+			res, err = batchResults[i], batchErrs[i]
+		} else {
+			res, err = qr.q.reader.Fetch(ref.ID, cf, start, end, minStep)
+		}
 		if err != nil {
 			if errors.Is(err, storage.ErrUnknownSeries) {
 				continue // expired between Select and Fetch

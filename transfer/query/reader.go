@@ -28,3 +28,14 @@ type Reader interface {
 	// Last returns the newest stored point of a series.
 	Last(id uint64) (t int64, v float64, ok bool)
 }
+
+// BatchFetcher is an optional extension of Reader for readers where one
+// call per series is costly, such as transfer's cluster-wide reader (one
+// request per node instead of one per series). The PromQL adapter fetches
+// all the series of a selector with one FetchBatch call when the Reader
+// implements it.
+type BatchFetcher interface {
+	// FetchBatch is Fetch for each of ids: results[i] and errs[i] are what
+	// Fetch(ids[i], ...) would return.
+	FetchBatch(ids []uint64, cf storage.CF, start, end, minStep int64) (results []storage.FetchResult, errs []error)
+}
