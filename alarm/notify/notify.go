@@ -64,7 +64,7 @@ type Notification struct {
 	LastError   string            `json:"lastError,omitempty"`
 	FailedAt    time.Time         `json:"failedAt,omitzero"`
 	Target      string            `json:"target"` // URL or command
-	Body        []byte            `json:"body"`
+	Body        Body              `json:"body"`
 	ContentType string            `json:"contentType"`
 	Headers     map[string]string `json:"headers,omitempty"`
 	// Payload is what Body was rendered from; storm control folds payloads.
@@ -189,6 +189,37 @@ func (n *Notifier) Receivers() []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Body is a notification body. A JSON body is stored as JSON (no base64
+// or escaping: storms write many of them); any other body as a string.
+type Body []byte
+
+// MarshalJSON writes {"json":...} or {"text":"..."}.
+func (b Body) MarshalJSON() ([]byte, error) {
+	if json.Valid(b) {
+		return append(append([]byte(`{"json":`), b...), '}'), nil
+	}
+	return json.Marshal(struct {
+		Text string `json:"text"`
+	}{string(b)})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (b *Body) UnmarshalJSON(data []byte) error {
+	var v struct {
+		JSON json.RawMessage `json:"json"`
+		Text *string         `json:"text"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	if v.Text != nil {
+		*b = Body(*v.Text)
+	} else {
+		*b = Body(v.JSON)
+	}
+	return nil
 }
 
 func newID() string {

@@ -337,3 +337,16 @@ func TestNeedsUpdate(t *testing.T) {
 		t.Error("repeat interval passed but no update")
 	}
 }
+
+func TestBodyRoundTrip(t *testing.T) {
+	for _, in := range []string{`{"a":[1,2]}`, `hello "world"`, ``, `{"broken"`} {
+		raw, err := json.Marshal(Body(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out Body
+		if err := json.Unmarshal(raw, &out); err != nil || string(out) != in {
+			t.Errorf("%q: stored as %s, read back %q %v", in, raw, out, err)
+		}
+	}
+}
