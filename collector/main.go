@@ -38,6 +38,7 @@ type config struct {
 	procDir      string
 	sysDir       string
 	keepLoopback bool
+	tcpStates    bool
 
 	transfer     []string
 	batchPoints  int
@@ -94,6 +95,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.procDir, "proc", "/proc", "where procfs is mounted")
 	fs.StringVar(&c.sysDir, "sys", "/sys", "where sysfs is mounted")
 	fs.BoolVar(&c.keepLoopback, "host-loopback", false, "also report the loopback interface lo")
+	fs.BoolVar(&c.tcpStates, "host-tcp-states", false, "count TCP sockets per state from /proc/net/tcp{,6} (costly on hosts with many sockets)")
 
 	fs.StringSliceVar(&c.transfer, "transfer", []string{"127.0.0.1:7120"}, "transfer HTTP addresses, tried in order with failover (host:port,...)")
 	fs.IntVar(&c.batchPoints, "transfer-batch", relay.DefaultBatchPoints, "most points in one request to transfer")
@@ -167,7 +169,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	d.Mux.Handle("POST /v1/push", httppush.NewHandler(writer, counters, defaults, lim))
 
 	if c.hostMetrics {
-		hm := hostmetrics.New(hostmetrics.Config{Proc: c.procDir, Sys: c.sysDir, KeepLoopback: c.keepLoopback})
+		hm := hostmetrics.New(hostmetrics.Config{Proc: c.procDir, Sys: c.sysDir, KeepLoopback: c.keepLoopback, TCPStates: c.tcpStates})
 		d.Go(ctx, "host-metrics", func(ctx context.Context) error {
 			return agent.HostMetrics(ctx, hm, c.interval, writer, d.Metrics, d.Log)
 		})

@@ -42,6 +42,7 @@ func Once(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	window := fs.Duration("window", time.Second, "how long rates are measured over")
 	proc := fs.String("proc", "/proc", "where procfs is mounted")
 	sys := fs.String("sys", "/sys", "where sysfs is mounted")
+	tcpStates := fs.Bool("tcp-states", false, "count TCP sockets per state from /proc/net/tcp{,6}")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, onceUsage)
 		fs.PrintDefaults()
@@ -69,7 +70,7 @@ func Once(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "collector once: %v\n", err)
 		return exitFailure
 	}
-	c := hostmetrics.New(hostmetrics.Config{Proc: *proc, Sys: *sys})
+	c := hostmetrics.New(hostmetrics.Config{Proc: *proc, Sys: *sys, TCPStates: *tcpStates})
 	// The first round only primes the counters; its errors show again below.
 	c.Collect(time.Now())
 	select {

@@ -35,6 +35,12 @@ type Config struct {
 	Statfs func(path string) (FSStats, error)
 	// KeepLoopback also reports the loopback interface "lo".
 	KeepLoopback bool
+	// TCPStates counts TCP sockets per state from /proc/net/tcp and tcp6.
+	// The kernel walks its whole socket hash table for those files, which
+	// costs tens of milliseconds on a host with many sockets, so it is off
+	// by default; the cheap counts of /proc/net/snmp and sockstat are
+	// always reported.
+	TCPStates bool
 }
 
 // Collector reads one round of host metrics at a time and keeps the
@@ -50,6 +56,7 @@ type counters struct {
 	time  time.Time
 	cpu   CPUTimes
 	stat  Stat
+	tcp   map[string]int64 // /proc/net/snmp Tcp counters
 	disks map[string]DiskStats
 	nets  map[string]NetDev
 }
@@ -89,7 +96,10 @@ func (c *Collector) Collect(now time.Time) ([]metric.Point, error) {
 	try("df", func() error { return c.df(b) })
 	try("disk io", func() error { return c.diskIO(b, cur) })
 	try("network", func() error { return c.network(b, cur) })
-	try("tcp states", func() error { return c.tcpStates(b) })
+	try("tcp", func() error { return c.tcp(b, cur) })
+	if c.cfg.TCPStates {
+		try("tcp states", func() error { return c.tcpStates(b) })
+	}
 	try("file handles", func() error { return c.files(b) })
 	try("processes", func() error { return c.processes(b) })
 	try("uptime", func() error { return c.uptime(b) })
@@ -400,6 +410,56 @@ func (c *Collector) network(b *builder, cur *counters) error {
 		b.rate("net.if.out.packets", d.TxPackets, p.TxPackets, dt, tag)
 		b.rate("net.if.out.errors", d.TxErrors, p.TxErrors, dt, tag)
 		b.rate("net.if.out.dropped", d.TxDrops, p.TxDrops, dt, tag)
+	}
+	return nil
+}
+
+// tcp reports the kernel's TCP MIB and socket counts: cheap files.
+func (c *Collector) tcp(b *builder, cur *counters) error {
+	raw, err := c.read("net/snmp")
+	if err != nil {
+		return err
+	}
+	snmp, err := ParseSNMP(raw)
+	if err != nil {
+		return err
+	}
+	t, ok := snmp["Tcp"]
+	if !ok {
+		return fmt.Errorf("net/snmp has no Tcp counters")
+	}
+	cur.tcp = t
+	if !c.cfg.TCPStates {
+		// RFC 1213 tcpCurrEstab: ESTABLISHED and CLOSE-WAIT.
+		b.gauge("ss.estab", float64(t["CurrEstab"]))
+	}
+	if dt := c.elapsed(cur.time); dt > 0 && c.prev.tcp != nil {
+		for _, m := range []struct{ name, counter string }{
+			{"tcp.activeopens", "ActiveOpens"}, {"tcp.passiveopens", "PassiveOpens"},
+			{"tcp.attemptfails", "AttemptFails"}, {"tcp.estabresets", "EstabResets"},
+			{"tcp.retranssegs", "RetransSegs"}, {"tcp.inerrs", "InErrs"}, {"tcp.outrsts", "OutRsts"},
+		} {
+			now, ok1 := t[m.counter]
+			before, ok2 := c.prev.tcp[m.counter]
+			if ok1 && ok2 && now >= 0 && before >= 0 {
+				b.rate(m.name, uint64(now), uint64(before), dt)
+			}
+		}
+	}
+	raw, err = c.read("net/sockstat")
+	if err != nil {
+		return err
+	}
+	ss, err := ParseSockstat(raw)
+	if err != nil {
+		return err
+	}
+	if st, ok := ss["TCP"]; ok {
+		b.gauge("ss.inuse", float64(st["inuse"]))
+		b.gauge("ss.orphaned", float64(st["orphan"]))
+		if !c.cfg.TCPStates {
+			b.gauge("ss.timewait", float64(st["tw"]))
+		}
 	}
 	return nil
 }

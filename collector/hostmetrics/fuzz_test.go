@@ -24,6 +24,8 @@ var procParsers = []func(b []byte){
 		}
 	},
 	func(b []byte) { ParseNodevFilesystems(b) },
+	func(b []byte) { ParseSNMP(b) },
+	func(b []byte) { ParseSockstat(b) },
 }
 
 func mustMounts(b []byte) []Mount {

@@ -384,3 +384,72 @@ func eachLine(b []byte, fn func(line []byte) error) error {
 	}
 	return sc.Err()
 }
+
+// ParseSNMP parses /proc/net/snmp (and /proc/net/netstat): pairs of lines
+// "Proto: Name1 Name2 ..." and "Proto: v1 v2 ...". It returns
+// values[proto][name]. Values may be negative (Tcp MaxConn is -1).
+func ParseSNMP(b []byte) (map[string]map[string]int64, error) {
+	out := map[string]map[string]int64{}
+	var header []string
+	var headerProto string
+	err := eachLine(b, func(line []byte) error {
+		proto, rest, ok := strings.Cut(string(line), ":")
+		if !ok {
+			return fmt.Errorf("snmp line without a protocol: %q", truncate(line))
+		}
+		f := strings.Fields(rest)
+		if header == nil || proto != headerProto {
+			header, headerProto = f, proto
+			return nil
+		}
+		if len(f) != len(header) {
+			return fmt.Errorf("snmp %s has %d names and %d values", proto, len(header), len(f))
+		}
+		vals := make(map[string]int64, len(f))
+		for i, s := range f {
+			v, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return fmt.Errorf("snmp %s %s: %q is not a number", proto, header[i], truncate([]byte(s)))
+			}
+			vals[header[i]] = v
+		}
+		out[proto] = vals
+		header = nil
+		return nil
+	})
+	return out, err
+}
+
+// ParseSockstat parses /proc/net/sockstat: lines "TCP: inuse 5 orphan 0 tw
+// 2 alloc 7 mem 1". It returns values[proto][name].
+func ParseSockstat(b []byte) (map[string]map[string]uint64, error) {
+	out := map[string]map[string]uint64{}
+	err := eachLine(b, func(line []byte) error {
+		proto, rest, ok := strings.Cut(string(line), ":")
+		if !ok {
+			return fmt.Errorf("sockstat line without a protocol: %q", truncate(line))
+		}
+		f := strings.Fields(rest)
+		if len(f)%2 != 0 {
+			return fmt.Errorf("sockstat %s: names and values do not pair up", proto)
+		}
+		vals := map[string]uint64{}
+		for i := 0; i < len(f); i += 2 {
+			var v uint64
+			if err := parseUintInto(&v, f[i+1], "sockstat "+proto); err != nil {
+				return err
+			}
+			vals[f[i]] = v
+		}
+		out[proto] = vals
+		return nil
+	})
+	return out, err
+}
+
+func truncate(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:64]) + "..."
+	}
+	return string(b)
+}
