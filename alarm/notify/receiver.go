@@ -218,3 +218,13 @@ func (r *Receiver) deliver(ctx context.Context, nt *Notification) error {
 	}
 	return err
 }
+
+// Render renders the body integration i would send for p (for examples and
+// checks of templates).
+func (r *Receiver) Render(i int, p *Payload, now time.Time) ([]byte, error) {
+	if i < 0 || i >= len(r.integrations) {
+		return nil, fmt.Errorf("receiver %s has no integration %d", r.Name, i)
+	}
+	body, _, err := r.integrations[i].render(p, now)
+	return body, err
+}

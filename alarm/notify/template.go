@@ -47,9 +47,36 @@ var templateFuncs = template.FuncMap{
 		b, err := json.Marshal(v)
 		return string(b), err
 	},
-	"join":  strings.Join,
-	"upper": strings.ToUpper,
-	"lower": strings.ToLower,
-	"since": func(t time.Time) time.Duration { return time.Since(t).Round(time.Second) },
-	"round": func(d time.Duration) time.Duration { return d.Round(time.Second) },
+	"join":       strings.Join,
+	"upper":      strings.ToUpper,
+	"lower":      strings.ToLower,
+	"since":      func(t time.Time) time.Duration { return time.Since(t).Round(time.Second) },
+	"recoveries": recoveries,
+	"round":      func(d time.Duration) time.Duration { return d.Round(time.Second) },
+}
+
+// recoveries describes resolved alerts, one per line, for recovery
+// notices: "\nweb01 recovered after 1h29m0s (value 3.5)". The host is the
+// endpoint or instance label; the value is the "value" annotation, if any.
+func recoveries(alerts []TemplateAlert) string {
+	var b strings.Builder
+	for _, a := range alerts {
+		host := a.Labels["endpoint"]
+		if host == "" {
+			host = a.Labels["instance"]
+		}
+		if host == "" {
+			host = a.Labels["alertname"]
+		}
+		b.WriteString("\n")
+		b.WriteString(host)
+		b.WriteString(" recovered after ")
+		b.WriteString(a.Duration.Round(time.Second).String())
+		if v := a.Annotations["value"]; v != "" {
+			b.WriteString(" (value ")
+			b.WriteString(v)
+			b.WriteString(")")
+		}
+	}
+	return b.String()
 }
