@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 
-	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -26,7 +25,7 @@ type parked struct {
 	s       *Server
 	conn    net.Conn
 	w       *waiter
-	check   func() (any, bool, error)
+	check   func() ([]byte, bool, error)
 	timerMu sync.Mutex
 	timer   *time.Timer
 	close   bool // the client asked for Connection: close
@@ -91,7 +90,7 @@ func (h *rehome) shutdown(ctx context.Context) {
 // park takes over a watch that has to wait. It returns false, leaving the
 // request untouched, when the connection cannot be parked (HTTP/2, or a
 // server without a known http.Server).
-func (s *Server) park(w http.ResponseWriter, r *http.Request, wt *waiter, check func() (any, bool, error), timeout time.Duration) bool {
+func (s *Server) park(w http.ResponseWriter, r *http.Request, wt *waiter, check func() ([]byte, bool, error), timeout time.Duration) bool {
 	if r.ProtoMajor != 1 || s.stopping.Load() {
 		return false
 	}
@@ -137,7 +136,8 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request, wt *waiter, check 
 func (p *parked) wake() {
 	body, changed, err := p.check()
 	if err != nil {
-		p.finish(http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		b, _ := json.Marshal(map[string]string{"error": err.Error()})
+		p.finish(http.StatusInternalServerError, b)
 		return
 	}
 	if changed && p.finish(http.StatusOK, body) {
@@ -147,7 +147,7 @@ func (p *parked) wake() {
 
 // finish answers the watch once and hands the connection back (or closes
 // it). It reports whether this call was the one that answered.
-func (p *parked) finish(status int, body any) bool {
+func (p *parked) finish(status int, payload []byte) bool {
 	if !p.done.CompareAndSwap(false, true) {
 		return false
 	}
@@ -157,12 +157,8 @@ func (p *parked) finish(status int, body any) bool {
 	}
 	p.timerMu.Unlock()
 	p.s.hub.unsubscribe(p.w)
-	var payload []byte
-	if body != nil {
-		payload, _ = json.Marshal(body)
-	}
 	bw := bufio.NewWriterSize(p.conn, 512+len(payload))
-	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\nCache-Control: no-store\r\nDate: %s\r\n", status, http.StatusText(status), time.Now().UTC().Format(http.TimeFormat))
+	bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\nCache-Control: no-store\r\nDate: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n")
 	if p.close {
 		bw.WriteString("Connection: close\r\n")
 	}

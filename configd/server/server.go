@@ -482,6 +482,50 @@ func (s *Server) releaseJSON(name string, v int64) ([]byte, error) {
 	return b, nil
 }
 
+// changesJSON encodes a watch answer. The common answer — one namespace,
+// the same new version for thousands of watchers — is encoded once.
+func (s *Server) changesJSON(changes []api.Change, withContent bool) ([]byte, error) {
+	if len(changes) != 1 {
+		for i, c := range changes {
+			if withContent && c.Version > 0 {
+				// A failure here only costs the watcher a fetch.
+				changes[i].Release, _ = s.releaseJSON(c.Namespace, c.Version)
+			}
+		}
+		return json.Marshal(changes)
+	}
+	c := changes[0]
+	key := "answer:" + c.Namespace + "@" + strconv.FormatInt(c.Version, 10)
+	if withContent {
+		key += "+content"
+	}
+	s.cacheMu.Lock()
+	b, ok := s.relCache[key]
+	s.cacheMu.Unlock()
+	if ok {
+		return b, nil
+	}
+	if withContent && c.Version > 0 {
+		if rel, err := s.releaseJSON(c.Namespace, c.Version); err == nil {
+			changes[0].Release = rel
+		}
+	}
+	b, err := json.Marshal(changes)
+	if err != nil {
+		return nil, err
+	}
+	s.cacheMu.Lock()
+	if len(s.relCache) >= releaseCacheSize {
+		for k := range s.relCache {
+			delete(s.relCache, k)
+			break
+		}
+	}
+	s.relCache[key] = b
+	s.cacheMu.Unlock()
+	return b, nil
+}
+
 // releaseCacheSize bounds the encoded releases kept in memory.
 const releaseCacheSize = 256
 
@@ -846,7 +890,8 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 	if err != nil {
 		return err
 	}
-	var check func() (any, bool, error)
+	// check returns the encoded answer and whether there is a change.
+	var check func() ([]byte, bool, error)
 	var wt *waiter
 	if rv := q.Get("rev"); rv != "" {
 		rev, err := strconv.ParseInt(rv, 10, 64)
@@ -854,9 +899,13 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			return badRequest("rev %q: want a number", rv)
 		}
 		wt = s.hub.subscribe(nil, true)
-		check = func() (any, bool, error) {
+		check = func() ([]byte, bool, error) {
 			now, names, err := s.store.ChangedSince(rev)
-			return api.RevChanges{Rev: now, Namespaces: names}, len(names) > 0, err
+			if err != nil || len(names) == 0 {
+				return nil, false, err
+			}
+			b, err := json.Marshal(api.RevChanges{Rev: now, Namespaces: names})
+			return b, true, err
 		}
 	} else {
 		wq, err := parseWatchQuery(q)
@@ -869,20 +918,19 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			labels = s.members.labelsOf(host)
 		}
 		wt = s.hub.subscribe(names, false)
-		check = func() (any, bool, error) {
+		check = func() ([]byte, bool, error) {
 			var out []api.Change
 			for _, n := range names {
 				h, _ := s.head(n)
 				if v := h.VersionFor(host, labels); v != held[n] {
-					c := api.Change{Namespace: n, Version: v}
-					if withContent && v > 0 {
-						// A failure here only costs the watcher a fetch.
-						c.Release, _ = s.releaseJSON(n, v)
-					}
-					out = append(out, c)
+					out = append(out, api.Change{Namespace: n, Version: v})
 				}
 			}
-			return out, len(out) > 0, nil
+			if len(out) == 0 {
+				return nil, false, nil
+			}
+			b, err := s.changesJSON(out, withContent)
+			return b, true, err
 		}
 	}
 	parked := false
@@ -900,11 +948,7 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 		}
 		if changed {
 			s.watchChanged.Inc()
-			b, err := json.Marshal(body)
-			if err != nil {
-				return err
-			}
-			writeRaw(w, b)
+			writeRaw(w, body)
 			return nil
 		}
 		// Namespace watches wait parked; replicas' rev watches are few.
