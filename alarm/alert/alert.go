@@ -3,7 +3,6 @@
 package alert
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -165,6 +164,22 @@ var ErrBody = errors.New("body is not a JSON array of alerts")
 // resolveTimeout, marked Timeout), and one ItemError per refused alert. A
 // body that is not a JSON array fails as a whole with ErrBody.
 func Decode(body []byte, now time.Time, resolveTimeout time.Duration, lim Limits) ([]*Alert, []*ItemError, error) {
+	// Fast path: the whole array decodes; only validation can refuse items.
+	var ps []Postable
+	if err := json.Unmarshal(body, &ps); err == nil && ps != nil {
+		out := make([]*Alert, 0, len(ps))
+		var bad []*ItemError
+		for i := range ps {
+			a, err := complete(&ps[i], now, resolveTimeout, lim)
+			if err != nil {
+				bad = append(bad, &ItemError{Index: i, Err: err})
+				continue
+			}
+			out = append(out, a)
+		}
+		return out, bad, nil
+	}
+	// Some element does not decode: go item by item to name it.
 	var raw []json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrBody, err)
@@ -184,10 +199,14 @@ func Decode(body []byte, now time.Time, resolveTimeout time.Duration, lim Limits
 
 func decodeOne(r json.RawMessage, now time.Time, resolveTimeout time.Duration, lim Limits) (*Alert, error) {
 	var p Postable
-	dec := json.NewDecoder(bytes.NewReader(r))
-	if err := dec.Decode(&p); err != nil {
+	if err := json.Unmarshal(r, &p); err != nil {
 		return nil, err
 	}
+	return complete(&p, now, resolveTimeout, lim)
+}
+
+// complete validates a decoded alert and fills in the missing times.
+func complete(p *Postable, now time.Time, resolveTimeout time.Duration, lim Limits) (*Alert, error) {
 	if len(p.Labels) == 0 {
 		return nil, errors.New("at least one label pair required")
 	}
