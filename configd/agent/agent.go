@@ -95,8 +95,8 @@ func New(cfg Config, remote *client.Remote) (*Agent, error) {
 	if cfg.Host == "" {
 		return nil, errors.New("agent: host name is empty")
 	}
-	if len(cfg.Targets) == 0 {
-		return nil, errors.New("agent: no namespaces to keep (give --namespace or a namespaces: section)")
+	if len(cfg.Targets) == 0 && len(cfg.Apps) == 0 {
+		return nil, errors.New("agent: nothing to do: give namespaces to keep (--namespace or a namespaces: section) and/or apps to register (--app)")
 	}
 	a := &Agent{cfg: cfg, remote: remote, log: cfg.Logger, appliers: map[string]*applier{}, started: cfg.Now(),
 		known: map[string]int64{}, inForce: map[string]int64{}, results: map[string]Result{}, changed: make(chan struct{})}
@@ -214,7 +214,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	a.watchLoop(ctx)
+	if len(a.appliers) > 0 {
+		a.watchLoop(ctx)
+	} else {
+		// Membership only: heartbeats are the agent's whole job (and
+		// their success is its freshness).
+		<-ctx.Done()
+	}
 	wg.Wait()
 	return nil
 }
@@ -386,6 +392,13 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		err := a.remote.Register(ctx, api.Host{Host: a.cfg.Host, Addr: a.cfg.Addr, Apps: a.cfg.Apps, Labels: a.cfg.Labels})
 		if err != nil && ctx.Err() == nil {
 			a.log.Debug("heartbeat failed", "err", err)
+		}
+		if len(a.appliers) == 0 && ctx.Err() == nil {
+			if err != nil {
+				a.checkFailed(err)
+			} else {
+				a.checkOK()
+			}
 		}
 		// A little jitter keeps a fleet's heartbeats from lining up.
 		sleep(ctx, a.cfg.HeartbeatInterval-time.Duration(rand.Int64N(int64(a.cfg.HeartbeatInterval)/10+1)))

@@ -179,3 +179,27 @@ func TestAgentFollowsServerAndSurvivesItsAbsence(t *testing.T) {
 		t.Fatalf("local watch: %+v", changes)
 	}
 }
+
+func TestAgentWithOnlyMembership(t *testing.T) {
+	hs, _ := serverAt(t, "", t.TempDir())
+	remote, _ := client.NewRemote([]string{hs.URL}, client.RemoteOptions{})
+	if _, err := New(Config{Host: "h"}, remote); err == nil {
+		t.Fatal("an agent with neither namespaces nor apps was accepted")
+	}
+	ag, err := New(Config{Host: "relay-1", Apps: []string{"filefly"}, HeartbeatInterval: 20 * time.Millisecond, Metrics: metrics.NewSet()}, remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ag.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "registered", 5*time.Second, func() bool {
+		hosts, _ := remote.Hosts(ctx, "filefly", false)
+		return len(hosts) == 1 && hosts[0].Host == "relay-1"
+	})
+	waitFor(t, "heartbeats count as checks", 5*time.Second, func() bool {
+		st := ag.Status()
+		return !st.Stale && !st.LastCheck.IsZero()
+	})
+}
