@@ -18,9 +18,9 @@ type Table[V any] struct {
 	chunks [][]slot[V]
 	used   int32 // slots ever handed out
 	free   []int32
-	head  int32 // most recently used
-	tail  int32 // least recently used
-	max   int
+	head   int32 // most recently used
+	tail   int32 // least recently used
+	max    int
 }
 
 type slot[V any] struct {
