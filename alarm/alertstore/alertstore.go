@@ -5,6 +5,7 @@
 package alertstore
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
@@ -68,16 +69,23 @@ func (s *Store) all() []*alert.Alert {
 func (s *Store) Put(alerts []*alert.Alert) ([]*alert.Alert, error) {
 	now := s.now()
 	out := make([]*alert.Alert, len(alerts))
-	recs := make([]record, len(alerts))
+	recs := make([][]byte, len(alerts))
 	s.mu.Lock()
 	for i, a := range alerts {
 		fp := a.Fingerprint()
 		if old := s.m[fp]; old != nil {
 			a = alert.Merge(old, a, now)
 		}
+		// Encoded under the lock, with the map update: two reports of one
+		// alert must reach the log in the order they changed the map.
+		rec, err := json.Marshal(record{Alert: a})
+		if err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
 		s.m[fp] = a
 		out[i] = a
-		recs[i] = record{Alert: a}
+		recs[i] = rec
 	}
 	// Queued under the lock: the log keeps the order of the map updates.
 	done := s.log.enqueue(recs)
@@ -139,12 +147,13 @@ func (s *Store) Counts() (firing, resolved int) {
 func (s *Store) GC() ([]*alert.Alert, error) {
 	cutoff := s.now().Add(-s.retention)
 	var gone []*alert.Alert
-	var recs []record
+	var recs [][]byte
 	s.mu.Lock()
 	for fp, a := range s.m {
 		if a.Resolved(cutoff) {
 			gone = append(gone, a)
-			recs = append(recs, record{Removed: fp.String()})
+			rec, _ := json.Marshal(record{Removed: fp.String()})
+			recs = append(recs, rec)
 			delete(s.m, fp)
 		}
 	}

@@ -24,7 +24,9 @@ import (
 // its limit it is compacted: a snapshot of every current alert is written
 // atomically and the log starts over.
 //
-// Frame: uint32 length, uint32 CRC-32C of the payload, payload (JSON).
+// Frame: uint32 length, uint32 CRC-32C of the payload, payload. In a log
+// segment the payload is a uint64 sequence number and the record's JSON;
+// in the snapshot, JSON (a header, then one alert per frame).
 // A torn or corrupt tail (a crash mid-write) ends the replay and is cut off.
 //
 // Files: alerts-NNNNNNNN.log segments and alerts.snapshot. A compaction
@@ -58,7 +60,6 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // record is one log entry: the full state of an alert, or its removal.
 type record struct {
-	Seq     uint64       `json:"seq"`
 	Alert   *alert.Alert `json:"alert,omitempty"`
 	Removed string       `json:"removed,omitempty"` // fingerprint
 }
@@ -68,7 +69,7 @@ type snapshotHeader struct {
 }
 
 type appendReq struct {
-	recs []record
+	recs [][]byte // JSON records
 	done chan error
 }
 
@@ -97,6 +98,17 @@ func frame(buf []byte, payload []byte) []byte {
 	binary.LittleEndian.PutUint32(h[4:], crc32.Checksum(payload, crcTable))
 	buf = append(buf, h[:]...)
 	return append(buf, payload...)
+}
+
+// frameRecord appends a log frame holding seq and the record's JSON.
+func frameRecord(buf []byte, seq uint64, rec []byte) []byte {
+	var h [16]byte
+	binary.LittleEndian.PutUint32(h[:4], uint32(8+len(rec)))
+	binary.LittleEndian.PutUint64(h[8:], seq)
+	crc := crc32.Update(crc32.Checksum(h[8:], crcTable), crcTable, rec)
+	binary.LittleEndian.PutUint32(h[4:8], crc)
+	buf = append(buf, h[:]...)
+	return append(buf, rec...)
 }
 
 // readFrames calls fn for each intact frame of r and returns the offset
@@ -173,14 +185,18 @@ func openLog(dir string, maxBytes int64, apply func(record), snapshot func() []*
 			return nil, err
 		}
 		end, err := readFrames(f, func(p []byte) error {
-			var r record
-			if err := json.Unmarshal(p, &r); err != nil {
-				return fmt.Errorf("log record: %w", err)
+			if len(p) < 8 {
+				return fmt.Errorf("log record of %d bytes", len(p))
 			}
-			if r.Seq <= l.seq {
+			seq := binary.LittleEndian.Uint64(p)
+			if seq <= l.seq {
 				return nil // already in the snapshot (or replayed)
 			}
-			l.seq = r.Seq
+			var r record
+			if err := json.Unmarshal(p[8:], &r); err != nil {
+				return fmt.Errorf("log record: %w", err)
+			}
+			l.seq = seq
 			apply(r)
 			return nil
 		})
@@ -208,7 +224,7 @@ func openLog(dir string, maxBytes int64, apply func(record), snapshot func() []*
 // enqueue queues recs for the writer and returns the channel that gets the
 // result once they are synced. Records are written in enqueue order, so a
 // caller holding its own lock across enqueue keeps the log in its order.
-func (l *alertLog) enqueue(recs []record) <-chan error {
+func (l *alertLog) enqueue(recs [][]byte) <-chan error {
 	req := appendReq{recs: recs, done: make(chan error, 1)}
 	select {
 	case l.reqs <- req:
@@ -240,26 +256,17 @@ func (l *alertLog) writer() {
 			}
 		}
 		buf = buf[:0]
-		var err error
 		for _, req := range batch {
-			for i := range req.recs {
+			for _, rec := range req.recs {
 				l.seq++
-				req.recs[i].Seq = l.seq
-				p, merr := json.Marshal(&req.recs[i])
-				if merr != nil {
-					err = merr
-					break
-				}
-				buf = frame(buf, p)
+				buf = frameRecord(buf, l.seq, rec)
 			}
 		}
+		_, err := l.f.Write(buf)
 		if err == nil {
-			_, err = l.f.Write(buf)
-			if err == nil {
-				err = l.f.Sync()
-			}
-			l.size += int64(len(buf))
+			err = l.f.Sync()
 		}
+		l.size += int64(len(buf))
 		for _, req := range batch {
 			req.done <- err
 		}
