@@ -2,15 +2,22 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/opskit/opskit/internal/testkit"
 )
@@ -289,4 +296,191 @@ func TestTransferClusterReplicasCoverOutage(t *testing.T) {
 	if code == http.StatusOK {
 		t.Fatalf("query with an uncovered node down answered 200: %s", body)
 	}
+}
+
+// TestTransferJudgeRouting posts points to two transfer nodes with --judge
+// naming two receivers that stand in for judge (they record what arrives on
+// POST /api/push, the endpoint judge serves): every point reaches the judge
+// owning its series exactly once, even though the receivers refuse the
+// first requests.
+func TestTransferJudgeRouting(t *testing.T) {
+	type judgeRecv struct {
+		mu     sync.Mutex
+		items  []map[string]any
+		refuse int
+	}
+	recvs := map[string]*judgeRecv{}
+	var judges []string
+	for _, name := range []string{"j1", "j2"} {
+		jr := &judgeRecv{refuse: 2}
+		recvs[name] = jr
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			jr.mu.Lock()
+			defer jr.mu.Unlock()
+			if r.Method != http.MethodPost || r.URL.Path != "/api/push" {
+				http.NotFound(w, r)
+				return
+			}
+			if jr.refuse > 0 {
+				jr.refuse--
+				http.Error(w, "starting", http.StatusServiceUnavailable)
+				return
+			}
+			var items []map[string]any
+			if err := json.NewDecoder(r.Body).Decode(&items); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			jr.items = append(jr.items, items...)
+			fmt.Fprintf(w, `{"accepted":%d,"rejected":[]}`, len(items))
+		}))
+		t.Cleanup(srv.Close)
+		judges = append(judges, name+"="+srv.Listener.Addr().String())
+	}
+	r := startTransferRing(t, 2, "--judge", strings.Join(judges, ","))
+	cw := newClusterWriter(20)
+	cw.run(0, 0, 5, func(step int) string { return r.base(step % 2) }, nil)
+	if cw.ackedBatches() != 5 {
+		t.Fatalf("%d of 5 batches acknowledged", cw.ackedBatches())
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := 0
+		for _, jr := range recvs {
+			jr.mu.Lock()
+			n += len(jr.items)
+			jr.mu.Unlock()
+		}
+		if n == 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("judges received %d of 100 points", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	owner := map[string]string{} // endpoint -> judge
+	for name, jr := range recvs {
+		if len(jr.items) == 0 {
+			t.Errorf("judge %s received nothing", name)
+		}
+		for _, it := range jr.items {
+			ep, _ := it["endpoint"].(string)
+			if prev, ok := owner[ep]; ok && prev != name {
+				t.Fatalf("%s went to both %s and %s", ep, prev, name)
+			}
+			owner[ep] = name
+			if it["metric"] != "e2e.cluster" || it["counterType"] != "GAUGE" || it["step"] != 60.0 {
+				t.Fatalf("judge item %v", it)
+			}
+		}
+	}
+}
+
+// TestTransferKafkaSinkOutage produces every accepted point to Kafka (the
+// in-process fake), then makes Kafka refuse produce requests while points
+// keep coming: the spool holds what fits in its bound, drops beyond it are
+// counted, and production resumes with the newest points when Kafka is back.
+func TestTransferKafkaSinkOutage(t *testing.T) {
+	kc := testkit.Kafka(t, testkit.KafkaTopic("samples", 3))
+	var down atomic.Bool
+	kc.Fake().ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kc.Fake().KeepControl()
+		if down.Load() {
+			return nil, errors.New("kafka is down for the test"), true
+		}
+		return nil, nil, false
+	})
+	const spoolBound = 128 << 10
+	p := testkit.Start(t, "transfer", testkit.StartOptions{}, "--graphite-listen", "",
+		"--kafka-brokers", strings.Join(kc.Addrs(), ","), "--kafka-topic", "samples",
+		"--spool-max-bytes", fmt.Sprint(spoolBound), "--forward-timeout", "1s",
+		"--forward-min-backoff", "50ms", "--forward-max-backoff", "200ms")
+	base := "http://" + p.Addr
+	cw := newClusterWriter(50)
+	cw.run(0, 0, 4, func(int) string { return base }, nil)
+	recs := kc.ReadTopic(t, "samples", 200, 20*time.Second)
+	lastPerKey := map[string]int64{}
+	for _, rec := range recs {
+		var v struct {
+			Metric    string            `json:"metric"`
+			Labels    map[string]string `json:"labels"`
+			Timestamp int64             `json:"timestamp"`
+		}
+		if err := json.Unmarshal(rec.Value, &v); err != nil || v.Metric != "e2e.cluster" || v.Labels["endpoint"] == "" {
+			t.Fatalf("record %s = %s (%v)", rec.Key, rec.Value, err)
+		}
+		// Keyed by series, so each series is in order within its partition.
+		if v.Timestamp < lastPerKey[string(rec.Key)] {
+			t.Fatalf("series %s out of order", rec.Key)
+		}
+		lastPerKey[string(rec.Key)] = v.Timestamp
+	}
+
+	down.Store(true)
+	// Points unlike each other, so the spool fills fast despite snappy.
+	client := &http.Client{Timeout: 10 * time.Second}
+	for step := 4; step < 64; step++ {
+		var items []map[string]any
+		for s := 0; s < 200; s++ {
+			items = append(items, map[string]any{"endpoint": fmt.Sprintf("w0-h%d", s), "metric": "e2e.cluster", "timestamp": cw.t0 + int64(step)*60,
+				"step": 60, "value": float64(step*1000+s) + 0.123456789, "tags": fmt.Sprintf("run=%d-%d", step, s)})
+		}
+		body, _ := json.Marshal(items)
+		resp, err := client.Post(base+"/api/push", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("push during the Kafka outage: %d", resp.StatusCode)
+		}
+	}
+	_, metrics := get(t, base+"/metrics")
+	dropped := clusterMetric(metrics, `opskit_transfer_forward_points_dropped_total{kind="kafka",dest="samples",reason="full"}`)
+	spooledBytes := clusterMetric(metrics, `opskit_transfer_forward_spool_bytes{kind="kafka",dest="samples"}`)
+	if dropped <= 0 || spooledBytes > spoolBound {
+		t.Fatalf("during the outage: %v points dropped, %v bytes spooled (bound %d)", dropped, spooledBytes, spoolBound)
+	}
+	t.Logf("Kafka outage: %v points dropped and counted, %v bytes spooled", dropped, spooledBytes)
+	down.Store(false)
+	// The newest point (step 63, series 199) arrives once Kafka is back.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, metrics := get(t, base+"/metrics")
+		if clusterMetric(metrics, `opskit_transfer_forward_spool_points{kind="kafka",dest="samples"}`) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Kafka spool did not drain after the outage")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	found := false
+	cl := kc.Client(t, kgo.ConsumeTopics("samples"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	want := fmt.Sprintf(`"timestamp":%d,"value":%v`, cw.t0+63*60, float64(63*1000+199)+0.123456789)
+	for !found && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if strings.Contains(string(r.Value), want) {
+				found = true
+			}
+		})
+	}
+	if !found {
+		t.Fatalf("the newest point (%s) never reached Kafka", want)
+	}
+}
+
+// metricValue reads one sample from Prometheus text; -1 if absent.
+func clusterMetric(text, series string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			fmt.Sscan(rest, &v)
+			return v
+		}
+	}
+	return -1
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/opskit/opskit/transfer/push"
 	"github.com/opskit/opskit/transfer/query"
 	"github.com/opskit/opskit/transfer/ring"
+	clickhousesink "github.com/opskit/opskit/transfer/sink/clickhouse"
+	kafkasink "github.com/opskit/opskit/transfer/sink/kafka"
 	"github.com/opskit/opskit/transfer/storage"
 )
 
@@ -62,6 +64,16 @@ type config struct {
 	forwardMinRetry time.Duration
 	forwardMaxRetry time.Duration
 	forwardTimeout  time.Duration
+
+	kafkaBrokers       []string
+	kafkaTopic         string
+	clickhouseAddr     string
+	clickhouseDatabase string
+	clickhouseTable    string
+	clickhouseUser     string
+
+	// closers release the sinks' clients at stop.
+	closers []func() error
 }
 
 func main() {
@@ -110,6 +122,12 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.forwardMinRetry, "forward-min-backoff", 100*time.Millisecond, "first wait before retrying a destination that failed (doubles up to --forward-max-backoff)")
 	fs.DurationVar(&c.forwardMaxRetry, "forward-max-backoff", 10*time.Second, "longest wait between retries of a destination")
 	fs.DurationVar(&c.forwardTimeout, "forward-timeout", 30*time.Second, "deadline of one forwarded request")
+	fs.StringSliceVar(&c.kafkaBrokers, "kafka-brokers", nil, "Kafka seed brokers (host:port,...): every point accepted from a client is also produced to --kafka-topic")
+	fs.StringVar(&c.kafkaTopic, "kafka-topic", "opskit-samples", "Kafka topic of the Kafka sink (records keyed by series)")
+	fs.StringVar(&c.clickhouseAddr, "clickhouse-addr", "", "ClickHouse native protocol host:port: every point accepted from a client is also inserted into the samples table")
+	fs.StringVar(&c.clickhouseDatabase, "clickhouse-database", "default", "ClickHouse database of the samples table")
+	fs.StringVar(&c.clickhouseTable, "clickhouse-table", "samples", "ClickHouse table of the sink (created if missing)")
+	fs.StringVar(&c.clickhouseUser, "clickhouse-user", "default", "ClickHouse user")
 }
 
 // peerList reads --peers: a list when it holds '=', else a file.
@@ -132,7 +150,7 @@ func (c *config) peerList() ([]ring.Node, error) {
 // clusterConfig returns nil for a single node.
 func (c *config) clusterConfig() (*cluster.Config, error) {
 	if c.peers == "" {
-		if c.judges != "" || c.nodeName != "" {
+		if c.judges != "" || c.nodeName != "" || len(c.kafkaBrokers) > 0 || c.clickhouseAddr != "" {
 			// Judge routing and sinks also work on a single node: a ring
 			// of one.
 			name := c.nodeName
@@ -164,6 +182,23 @@ func (c *config) withCommon(cc *cluster.Config) (*cluster.Config, error) {
 	}
 	cc.Replicas = c.replicas
 	cc.Judges = judges
+	if len(c.kafkaBrokers) > 0 {
+		k, err := kafkasink.New(kafkasink.Options{Brokers: c.kafkaBrokers, Topic: c.kafkaTopic, Timeout: c.forwardTimeout})
+		if err != nil {
+			return nil, err
+		}
+		c.closers = append(c.closers, func() error { k.Close(); return nil })
+		cc.Sinks = append(cc.Sinks, cluster.Sink{Kind: "kafka", Name: c.kafkaTopic, Deliverer: k})
+	}
+	if c.clickhouseAddr != "" {
+		ch, err := clickhousesink.New(clickhousesink.Options{Addr: c.clickhouseAddr, Database: c.clickhouseDatabase, Table: c.clickhouseTable,
+			User: c.clickhouseUser, Timeout: c.forwardTimeout})
+		if err != nil {
+			return nil, err
+		}
+		c.closers = append(c.closers, ch.Close)
+		cc.Sinks = append(cc.Sinks, cluster.Sink{Kind: "clickhouse", Name: c.clickhouseTable, Deliverer: ch})
+	}
 	cc.Outbox = cluster.OutboxOptions{
 		MaxBytes:    c.spoolBytes,
 		BatchPoints: c.forwardBatch,
@@ -233,7 +268,13 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		return err
 	}
 	d.SetReady("storage")
-	d.OnStop("storage", func(context.Context) error { return n.Close() })
+	d.OnStop("storage", func(context.Context) error {
+		err := n.Close()
+		for _, close := range c.closers {
+			err = errors.Join(err, close())
+		}
+		return err
+	})
 	n.Register(d.Mux)
 	d.HandleAdmin("checkpoint", func(context.Context, []string) (any, error) {
 		if err := n.Engine().Checkpoint(); err != nil {
