@@ -146,10 +146,6 @@ func TestSpecEqualWeights(t *testing.T) {
 	}
 }
 
-// conditionExceptions are specification cases whose expected answer comes
-// from a JavaScript behaviour this SDK does not reproduce, with the reason.
-var conditionExceptions = map[string]string{}
-
 func TestSpecEvalCondition(t *testing.T) {
 	cases := loadSpec(t).EvalCondition
 	if len(cases) < 200 {
@@ -157,9 +153,6 @@ func TestSpecEvalCondition(t *testing.T) {
 	}
 	for _, c := range cases {
 		name := c[0].(string)
-		if _, ok := conditionExceptions[name]; ok {
-			continue
-		}
 		cond, err := CompileCondition(c[1])
 		if err != nil {
 			t.Errorf("%s: compile: %v", name, err)
