@@ -11,6 +11,7 @@ package notify
 
 import (
 	"context"
+	"encoding/binary"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -64,7 +65,8 @@ type Notification struct {
 	LastError   string            `json:"lastError,omitempty"`
 	FailedAt    time.Time         `json:"failedAt,omitzero"`
 	Target      string            `json:"target"` // URL or command
-	Body        Body              `json:"body"`
+	Body        []byte            `json:"-"` // stored after the JSON, see encode
+	BodySize    int               `json:"bodySize"`
 	ContentType string            `json:"contentType"`
 	Headers     map[string]string `json:"headers,omitempty"`
 	// Payload is what Body was rendered from; storm control folds payloads.
@@ -191,35 +193,36 @@ func (n *Notifier) Receivers() []string {
 	return out
 }
 
-// Body is a notification body. A JSON body is stored as JSON (no base64
-// or escaping: storms write many of them); any other body as a string.
-type Body []byte
-
-// MarshalJSON writes {"json":...} or {"text":"..."}.
-func (b Body) MarshalJSON() ([]byte, error) {
-	if json.Valid(b) {
-		return append(append([]byte(`{"json":`), b...), '}'), nil
+// encode stores a notification as a uint32 length, its JSON without the
+// body, and the body as is: bodies are most of the bytes written in a
+// storm, and JSON would escape or base64 them.
+func (nt *Notification) encode() ([]byte, error) {
+	nt.BodySize = len(nt.Body)
+	meta, err := json.Marshal(nt)
+	if err != nil {
+		return nil, err
 	}
-	return json.Marshal(struct {
-		Text string `json:"text"`
-	}{string(b)})
+	out := make([]byte, 4, 4+len(meta)+len(nt.Body))
+	binary.BigEndian.PutUint32(out, uint32(len(meta)))
+	out = append(out, meta...)
+	return append(out, nt.Body...), nil
 }
 
-// UnmarshalJSON reads what MarshalJSON wrote.
-func (b *Body) UnmarshalJSON(data []byte) error {
-	var v struct {
-		JSON json.RawMessage `json:"json"`
-		Text *string         `json:"text"`
+// decodeNotification reads what encode wrote.
+func decodeNotification(v []byte) (*Notification, error) {
+	if len(v) < 4 {
+		return nil, fmt.Errorf("notification record of %d bytes", len(v))
 	}
-	if err := json.Unmarshal(data, &v); err != nil {
-		return err
+	n := binary.BigEndian.Uint32(v)
+	if uint64(n) > uint64(len(v)-4) {
+		return nil, fmt.Errorf("notification record: length %d beyond %d bytes", n, len(v)-4)
 	}
-	if v.Text != nil {
-		*b = Body(*v.Text)
-	} else {
-		*b = Body(v.JSON)
+	nt := &Notification{}
+	if err := json.Unmarshal(v[4:4+n], nt); err != nil {
+		return nil, err
 	}
-	return nil
+	nt.Body = append([]byte(nil), v[4+n:]...)
+	return nt, nil
 }
 
 func newID() string {
@@ -381,7 +384,7 @@ func (n *Notifier) stage(tx *store.Tx, r *Receiver, in *integration, i int, kind
 }
 
 func (n *Notifier) writeOutbox(tx *store.Tx, nt *Notification) error {
-	raw, err := json.Marshal(nt)
+	raw, err := nt.encode()
 	if err != nil {
 		return err
 	}
@@ -402,8 +405,8 @@ func onlyFiring(alerts []*alert.Alert, now time.Time) []*alert.Alert {
 func (n *Notifier) Run(ctx context.Context) error {
 	var pending []*Notification
 	err := n.db.ForEach(store.Outbox, nil, func(k, v []byte) error {
-		nt := &Notification{}
-		if err := json.Unmarshal(v, nt); err != nil {
+		nt, err := decodeNotification(v)
+		if err != nil {
 			n.log.Error("unreadable outbox entry dropped", "err", err)
 			return nil
 		}
@@ -584,7 +587,7 @@ func (n *Notifier) attempt(ctx context.Context, nt *Notification) {
 	}
 	n.log.Warn("notification failed; will retry", "receiver", nt.Receiver, "integration", nt.Integration,
 		"group", nt.GroupKey, "attempt", nt.Attempts, "retry_in", backoff, "err", err)
-	raw, _ := json.Marshal(nt)
+	raw, _ := nt.encode()
 	if werr := n.db.Write(store.Outbox, []store.KV{{Key: nt.seq, Value: raw}}); werr != nil {
 		n.log.Error("outbox update failed", "id", nt.ID, "err", werr)
 	}
@@ -601,7 +604,7 @@ func (n *Notifier) deadLetter(nt *Notification, now time.Time) {
 	n.dead.Inc()
 	n.log.Error("notification failed for good; moved to the dead-letter list", "receiver", nt.Receiver,
 		"integration", nt.Integration, "group", nt.GroupKey, "attempts", nt.Attempts, "err", nt.LastError)
-	raw, _ := json.Marshal(nt)
+	raw, _ := nt.encode()
 	err := n.db.Batch(func(tx *store.Tx) error {
 		if err := tx.Write(store.Outbox, []store.KV{{Key: nt.seq}}); err != nil {
 			return err
@@ -633,8 +636,8 @@ func (n *Notifier) deadLetter(nt *Notification, now time.Time) {
 func (n *Notifier) DeadLetters() ([]*Notification, error) {
 	var out []*Notification
 	err := n.db.ForEach(store.DeadLetters, nil, func(k, v []byte) error {
-		nt := &Notification{}
-		if err := json.Unmarshal(v, nt); err != nil {
+		nt, err := decodeNotification(v)
+		if err != nil {
 			return err
 		}
 		out = append(out, nt)
@@ -647,8 +650,8 @@ func (n *Notifier) DeadLetters() ([]*Notification, error) {
 func (n *Notifier) Pending() ([]*Notification, error) {
 	var out []*Notification
 	err := n.db.ForEach(store.Outbox, nil, func(k, v []byte) error {
-		nt := &Notification{}
-		if err := json.Unmarshal(v, nt); err != nil {
+		nt, err := decodeNotification(v)
+		if err != nil {
 			return err
 		}
 		out = append(out, nt)

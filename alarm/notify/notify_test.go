@@ -338,15 +338,21 @@ func TestNeedsUpdate(t *testing.T) {
 	}
 }
 
-func TestBodyRoundTrip(t *testing.T) {
-	for _, in := range []string{`{"a":[1,2]}`, `hello "world"`, ``, `{"broken"`} {
-		raw, err := json.Marshal(Body(in))
+func TestNotificationEncoding(t *testing.T) {
+	for _, body := range []string{`{"a":[1,2]}`, `hello "world"`, ``} {
+		nt := &Notification{ID: "x", Receiver: "r", Body: []byte(body), Headers: map[string]string{"a": "b"}}
+		raw, err := nt.encode()
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out Body
-		if err := json.Unmarshal(raw, &out); err != nil || string(out) != in {
-			t.Errorf("%q: stored as %s, read back %q %v", in, raw, out, err)
+		back, err := decodeNotification(raw)
+		if err != nil || string(back.Body) != body || back.ID != "x" || back.Headers["a"] != "b" || back.BodySize != len(body) {
+			t.Errorf("%q: read back %+v %v", body, back, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, {0, 0, 0}, {0, 0, 0, 9, '{', '}'}, {0, 0, 0, 1, 'x'}} {
+		if _, err := decodeNotification(bad); err == nil {
+			t.Errorf("%q decoded", bad)
 		}
 	}
 }
