@@ -11,8 +11,8 @@ package notify
 
 import (
 	"context"
-	"encoding/binary"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -65,7 +65,7 @@ type Notification struct {
 	LastError   string            `json:"lastError,omitempty"`
 	FailedAt    time.Time         `json:"failedAt,omitzero"`
 	Target      string            `json:"target"` // URL or command
-	Body        []byte            `json:"-"` // stored after the JSON, see encode
+	Body        []byte            `json:"-"`      // stored after the JSON, see encode
 	BodySize    int               `json:"bodySize"`
 	ContentType string            `json:"contentType"`
 	Headers     map[string]string `json:"headers,omitempty"`
