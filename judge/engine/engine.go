@@ -1,0 +1,539 @@
+// Package engine is judge's evaluator: a short window of values per series,
+// the strategies matching each series evaluated on every point, the alert
+// state machine (pending for `for`, firing, held by keep_firing_for,
+// repeats under max_step, resolved with value and duration), nodata per
+// series and per host, and the alert registry that is persisted and sent.
+//
+// Memory per series: the series struct (about 120 bytes), its labels (shared
+// with the point that created it), one rule entry per matching strategy
+// (24 bytes) and a window of 2×W float64 values, W being the largest
+// window among its strategies (the doubled ring keeps the window contiguous,
+// newest first, without copying).
+package engine
+
+import (
+	"hash/maphash"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/judge/strategy"
+)
+
+// Config tunes an Engine.
+type Config struct {
+	// MaxSeries bounds the series kept; points of new series beyond it
+	// are dropped and counted (0 = no bound).
+	MaxSeries int
+	// Shards splits the series map to let intake run in parallel.
+	Shards int
+	// ResolvedRetention is how long a delivered resolved alert is still
+	// sent (so a receiver that missed it learns it), then forgotten.
+	ResolvedRetention time.Duration
+	// GeneratorURL, when set, is the base of each alert's generatorURL
+	// (transfer's address, e.g. http://127.0.0.1:7120).
+	GeneratorURL string
+}
+
+// Stats are the engine's counters.
+type Stats struct {
+	Points        uint64 `json:"points"`
+	Unwatched     uint64 `json:"unwatched"`
+	OutOfOrder    uint64 `json:"out_of_order"`
+	SeriesDropped uint64 `json:"series_dropped"`
+	Series        int64  `json:"series"`
+	Alerts        int    `json:"alerts"`
+	Firing        int    `json:"firing"`
+}
+
+// Engine evaluates strategies over the points it is given. It is safe for
+// concurrent use.
+type Engine struct {
+	cfg    Config
+	seed   maphash.Seed
+	set    atomic.Pointer[ruleSet]
+	shards []*shard
+
+	mu     sync.Mutex // guards alerts, dirty and every *Alert
+	alerts map[string]*Alert
+	dirty  bool
+
+	points, unwatched, outOfOrder, dropped atomic.Uint64
+	nseries                                atomic.Int64
+}
+
+type ruleSet struct {
+	set *strategy.Set
+	gen uint64
+}
+
+type shard struct {
+	mu     sync.Mutex
+	series map[string]*series
+}
+
+type series struct {
+	labels   metric.Labels
+	key      string
+	lastTime int64 // newest point's timestamp (seconds)
+	lastSeen int64 // wall clock of the newest point's arrival (Unix nanoseconds)
+	gen      uint64
+	rules    []rule
+	buf      []float64 // 2×cap: buf[head:head+n] is the window, newest first
+	head, n  int
+}
+
+type rule struct {
+	st     *strategy.Strategy
+	alert  *Alert // the condition's alert, nil when inactive
+	nodata *Alert // the series' nodata alert, nil when reporting
+}
+
+// New returns an engine with no strategies.
+func New(cfg Config) *Engine {
+	if cfg.Shards <= 0 {
+		cfg.Shards = 64
+	}
+	if cfg.ResolvedRetention <= 0 {
+		cfg.ResolvedRetention = 15 * time.Minute
+	}
+	e := &Engine{cfg: cfg, seed: maphash.MakeSeed(), alerts: map[string]*Alert{}}
+	e.shards = make([]*shard, cfg.Shards)
+	for i := range e.shards {
+		e.shards[i] = &shard{series: map[string]*series{}}
+	}
+	e.set.Store(&ruleSet{set: &strategy.Set{}})
+	return e
+}
+
+// SetStrategies installs a strategy set. Series pick it up at their next
+// point (or sweep); alerts of strategies no longer in the set are resolved.
+func (e *Engine) SetStrategies(set *strategy.Set, now time.Time) []Transition {
+	old := e.set.Load()
+	e.set.Store(&ruleSet{set: set, gen: old.gen + 1})
+	names := map[string]bool{}
+	for _, st := range set.List {
+		names[st.Name] = true
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Transition
+	for _, a := range e.alerts {
+		if names[a.Strategy] {
+			continue
+		}
+		switch a.State {
+		case StatePending:
+			delete(e.alerts, a.Key)
+		case StateFiring:
+			out = append(out, e.resolveLocked(a, a.Value, now))
+		}
+	}
+	return out
+}
+
+// Strategies returns the set in force.
+func (e *Engine) Strategies() *strategy.Set { return e.set.Load().set }
+
+func (e *Engine) shardOf(key []byte) *shard {
+	return e.shards[maphash.Bytes(e.seed, key)%uint64(len(e.shards))]
+}
+
+// Ingest evaluates points that arrived at now (wall clock, for nodata) and
+// returns the transitions they caused. Timers (for, keep_firing_for,
+// repeat_interval) run on the points' own timestamps.
+func (e *Engine) Ingest(now time.Time, pts []metric.Point) []Transition {
+	rs := e.set.Load()
+	var out []Transition
+	var key []byte
+	nowNanos := now.UnixNano()
+	e.points.Add(uint64(len(pts)))
+	for i := range pts {
+		p := &pts[i]
+		sts := rs.set.ForMetric(p.Labels.Name())
+		if len(sts) == 0 {
+			e.unwatched.Add(1)
+			continue
+		}
+		key = p.Labels.AppendKey(key[:0])
+		sh := e.shardOf(key)
+		sh.mu.Lock()
+		s := sh.series[string(key)]
+		if s == nil {
+			if e.cfg.MaxSeries > 0 && e.nseries.Load() >= int64(e.cfg.MaxSeries) {
+				sh.mu.Unlock()
+				e.dropped.Add(1)
+				continue
+			}
+			s = &series{labels: p.Labels, key: string(key)}
+			sh.series[s.key] = s
+			e.nseries.Add(1)
+		}
+		if s.gen != rs.gen {
+			e.rematch(s, rs)
+		}
+		s.lastSeen = nowNanos
+		if s.n > 0 && p.Time <= s.lastTime {
+			// Open-falcon's judge ignores a point not newer than the last.
+			sh.mu.Unlock()
+			e.outOfOrder.Add(1)
+			continue
+		}
+		s.push(p.Value)
+		s.lastTime = p.Time
+		at := time.Unix(p.Time, 0).UTC()
+		for j := range s.rules {
+			out = e.evaluate(s, &s.rules[j], p.Value, at, out)
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+func (s *series) push(v float64) {
+	c := len(s.buf) / 2
+	if c == 0 {
+		return
+	}
+	s.head--
+	if s.head < 0 {
+		s.head = c - 1
+	}
+	s.buf[s.head] = v
+	s.buf[s.head+c] = v
+	if s.n < c {
+		s.n++
+	}
+}
+
+func (s *series) window() []float64 { return s.buf[s.head : s.head+s.n] }
+
+// rematch recomputes the strategies watching s after a new set came in,
+// keeps its values, and re-attaches alerts from the registry.
+func (e *Engine) rematch(s *series, rs *ruleSet) {
+	s.gen = rs.gen
+	s.rules = s.rules[:0]
+	w := 0
+	e.mu.Lock()
+	for _, st := range rs.set.ForMetric(s.labels.Name()) {
+		if !st.Matches(s.labels) {
+			continue
+		}
+		r := rule{st: st}
+		if a := e.alerts[alertKey(st.Name, KindCondition, s.key)]; a != nil && a.State != StateResolved {
+			r.alert = a
+		}
+		if a := e.alerts[alertKey(st.Name, KindNodata, s.key)]; a != nil && a.State != StateResolved {
+			r.nodata = a
+		}
+		s.rules = append(s.rules, r)
+		w = max(w, st.Window())
+	}
+	e.mu.Unlock()
+	if w != len(s.buf)/2 {
+		old := s.window()
+		n := min(len(old), w)
+		buf := make([]float64, 2*w)
+		copy(buf, old[:n])
+		copy(buf[w:], old[:n])
+		s.buf, s.head, s.n = buf, 0, n
+	}
+}
+
+// evaluate runs one strategy on a series after a new point.
+func (e *Engine) evaluate(s *series, r *rule, newest float64, at time.Time, out []Transition) []Transition {
+	if r.nodata != nil {
+		e.mu.Lock()
+		if r.nodata.State == StateFiring {
+			out = append(out, e.resolveLocked(r.nodata, newest, at))
+		}
+		e.mu.Unlock()
+		r.nodata = nil
+	}
+	c := r.st.Cond
+	if c == nil {
+		return out
+	}
+	v, held, enough := c.Eval(s.window(), math.NaN())
+	if !enough {
+		return out
+	}
+	a := r.alert
+	if !held && a == nil {
+		return out // the common case: nothing to do, no lock
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if held {
+		if a == nil || a.State == StateResolved {
+			a = e.newAlertLocked(r.st, KindCondition, s.key, s.labels, at)
+			r.alert = a
+		}
+		a.Value, a.LastHeld = v, at
+		e.dirty = true
+		switch {
+		case a.State == StatePending && at.Sub(a.ActiveAt) >= r.st.For:
+			out = append(out, e.fireLocked(r.st, a, at))
+		case a.State == StateFiring && r.st.RepeatEvery > 0 && at.Sub(a.LastNotified) >= r.st.RepeatEvery &&
+			(r.st.MaxStep == 0 || a.Notified < r.st.MaxStep):
+			a.Notified++
+			a.LastNotified = at
+			a.Annotations = r.st.Render(v, a.Labels)
+			out = append(out, a.transition("repeat", at))
+		}
+		return out
+	}
+	switch a.State {
+	case StatePending:
+		delete(e.alerts, a.Key)
+		r.alert = nil
+	case StateFiring:
+		if r.st.KeepFiringFor > 0 && at.Sub(a.LastHeld) < r.st.KeepFiringFor {
+			return out
+		}
+		out = append(out, e.resolveLocked(a, v, at))
+		r.alert = nil
+	}
+	return out
+}
+
+func (e *Engine) newAlertLocked(st *strategy.Strategy, kind Kind, seriesKey string, ls metric.Labels, at time.Time) *Alert {
+	labels := make(map[string]string, len(ls)+len(st.Labels)+4)
+	for k, v := range st.Labels {
+		labels[k] = v
+	}
+	var seriesMap map[string]string
+	if ls != nil {
+		seriesMap = labelsMap(ls)
+		for _, l := range ls {
+			name := l.Name
+			if name == metric.NameLabel {
+				name = "metric"
+			}
+			labels[name] = l.Value
+		}
+	}
+	labels["alertname"] = st.Name
+	labels["priority"] = string(rune('0' + st.Priority))
+	labels["severity"] = st.Severity
+	if kind != KindCondition {
+		labels["nodata"] = map[Kind]string{KindNodata: "series", KindHostNodata: "host"}[kind]
+	}
+	a := &Alert{Key: alertKey(st.Name, kind, seriesKey), Strategy: st.Name, Kind: kind, State: StatePending,
+		Series: seriesMap, Labels: labels, ActiveAt: at}
+	e.alerts[a.Key] = a
+	e.dirty = true
+	return a
+}
+
+func (e *Engine) fireLocked(st *strategy.Strategy, a *Alert, at time.Time) Transition {
+	a.State = StateFiring
+	a.StartsAt = at
+	a.EndsAt = time.Time{}
+	a.Notified = 1
+	a.LastNotified = at
+	a.Delivered = false
+	a.Annotations = st.Render(a.Value, a.Labels)
+	e.dirty = true
+	return a.transition("firing", at)
+}
+
+func (e *Engine) resolveLocked(a *Alert, value float64, at time.Time) Transition {
+	a.State = StateResolved
+	a.EndsAt = at
+	a.ResolvedValue = value
+	a.Delivered = false
+	e.dirty = true
+	return a.transition("resolved", at)
+}
+
+// Sweep checks nodata at now: a series matched by a strategy with
+// `nodata: D` that has not reported for D raises a nodata alert; when every
+// series of a host under that strategy is silent, one host alert stands for
+// them all. It also forgets resolved alerts that were delivered and are
+// older than the retention.
+func (e *Engine) Sweep(now time.Time) []Transition {
+	rs := e.set.Load()
+	type hostKey struct{ strategy, endpoint string }
+	type hostCount struct {
+		st           *strategy.Strategy
+		total, stale int
+	}
+	hosts := map[hostKey]*hostCount{}
+	nowNanos := now.UnixNano()
+	for _, sh := range e.shards {
+		sh.mu.Lock()
+		for _, s := range sh.series {
+			if s.gen != rs.gen {
+				e.rematch(s, rs)
+			}
+			for _, r := range s.rules {
+				if r.st.Nodata <= 0 {
+					continue
+				}
+				hk := hostKey{r.st.Name, s.labels.Get(metric.EndpointLabel)}
+				hc := hosts[hk]
+				if hc == nil {
+					hc = &hostCount{st: r.st}
+					hosts[hk] = hc
+				}
+				hc.total++
+				if time.Duration(nowNanos-s.lastSeen) >= r.st.Nodata {
+					hc.stale++
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	var out []Transition
+	for _, sh := range e.shards {
+		sh.mu.Lock()
+		for _, s := range sh.series {
+			for j := range s.rules {
+				r := &s.rules[j]
+				if r.st.Nodata <= 0 || r.nodata != nil || time.Duration(nowNanos-s.lastSeen) < r.st.Nodata {
+					continue
+				}
+				hc := hosts[hostKey{r.st.Name, s.labels.Get(metric.EndpointLabel)}]
+				if hc.stale == hc.total {
+					continue // the host alert stands for it
+				}
+				e.mu.Lock()
+				a := e.newAlertLocked(r.st, KindNodata, s.key, s.labels, now)
+				out = append(out, e.fireLocked(r.st, a, now))
+				e.mu.Unlock()
+				r.nodata = a
+			}
+		}
+		sh.mu.Unlock()
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for hk, hc := range hosts {
+		if hc.stale != hc.total {
+			continue
+		}
+		key := alertKey(hk.strategy, KindHostNodata, hk.endpoint)
+		if a := e.alerts[key]; a != nil && a.State == StateFiring {
+			continue
+		}
+		a := e.newAlertLocked(hc.st, KindHostNodata, hk.endpoint, metric.New(metric.Label{Name: metric.EndpointLabel, Value: hk.endpoint}), now)
+		a.Series = nil
+		out = append(out, e.fireLocked(hc.st, a, now))
+	}
+	for key, a := range e.alerts {
+		switch {
+		case a.Kind == KindHostNodata && a.State == StateFiring:
+			hc := hosts[hostKey{a.Strategy, a.Labels[metric.EndpointLabel]}]
+			if hc == nil || hc.stale < hc.total {
+				out = append(out, e.resolveLocked(a, 0, now))
+			}
+		case a.State == StateResolved && a.Delivered && now.Sub(a.EndsAt) > e.cfg.ResolvedRetention:
+			delete(e.alerts, key)
+			e.dirty = true
+		}
+	}
+	return out
+}
+
+// Outgoing returns the alerts to send to Alertmanager now: every firing
+// alert and the resolved ones still within their retention or not yet
+// delivered. Pending alerts are judge's own business.
+func (e *Engine) Outgoing() []Alert {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Alert, 0, len(e.alerts))
+	for _, a := range e.alerts {
+		if a.State == StateFiring || a.State == StateResolved {
+			out = append(out, copyAlert(a))
+		}
+	}
+	sortAlerts(out)
+	return out
+}
+
+// MarkDelivered records that the resolved alerts among sent reached every
+// destination.
+func (e *Engine) MarkDelivered(sent []Alert) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range sent {
+		if a := e.alerts[s.Key]; a != nil && a.State == StateResolved && a.EndsAt.Equal(s.EndsAt) && !a.Delivered {
+			a.Delivered = true
+			e.dirty = true
+		}
+	}
+}
+
+// Snapshot returns every alert (pending, firing, resolved kept) and whether
+// anything changed since the last snapshot.
+func (e *Engine) Snapshot() ([]Alert, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Alert, 0, len(e.alerts))
+	for _, a := range e.alerts {
+		out = append(out, copyAlert(a))
+	}
+	sortAlerts(out)
+	changed := e.dirty
+	e.dirty = false
+	return out, changed
+}
+
+// MarkDirty makes the next Snapshot report a change (after a failed save).
+func (e *Engine) MarkDirty() {
+	e.mu.Lock()
+	e.dirty = true
+	e.mu.Unlock()
+}
+
+// Restore loads persisted alerts after a restart, before any point: series
+// are rebuilt from their labels and count as reporting at now, so nodata
+// waits its full duration again, and a firing alert that keeps holding is
+// not announced a second time.
+func (e *Engine) Restore(alerts []Alert, now time.Time) {
+	rs := e.set.Load()
+	e.mu.Lock()
+	for i := range alerts {
+		a := alerts[i]
+		if a.Key == "" {
+			continue
+		}
+		e.alerts[a.Key] = &a
+	}
+	e.mu.Unlock()
+	var key []byte
+	for _, a := range alerts {
+		if a.Series == nil || a.State == StateResolved {
+			continue
+		}
+		ls := labelsFromMap(a.Series)
+		key = ls.AppendKey(key[:0])
+		sh := e.shardOf(key)
+		sh.mu.Lock()
+		if sh.series[string(key)] == nil {
+			s := &series{labels: ls, key: string(key), lastSeen: now.UnixNano()}
+			sh.series[s.key] = s
+			e.nseries.Add(1)
+			e.rematch(s, rs)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats {
+	st := Stats{Points: e.points.Load(), Unwatched: e.unwatched.Load(), OutOfOrder: e.outOfOrder.Load(),
+		SeriesDropped: e.dropped.Load(), Series: e.nseries.Load()}
+	e.mu.Lock()
+	st.Alerts = len(e.alerts)
+	for _, a := range e.alerts {
+		if a.State == StateFiring {
+			st.Firing++
+		}
+	}
+	e.mu.Unlock()
+	return st
+}
