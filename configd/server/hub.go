@@ -132,15 +132,14 @@ func (h *hub) notify(ns string) {
 		if h.fanout != nil {
 			defer func() { h.fanout(len(list), time.Since(start)) }()
 		}
-		t := time.NewTimer(0)
-		<-t.C
-		defer t.Stop()
-		for start := 0; start < len(list); start += h.batch {
-			if start > 0 {
-				t.Reset(h.interval)
-				<-t.C
+		// Batch k is due at start + k × interval. Pacing by schedule
+		// rather than by sleeping between batches keeps a slow batch (or a
+		// busy machine) from pushing every later batch back as well.
+		for k, from := 0, 0; from < len(list); k, from = k+1, from+h.batch {
+			if d := time.Until(start.Add(time.Duration(k) * h.interval)); d > 0 {
+				time.Sleep(d)
 			}
-			wake(list[start:min(start+h.batch, len(list))])
+			wake(list[from:min(from+h.batch, len(list))])
 		}
 	}()
 }
