@@ -114,6 +114,9 @@ func Send(ctx context.Context, args []string, in io.Reader, out, errw io.Writer)
 			for _, a := range arr {
 				pending = append(pending, a)
 				lines = append(lines, r.Line())
+				if len(pending) >= *batch {
+					flush()
+				}
 			}
 		case '{':
 			if !json.Valid(raw) {
