@@ -266,13 +266,16 @@ func (r *Relay) post(ctx context.Context, url string, body []byte, points int) (
 		// Every item was refused: sending it again cannot help.
 		r.account(ans, points, decoded)
 		return delivered, nil
-	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusRequestTimeout:
-		// A request transfer will never take (wrong path, bad body): drop it
-		// rather than block the spool for good.
-		r.log.Error("transfer refuses the batch; dropping it", "target", url, "status", resp.StatusCode, "answer", intake.Truncate(string(raw)))
+	case resp.StatusCode == http.StatusBadRequest:
+		// The body as a whole was refused: it will be refused again, and
+		// must not block the spool for good.
+		r.log.Error("transfer refuses the batch as a whole; dropping it", "target", url, "answer", intake.Truncate(string(raw)))
 		r.dropped.Add(points)
 		return delivered, nil
 	}
+	// Anything else (5xx, but also 404 or 401 from a wrong or misconfigured
+	// target) is the target's problem, not the batch's: keep the batch and
+	// try the next target.
 	return retry, fmt.Errorf("status %d: %s", resp.StatusCode, intake.Truncate(strings.TrimSpace(string(raw))))
 }
 

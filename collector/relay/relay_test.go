@@ -180,12 +180,19 @@ func TestFailsOverToTheNextTransfer(t *testing.T) {
 	dead := httptest.NewServer(http.NotFoundHandler())
 	deadAddr := strings.TrimPrefix(dead.URL, "http://")
 	dead.Close() // a port nobody listens on
-	h := start(t, Config{Targets: []string{deadAddr, ft.addr()}}, "")
+	// A server that is not a transfer (404) is a failed target, not a
+	// reason to drop the batch.
+	notTransfer := httptest.NewServer(http.NotFoundHandler())
+	defer notTransfer.Close()
+	h := start(t, Config{Targets: []string{deadAddr, notTransfer.URL, ft.addr()}}, "")
 	h.w.Write(context.Background(), seqPoints(0, 30))
 	waitFor(t, "points through the second transfer", func() bool { return len(ft.got()) == 30 })
 	checkSeq(t, ft.got(), 30)
-	if h.relay.current != 1 {
+	if h.relay.current != 2 {
 		t.Errorf("relay did not stay on the transfer that answered")
+	}
+	if h.relay.dropped.Get() != 0 {
+		t.Errorf("%d points dropped", h.relay.dropped.Get())
 	}
 }
 
