@@ -32,9 +32,6 @@ type Config struct {
 	// ResolvedRetention is how long a delivered resolved alert is still
 	// sent (so a receiver that missed it learns it), then forgotten.
 	ResolvedRetention time.Duration
-	// GeneratorURL, when set, is the base of each alert's generatorURL
-	// (transfer's address, e.g. http://127.0.0.1:7120).
-	GeneratorURL string
 }
 
 // Stats are the engine's counters.
@@ -174,13 +171,14 @@ func (e *Engine) Ingest(now time.Time, pts []metric.Point) []Transition {
 		if s.gen != rs.gen {
 			e.rematch(s, rs)
 		}
-		s.lastSeen = nowNanos
-		if s.n > 0 && p.Time <= s.lastTime {
-			// Open-falcon's judge ignores a point not newer than the last.
+		if s.lastTime != 0 && p.Time <= s.lastTime {
+			// Open-falcon's judge ignores a point not newer than the last;
+			// nor does a replayed old point count as the series reporting.
 			sh.mu.Unlock()
 			e.outOfOrder.Add(1)
 			continue
 		}
+		s.lastSeen = nowNanos
 		s.push(p.Value)
 		s.lastTime = p.Time
 		at := time.Unix(p.Time, 0).UTC()
@@ -480,6 +478,18 @@ func (e *Engine) Snapshot() ([]Alert, bool) {
 	changed := e.dirty
 	e.dirty = false
 	return out, changed
+}
+
+// List returns every alert held, without touching the change flag.
+func (e *Engine) List() []Alert {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Alert, 0, len(e.alerts))
+	for _, a := range e.alerts {
+		out = append(out, copyAlert(a))
+	}
+	sortAlerts(out)
+	return out
 }
 
 // MarkDirty makes the next Snapshot report a change (after a failed save).
