@@ -208,6 +208,10 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 			Dir: c.pluginDir, Interval: c.interval, Timeout: c.pluginTimeout, Defaults: defaults, Limits: lim,
 		}, writer, counters, d.Metrics, d.Log)
 		d.Go(ctx, "plugins", pr.Run)
+		d.OnReload(func(context.Context) error {
+			pr.Rescan()
+			return nil
+		})
 	}
 	d.Log.Info("collector running", "endpoint", endpoint, "interval", c.interval, "transfer", strings.Join(c.transfer, ","))
 	return nil

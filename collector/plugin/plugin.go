@@ -171,6 +171,7 @@ type Runner struct {
 	counters *sink.Counters
 	set      *metrics.Set
 	log      *slog.Logger
+	rescan   chan struct{}
 }
 
 // New returns a runner writing points to s.
@@ -185,7 +186,16 @@ func New(cfg Config, s sink.Sink, counters *sink.Counters, set *metrics.Set, log
 		cfg.Timeout = 10 * time.Second
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
-	return &Runner{cfg: cfg, sink: s, counters: counters, set: set, log: log}
+	return &Runner{cfg: cfg, sink: s, counters: counters, set: set, log: log, rescan: make(chan struct{}, 1)}
+}
+
+// Rescan makes Run read the directory again now (on a reload) instead of
+// at its next Rescan tick.
+func (r *Runner) Rescan() {
+	select {
+	case r.rescan <- struct{}{}:
+	default:
+	}
 }
 
 func (r *Runner) count(name, result string) {
@@ -243,6 +253,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(r.cfg.Rescan):
+		case <-r.rescan:
 		}
 	}
 }

@@ -132,7 +132,8 @@ func (m *memSink) names() map[string]int {
 func newRunner(t *testing.T, dir string) (*Runner, *memSink, *metrics.Set) {
 	set := metrics.NewSet()
 	out := &memSink{}
-	r := New(Config{Dir: dir, Interval: time.Minute, Timeout: 300 * time.Millisecond, Defaults: defaults, Rescan: 50 * time.Millisecond},
+	// A long rescan period: TestRunSchedules picks up a new plugin by Rescan.
+	r := New(Config{Dir: dir, Interval: time.Minute, Timeout: 300 * time.Millisecond, Defaults: defaults, Rescan: time.Hour},
 		out, sink.NewCounters(set, nil), set, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	return r, out, set
 }
@@ -202,6 +203,7 @@ func TestRunSchedules(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	writeScript(t, dir, "late.sh", "#!/bin/sh\n# opskit-interval: 100ms\necho '{\"metric\":\"late.tick\",\"value\":2}'\n", 0o755)
+	r.Rescan()
 	for out.names()["late.tick"] < 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
