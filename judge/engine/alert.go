@@ -31,7 +31,7 @@ const (
 // Alert is one alert of one strategy on one series (or one host for
 // host nodata). It is what judge persists and what it sends.
 type Alert struct {
-	Key      string `json:"key"`
+	Key      string `json:"-"`
 	Strategy string `json:"strategy"`
 	Kind     Kind   `json:"kind"`
 	State    State  `json:"state"`
@@ -53,9 +53,6 @@ type Alert struct {
 	Delivered bool `json:"delivered,omitempty"`
 	// ResolvedValue is the value when the alert recovered.
 	ResolvedValue float64 `json:"resolved_value,omitempty"`
-	// Flips are the recent times the alert's condition changed state, for
-	// flap damping.
-	Flapping bool `json:"flapping,omitempty"`
 }
 
 // Transition is a change of an alert worth telling: firing, repeat (a

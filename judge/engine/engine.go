@@ -508,7 +508,14 @@ func (e *Engine) Restore(alerts []Alert, now time.Time) {
 	e.mu.Lock()
 	for i := range alerts {
 		a := alerts[i]
-		if a.Key == "" {
+		// Keys hold label separators that JSON does not carry intact:
+		// rebuild them from what they are made of.
+		switch {
+		case a.Kind == KindHostNodata:
+			a.Key = alertKey(a.Strategy, a.Kind, a.Labels[metric.EndpointLabel])
+		case a.Series != nil:
+			a.Key = alertKey(a.Strategy, a.Kind, labelsFromMap(a.Series).Key())
+		default:
 			continue
 		}
 		e.alerts[a.Key] = &a

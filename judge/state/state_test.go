@@ -22,7 +22,7 @@ func TestSaveLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := Load(path)
-	if err != nil || len(out) != 1 || out[0].Key != "k" || !out[0].StartsAt.Equal(at) || out[0].Value != 1.5 || out[0].Notified != 2 {
+	if err != nil || len(out) != 1 || out[0].Strategy != "s" || !out[0].StartsAt.Equal(at) || out[0].Value != 1.5 || out[0].Notified != 2 {
 		t.Fatalf("loaded %+v %v", out, err)
 	}
 	os.WriteFile(path, []byte(`{"version":9}`), 0o600)
