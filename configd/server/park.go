@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 
@@ -87,6 +86,21 @@ func (h *rehome) shutdown(ctx context.Context) {
 	}
 }
 
+// rehomedConn keeps the peer's address formatted once: net/http formats
+// it for every connection it is given, and a watcher's connection is given
+// back after every answer.
+type rehomedConn struct {
+	net.Conn
+	remote fixedAddr
+}
+
+func (c *rehomedConn) RemoteAddr() net.Addr { return c.remote }
+
+type fixedAddr struct{ network, addr string }
+
+func (a fixedAddr) Network() string { return a.network }
+func (a fixedAddr) String() string  { return a.addr }
+
 // park takes over a watch that has to wait. It returns false, leaving the
 // request untouched, when the connection cannot be parked (HTTP/2, or a
 // server without a known http.Server).
@@ -105,6 +119,10 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request, wt *waiter, check 
 	conn, brw, err := hj.Hijack()
 	if err != nil {
 		return false
+	}
+	if _, ok := conn.(*rehomedConn); !ok {
+		ra := conn.RemoteAddr()
+		conn = &rehomedConn{Conn: conn, remote: fixedAddr{network: ra.Network(), addr: ra.String()}}
 	}
 	handler, _ := s.rehome.server(orig, conn.LocalAddr())
 	p := &parked{s: s, conn: conn, w: wt, check: check, close: r.Close, handler: handler}
@@ -157,19 +175,35 @@ func (p *parked) finish(status int, payload []byte) bool {
 	}
 	p.timerMu.Unlock()
 	p.s.hub.unsubscribe(p.w)
-	bw := bufio.NewWriterSize(p.conn, 512+len(payload))
-	bw.WriteString("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\nCache-Control: no-store\r\nDate: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n")
+	head := make([]byte, 0, 192)
+	head = append(head, "HTTP/1.1 "...)
+	head = strconv.AppendInt(head, int64(status), 10)
+	head = append(head, ' ')
+	head = append(head, http.StatusText(status)...)
+	head = append(head, "\r\nCache-Control: no-store\r\nDate: "...)
+	head = time.Now().UTC().AppendFormat(head, http.TimeFormat)
+	head = append(head, "\r\n"...)
 	if p.close {
-		bw.WriteString("Connection: close\r\n")
+		head = append(head, "Connection: close\r\n"...)
 	}
 	if status != http.StatusNotModified {
-		bw.WriteString("Content-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(payload)) + "\r\n\r\n")
-		bw.Write(payload)
-	} else {
-		bw.WriteString("\r\n")
+		head = append(head, "Content-Type: application/json\r\nContent-Length: "...)
+		head = strconv.AppendInt(head, int64(len(payload)), 10)
+		head = append(head, "\r\n"...)
+	}
+	head = append(head, "\r\n"...)
+	// The payload is shared by every watcher of the change: write it
+	// beside the head (writev) rather than copying it.
+	bufs := net.Buffers{head}
+	if status != http.StatusNotModified {
+		bufs = append(bufs, payload)
+	}
+	var raw net.Conn = p.conn
+	if rc, ok := raw.(*rehomedConn); ok {
+		raw = rc.Conn // the TCP connection does writev; the wrapper would not
 	}
 	p.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	err := bw.Flush()
+	_, err := bufs.WriteTo(raw)
 	p.conn.SetWriteDeadline(time.Time{})
 	if err != nil || p.close || p.s.stopping.Load() {
 		p.conn.Close()
