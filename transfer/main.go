@@ -1,6 +1,8 @@
 // Command transfer is opskit's metrics node: open-falcon JSON, Graphite and
 // Prometheus remote_write intake, round-robin storage with a write-ahead log,
-// and the Prometheus HTTP API and open-falcon graph API for queries.
+// and the Prometheus HTTP API and open-falcon graph API for queries; with
+// --peers, one member of a consistent-hash ring of such nodes, routing
+// points to judge and optionally to Kafka and ClickHouse.
 // See transfer/README.md.
 package main
 
@@ -81,7 +83,7 @@ func main() {
 	kit.Main(kit.Spec{
 		Name:     "transfer",
 		Listen:   "127.0.0.1:7120",
-		Summary:  "metrics intake (open-falcon JSON, Graphite, remote_write), round-robin storage with a WAL, Prometheus and open-falcon queries",
+		Summary:  "metrics intake (open-falcon JSON, Graphite, remote_write), round-robin storage with a WAL, Prometheus and open-falcon queries, sharded over a consistent-hash ring of nodes",
 		Sections: []string{"schemas"},
 		Flags:    func(fs *pflag.FlagSet) { c.flags(fs) },
 		Start:    func(ctx context.Context, d *kit.Daemon) error { return c.start(ctx, d) },
@@ -117,7 +119,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.peers, "peers", "", "the ring's nodes as name=host:port,... (every node the same list, itself included), or a file of such entries reread on SIGHUP; empty runs a single node")
 	fs.IntVar(&c.replicas, "replicas", 1, "distinct nodes storing each series")
 	fs.StringVar(&c.judges, "judge", "", "judge nodes as name=host:port,...: each point is posted (open-falcon JSON) to the one owning its series")
-	fs.Int64Var(&c.spoolBytes, "spool-max-bytes", 1<<30, "disk bound of each destination's spool (peer, judge); beyond it the oldest points are dropped and counted")
+	fs.Int64Var(&c.spoolBytes, "spool-max-bytes", 1<<30, "disk bound of each destination's spool (peer, judge, Kafka, ClickHouse); beyond it the oldest points are dropped and counted")
 	fs.IntVar(&c.forwardBatch, "forward-batch-points", 10000, "most points in one forwarded request")
 	fs.DurationVar(&c.forwardMinRetry, "forward-min-backoff", 100*time.Millisecond, "first wait before retrying a destination that failed (doubles up to --forward-max-backoff)")
 	fs.DurationVar(&c.forwardMaxRetry, "forward-max-backoff", 10*time.Second, "longest wait between retries of a destination")
