@@ -23,7 +23,7 @@ import (
 	"github.com/opskit/opskit/transfer/intake/graphite"
 )
 
-// Proto is the "proto" label of this intake's counters.
+// ProtoTCP and ProtoUDP are the "proto" labels of this intake's counters.
 const (
 	ProtoTCP = "graphite_tcp"
 	ProtoUDP = "graphite_udp"
