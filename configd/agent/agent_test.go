@@ -166,12 +166,16 @@ func TestAgentFollowsServerAndSurvivesItsAbsence(t *testing.T) {
 	waitFor(t, "catch-up to release 3", 10*time.Second, func() bool { return version() == 3 })
 	waitFor(t, "fresh", 5*time.Second, func() bool { return ready.reason() == "" })
 
-	watch, err := http.Get(local.URL + "/v1/watch?ns=web/prod/app:3&timeout=100ms")
-	if err != nil || watch.StatusCode != http.StatusNotModified {
-		t.Fatalf("local watch at current: %v %v", watch.Status, err)
-	}
-	watch.Body.Close()
-	watch, _ = http.Get(local.URL + "/v1/watch?ns=web/prod/app:1&timeout=1s")
+	// The switch on disk comes a moment before the agent's own record of it.
+	waitFor(t, "local watch at the current release to wait", 5*time.Second, func() bool {
+		watch, err := http.Get(local.URL + "/v1/watch?ns=web/prod/app:3&timeout=100ms")
+		if err != nil {
+			return false
+		}
+		watch.Body.Close()
+		return watch.StatusCode == http.StatusNotModified
+	})
+	watch, _ := http.Get(local.URL + "/v1/watch?ns=web/prod/app:1&timeout=1s")
 	var changes []api.Change
 	json.NewDecoder(watch.Body).Decode(&changes)
 	watch.Body.Close()
