@@ -1,13 +1,152 @@
-// Command ratelimit: rate-limiting and adaptive-concurrency HTTP gateway, and a pipe throttle.
+// Command ratelimit is opskit's rate-limiting gateway: a reverse proxy that
+// holds requests to nginx limit_req or token-bucket quotas and protects
+// upstreams with adaptive concurrency; and a pipe throttle for shell
+// scripts. See ratelimit/README.md.
 package main
 
-import "github.com/opskit/opskit/internal/kit"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/opskit/opskit/internal/kit"
+	"github.com/opskit/opskit/ratelimit/gateway"
+	"github.com/opskit/opskit/ratelimit/pipe"
+)
+
+type config struct {
+	proxyListen   string
+	routes        string
+	watchInterval time.Duration
+	accessLog     bool
+	readTimeout   time.Duration
+	idleTimeout   time.Duration
+}
 
 func main() {
+	var c config
 	kit.Main(kit.Spec{
 		Name:    "ratelimit",
 		Listen:  "127.0.0.1:7150",
 		Summary: "rate-limiting and adaptive-concurrency HTTP gateway, and a pipe throttle",
-		Pending: "the ratelimit issue",
+		Flags:   func(fs *pflag.FlagSet) { c.flags(fs) },
+		Start:   func(ctx context.Context, d *kit.Daemon) error { return c.start(ctx, d) },
+		Commands: []kit.Command{
+			{
+				Name:    "pipe",
+				Summary: "copy stdin lines to stdout no faster than --rate (per --key-field)",
+				Run: func(ctx context.Context, args []string, io kit.IO) int {
+					return pipe.Main(ctx, args, io.In, io.Out, io.Err)
+				},
+			},
+			{
+				Name:    "exec",
+				Summary: "run a command per stdin line at --rate: ratelimit exec --rate 5/s -- CMD {}",
+				Run: func(ctx context.Context, args []string, io kit.IO) int {
+					return pipe.ExecMain(ctx, args, io.In, io.Out, io.Err)
+				},
+			},
+		},
 	})
+}
+
+func (c *config) flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.proxyListen, "proxy-listen", "127.0.0.1:7151", "address the gateway proxies on")
+	fs.StringVar(&c.routes, "routes", "", "routes file (zones, upstreams, routes; see README); reread on SIGHUP and when it changes")
+	fs.DurationVar(&c.watchInterval, "routes-watch-interval", time.Second, "how often the routes file is checked for changes (0 = only on SIGHUP)")
+	fs.BoolVar(&c.accessLog, "access-log", false, "log every proxied request with its limit status (dyed requests are always logged)")
+	fs.DurationVar(&c.readTimeout, "proxy-read-header-timeout", 10*time.Second, "longest a client may take to send request headers")
+	fs.DurationVar(&c.idleTimeout, "proxy-idle-timeout", 2*time.Minute, "close a client's keep-alive connection idle this long")
+}
+
+func (c *config) start(ctx context.Context, d *kit.Daemon) error {
+	g := gateway.New(gateway.Options{Log: d.Log, Metrics: d.Metrics, AccessLog: c.accessLog})
+	if c.routes != "" {
+		if err := g.LoadFile(c.routes); err != nil {
+			return err
+		}
+		d.OnReload(func(context.Context) error { return g.LoadFile(c.routes) })
+		if c.watchInterval > 0 {
+			d.Go(ctx, "routes watch", func(ctx context.Context) error {
+				watchFile(ctx, c.routes, c.watchInterval, func() {
+					if err := g.LoadFile(c.routes); err != nil {
+						d.Log.Error("routes file changed but is not valid; the rules in force stay", "file", c.routes, "err", err)
+						return
+					}
+					d.Log.Info("routes file changed; reloaded", "file", c.routes)
+				})
+				return nil
+			})
+		}
+	} else {
+		d.Log.Warn("no --routes file: every request gets 404")
+	}
+
+	ln, err := net.Listen("tcp", c.proxyListen)
+	if err != nil {
+		g.Close()
+		return fmt.Errorf("--proxy-listen: %w", err)
+	}
+	srv := &http.Server{Handler: g, ReadHeaderTimeout: c.readTimeout, IdleTimeout: c.idleTimeout}
+	// HTTP/2 without TLS (prior knowledge) as well as HTTP/1.1.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	d.Log.Info("proxy listening", "proxy_listen", ln.Addr().String())
+	d.Go(ctx, "proxy", func(ctx context.Context) error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	d.OnStop("proxy", func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		g.Close()
+		return err
+	})
+
+	d.HandleAdmin("limits", func(_ context.Context, args []string) (any, error) {
+		switch len(args) {
+		case 0:
+			return g.Limits("", ""), nil
+		case 2:
+			return g.Limits(args[0], args[1]), nil
+		}
+		return nil, errors.New("limits takes no arguments, or ZONE KEY")
+	})
+	d.Mux.HandleFunc("GET /limits", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, g.Limits(r.URL.Query().Get("zone"), r.URL.Query().Get("key")))
+	})
+	return nil
+}
+
+// watchFile calls changed when the file's size or modification time moves.
+func watchFile(ctx context.Context, path string, every time.Duration, changed func()) {
+	stamp := func() string {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return "missing"
+		}
+		return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
+	}
+	last := stamp()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s := stamp(); s != last {
+			last = s
+			changed()
+		}
+	}
 }

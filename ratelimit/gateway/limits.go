@@ -1,7 +1,5 @@
 package gateway
 
-
-
 // Report is what /admin/limits shows.
 type Report struct {
 	Zones     []ZoneReport     `json:"zones"`
