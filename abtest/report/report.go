@@ -262,6 +262,8 @@ func (b *Builder) rates(rep *Report, conversions []int) {
 	for i := range rep.Variants {
 		v := &rep.Variants[i]
 		v.Analyzed, v.Conversions = v.Units, conversions[i]
+		v.Value, v.NaiveValue = stats.JSONFloat(math.NaN()), stats.JSONFloat(math.NaN())
+		v.ValueCI = stats.Pair([2]float64{math.NaN(), math.NaN()})
 		if v.Units > 0 {
 			p := float64(v.Conversions) / float64(v.Units)
 			se := math.Sqrt(p * (1 - p) / float64(v.Units))

@@ -219,7 +219,7 @@ func (s *Server) handleAssignGet(w http.ResponseWriter, r *http.Request) {
 			if req.Attributes == nil {
 				req.Attributes = map[string]any{}
 			}
-			req.Attributes[name] = queryValue(vs[0])
+			req.Attributes[name] = QueryValue(vs[0])
 		}
 	}
 	resp := s.assign(req, s.opt.Now())
@@ -230,9 +230,9 @@ func (s *Server) handleAssignGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// queryValue types a query attribute the way a JSON body would: numbers
+// QueryValue types a query attribute the way a JSON body would: numbers
 // and booleans become such, anything else stays a string.
-func queryValue(v string) any {
+func QueryValue(v string) any {
 	switch v {
 	case "true":
 		return true

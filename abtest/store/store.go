@@ -354,3 +354,12 @@ func (s *Store) Close() error {
 	}
 	return first
 }
+
+// DirScanner reads experiment logs in dir without opening them for
+// writing, for reports beside a running daemon.
+type DirScanner string
+
+// Scan is Store.Scan on the directory.
+func (d DirScanner) Scan(experiment string, fn func(*Record) error) error {
+	return ScanDir(string(d), experiment, fn)
+}
