@@ -27,6 +27,7 @@ type config struct {
 	accessLog     bool
 	readTimeout   time.Duration
 	idleTimeout   time.Duration
+	drainTimeout  time.Duration
 }
 
 func main() {
@@ -63,6 +64,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.accessLog, "access-log", false, "log every proxied request with its limit status (dyed requests are always logged)")
 	fs.DurationVar(&c.readTimeout, "proxy-read-header-timeout", 10*time.Second, "longest a client may take to send request headers")
 	fs.DurationVar(&c.idleTimeout, "proxy-idle-timeout", 2*time.Minute, "close a client's keep-alive connection idle this long")
+	fs.DurationVar(&c.drainTimeout, "proxy-drain-timeout", 5*time.Second, "on stop, how long requests in flight may take to finish (keep below --shutdown-timeout)")
 }
 
 func (c *config) start(ctx context.Context, d *kit.Daemon) error {
@@ -99,16 +101,26 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	d.Log.Info("proxy listening", "proxy_listen", ln.Addr().String())
+	// The kit waits for this to return before its stop hooks: the proxy
+	// drains here when the daemon stops.
 	d.Go(ctx, "proxy", func(ctx context.Context) error {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		select {
+		case err := <-served:
+			g.Close()
 			return err
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), c.drainTimeout)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		g.Close()
+		if err != nil {
+			d.Log.Warn("proxy connections still open at the drain deadline", "err", err)
+			srv.Close()
 		}
 		return nil
-	})
-	d.OnStop("proxy", func(ctx context.Context) error {
-		err := srv.Shutdown(ctx)
-		g.Close()
-		return err
 	})
 
 	d.HandleAdmin("limits", func(_ context.Context, args []string) (any, error) {
@@ -126,7 +138,9 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	return nil
 }
 
-// watchFile calls changed when the file's size or modification time moves.
+// watchFile calls changed when the file's size or modification time has
+// moved and then held still for one interval, so that a file being written
+// in place is not read half written.
 func watchFile(ctx context.Context, path string, every time.Duration, changed func()) {
 	stamp := func() string {
 		fi, err := os.Stat(path)
@@ -135,7 +149,8 @@ func watchFile(ctx context.Context, path string, every time.Duration, changed fu
 		}
 		return fmt.Sprint(fi.Size(), fi.ModTime().UnixNano())
 	}
-	last := stamp()
+	loaded := stamp()
+	seen := loaded
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -144,9 +159,11 @@ func watchFile(ctx context.Context, path string, every time.Duration, changed fu
 			return
 		case <-t.C:
 		}
-		if s := stamp(); s != last {
-			last = s
+		s := stamp()
+		if s == seen && s != loaded {
+			loaded = s
 			changed()
 		}
+		seen = s
 	}
 }

@@ -117,10 +117,10 @@ type RouteConfig struct {
 
 // LimitConfig applies a zone to a route (nginx's limit_req).
 type LimitConfig struct {
-	Zone    string `yaml:"zone"`
-	Burst   uint64 `yaml:"burst"`
-	Delay   uint64 `yaml:"delay"`
-	NoDelay bool   `yaml:"nodelay"`
+	Zone    string `yaml:"zone" json:"zone"`
+	Burst   uint64 `yaml:"burst" json:"burst"`
+	Delay   uint64 `yaml:"delay" json:"delay,omitempty"`
+	NoDelay bool   `yaml:"nodelay" json:"nodelay,omitempty"`
 }
 
 // DyeConfig marks requests whose Key is one of Values (any non-empty value

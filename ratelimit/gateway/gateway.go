@@ -334,15 +334,14 @@ func (g *Gateway) newRoute(rc RouteConfig, st *state) (*route, error) {
 	return r, nil
 }
 
-// quota states a rate as q requests per w seconds with whole numbers.
+// quota states a rate as q requests per w seconds with whole numbers:
+// q per second from 1/s up, else 1 per ⌈1/rate⌉ seconds (nginx's 1r/m is
+// 16 thousandths a second: one per 63 s, not 60).
 func quota(name string, perSecond float64) policy {
-	for _, w := range []int64{1, 60, 3600} {
-		q := perSecond * float64(w)
-		if q >= 1 {
-			return policy{name: name, q: int64(math.Floor(q)), w: w}
-		}
+	if perSecond >= 1 {
+		return policy{name: name, q: int64(math.Floor(perSecond)), w: 1}
 	}
-	return policy{name: name, q: 1, w: int64(math.Ceil(1 / perSecond))}
+	return policy{name: name, q: 1, w: int64(math.Ceil(1/perSecond - 1e-9))}
 }
 
 func (r *route) matches(req *http.Request) bool {
