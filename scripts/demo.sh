@@ -11,6 +11,7 @@ mkdir -p var/demo-logs
 # Each listens on its default loopback port (see README.md).
 DEMO=(
   "transfer"   # metrics intake, storage and query on 7120, Graphite on 7121
+  "collector --interval 30s"   # host metrics every 30 s, app intake on 7110/7111/8125, relays to transfer
 )
 
 pids=()
@@ -27,8 +28,7 @@ stop_all() {
   for i in "${!pids[@]}"; do
     code=0
     wait "${pids[$i]}" || code=$?
-    # Helper scripts end by the TERM we sent them (128+15).
-    if [[ $code -eq 0 || ( ${names[$i]} == feed && $code -eq 143 ) ]]; then
+    if [[ $code -eq 0 ]]; then
       echo "  ${names[$i]} stopped cleanly"
     else
       echo "  ${names[$i]} exited with $code"; status=1
@@ -63,14 +63,12 @@ for i in "${!names[@]}"; do
   addr=$(grep -o 'listen=[^ ]*' "var/demo-logs/${names[$i]}.log" | head -1 | cut -d= -f2)
   printf '  %-10s %-22s %s\n' "${names[$i]}" "$addr" "${pids[$i]}"
 done
-if [[ -f scripts/demo-feed.sh ]]; then
-  setsid scripts/demo-feed.sh >var/demo-logs/feed.log 2>&1 &
-  pids+=($!); names+=("feed")
-fi
 cat <<'TRY'
+Host metrics reach transfer every 30 s (rates from the second round on).
 Try, in another shell:
-  curl -s 'http://127.0.0.1:7120/api/v1/query?query={__name__="load.1min"}'
-  bin/transfer push --addr 127.0.0.1:7120 <<<'demo.metric;endpoint=me 42 '"$(date +%s)"
+  curl -s 'http://127.0.0.1:7120/api/v1/query?query={__name__="cpu.busy"}'
+  echo "app.requests:1|c" > /dev/udp/127.0.0.1/8125          # StatsD into the collector
+  bin/collector once | head -3                                 # one round as open-falcon JSON lines
   promtool query instant http://127.0.0.1:7120 '{__name__=~"load.*"}'
   Grafana: add a Prometheus data source at http://127.0.0.1:7120 (examples/grafana/)
 Ctrl-C stops everything.
