@@ -818,4 +818,3 @@ func (s *Server) auditLog(w http.ResponseWriter, r *http.Request, _ Identity) er
 	writeJSON(w, http.StatusOK, log)
 	return nil
 }
-

@@ -164,4 +164,3 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 		}
 	}
 }
-
