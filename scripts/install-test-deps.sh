@@ -18,6 +18,9 @@ PACKAGES=(
 	graphite-carbon
 	prometheus-alertmanager # also provides amtool
 	collectd-core # collectd with write_graphite, for the collector's Graphite intake
+	nginx # limit_req side by side with ratelimit, and its benchmark
+	wrk # HTTP load for the ratelimit benchmark
+	hey # HTTP load with latency percentiles for the ratelimit benchmark
 )
 
 if (($# > 0)); then
