@@ -4,16 +4,17 @@
 // repeats under max_step, resolved with value and duration), nodata per
 // series and per host, and the alert registry that is persisted and sent.
 //
-// Memory per series: the series struct (about 120 bytes), its labels (shared
-// with the point that created it), one rule entry per matching strategy
-// (24 bytes) and a window of 2×W float64 values, W being the largest
-// window among its strategies (the doubled ring keeps the window contiguous,
-// newest first, without copying).
+// Memory per series: the series struct (96 bytes), its key (the labels
+// encoded once, name and values with a separator byte each), a map slot,
+// one rule entry per matching strategy (24 bytes), and a window of 2×W
+// float64 values, W being the largest window among its strategies (the
+// doubled ring keeps the window contiguous, newest first, without copying).
 package engine
 
 import (
 	"hash/maphash"
 	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,20 +63,48 @@ type Engine struct {
 }
 
 type ruleSet struct {
-	set *strategy.Set
-	gen uint64
+	set    *strategy.Set
+	gen    uint64
+	nodata bool // some strategy has nodata: sweeps have work
 }
 
+// shard holds series by the 64-bit hash of their key; the rare series
+// whose hashes collide are chained.
 type shard struct {
 	mu     sync.Mutex
-	series map[string]*series
+	series map[uint64]*series
+}
+
+// get returns the series with key, nil if none.
+func (sh *shard) get(h uint64, key []byte) *series {
+	for s := sh.series[h]; s != nil; s = s.next {
+		if s.key == string(key) {
+			return s
+		}
+	}
+	return nil
+}
+
+// add inserts a series known to be absent.
+func (sh *shard) add(h uint64, s *series) {
+	s.next = sh.series[h]
+	sh.series[h] = s
+}
+
+// each calls fn for every series.
+func (sh *shard) each(fn func(*series)) {
+	for _, s := range sh.series {
+		for ; s != nil; s = s.next {
+			fn(s)
+		}
+	}
 }
 
 type series struct {
-	labels   metric.Labels
-	key      string
-	lastTime int64 // newest point's timestamp (seconds)
-	lastSeen int64 // wall clock of the newest point's arrival (Unix nanoseconds)
+	key      string  // metric.Labels.AppendKey: the labels themselves, not kept twice
+	next     *series // another series with the same hash
+	lastTime int64   // newest point's timestamp (seconds)
+	lastSeen int64   // wall clock of the newest point's arrival (Unix nanoseconds)
 	gen      uint64
 	rules    []rule
 	buf      []float64 // 2×cap: buf[head:head+n] is the window, newest first
@@ -99,7 +128,7 @@ func New(cfg Config) *Engine {
 	e := &Engine{cfg: cfg, seed: maphash.MakeSeed(), alerts: map[string]*Alert{}}
 	e.shards = make([]*shard, cfg.Shards)
 	for i := range e.shards {
-		e.shards[i] = &shard{series: map[string]*series{}}
+		e.shards[i] = &shard{series: map[uint64]*series{}}
 	}
 	e.set.Store(&ruleSet{set: &strategy.Set{}})
 	return e
@@ -109,11 +138,13 @@ func New(cfg Config) *Engine {
 // point (or sweep); alerts of strategies no longer in the set are resolved.
 func (e *Engine) SetStrategies(set *strategy.Set, now time.Time) []Transition {
 	old := e.set.Load()
-	e.set.Store(&ruleSet{set: set, gen: old.gen + 1})
+	rs := &ruleSet{set: set, gen: old.gen + 1}
 	names := map[string]bool{}
 	for _, st := range set.List {
 		names[st.Name] = true
+		rs.nodata = rs.nodata || st.Nodata > 0
 	}
+	e.set.Store(rs)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []Transition
@@ -134,8 +165,9 @@ func (e *Engine) SetStrategies(set *strategy.Set, now time.Time) []Transition {
 // Strategies returns the set in force.
 func (e *Engine) Strategies() *strategy.Set { return e.set.Load().set }
 
-func (e *Engine) shardOf(key []byte) *shard {
-	return e.shards[maphash.Bytes(e.seed, key)%uint64(len(e.shards))]
+func (e *Engine) shardOf(key []byte) (*shard, uint64) {
+	h := maphash.Bytes(e.seed, key)
+	return e.shards[h%uint64(len(e.shards))], h
 }
 
 // Ingest evaluates points that arrived at now (wall clock, for nodata) and
@@ -155,17 +187,17 @@ func (e *Engine) Ingest(now time.Time, pts []metric.Point) []Transition {
 			continue
 		}
 		key = p.Labels.AppendKey(key[:0])
-		sh := e.shardOf(key)
+		sh, h := e.shardOf(key)
 		sh.mu.Lock()
-		s := sh.series[string(key)]
+		s := sh.get(h, key)
 		if s == nil {
 			if e.cfg.MaxSeries > 0 && e.nseries.Load() >= int64(e.cfg.MaxSeries) {
 				sh.mu.Unlock()
 				e.dropped.Add(1)
 				continue
 			}
-			s = &series{labels: p.Labels, key: string(key)}
-			sh.series[s.key] = s
+			s = &series{key: string(key)}
+			sh.add(h, s)
 			e.nseries.Add(1)
 		}
 		if s.gen != rs.gen {
@@ -188,6 +220,32 @@ func (e *Engine) Ingest(now time.Time, pts []metric.Point) []Transition {
 		sh.mu.Unlock()
 	}
 	return out
+}
+
+// labels decodes the series' labels from its key.
+func (s *series) labels() metric.Labels {
+	var ls metric.Labels
+	rest := s.key
+	for rest != "" {
+		name, after, _ := strings.Cut(rest, "\xff")
+		value, after2, _ := strings.Cut(after, "\xff")
+		ls = append(ls, metric.Label{Name: name, Value: value})
+		rest = after2
+	}
+	return ls
+}
+
+// keyGet returns one label's value from a series key without allocating.
+func keyGet(key, name string) string {
+	for key != "" {
+		n, after, _ := strings.Cut(key, "\xff")
+		v, rest, _ := strings.Cut(after, "\xff")
+		if n == name {
+			return v
+		}
+		key = rest
+	}
+	return ""
 }
 
 func (s *series) push(v float64) {
@@ -215,8 +273,9 @@ func (e *Engine) rematch(s *series, rs *ruleSet) {
 	s.rules = s.rules[:0]
 	w := 0
 	e.mu.Lock()
-	for _, st := range rs.set.ForMetric(s.labels.Name()) {
-		if !st.Matches(s.labels) {
+	ls := s.labels()
+	for _, st := range rs.set.ForMetric(ls.Name()) {
+		if !st.Matches(ls) {
 			continue
 		}
 		r := rule{st: st}
@@ -266,7 +325,7 @@ func (e *Engine) evaluate(s *series, r *rule, newest float64, at time.Time, out 
 	defer e.mu.Unlock()
 	if held {
 		if a == nil || a.State == StateResolved {
-			a = e.newAlertLocked(r.st, KindCondition, s.key, s.labels, at)
+			a = e.newAlertLocked(r.st, KindCondition, s.key, s.labels(), at)
 			r.alert = a
 		}
 		a.Value, a.LastHeld = v, at
@@ -362,8 +421,11 @@ func (e *Engine) Sweep(now time.Time) []Transition {
 	hosts := map[hostKey]*hostCount{}
 	nowNanos := now.UnixNano()
 	for _, sh := range e.shards {
+		if !rs.nodata {
+			break
+		}
 		sh.mu.Lock()
-		for _, s := range sh.series {
+		sh.each(func(s *series) {
 			if s.gen != rs.gen {
 				e.rematch(s, rs)
 			}
@@ -371,7 +433,7 @@ func (e *Engine) Sweep(now time.Time) []Transition {
 				if r.st.Nodata <= 0 {
 					continue
 				}
-				hk := hostKey{r.st.Name, s.labels.Get(metric.EndpointLabel)}
+				hk := hostKey{r.st.Name, keyGet(s.key, metric.EndpointLabel)}
 				hc := hosts[hk]
 				if hc == nil {
 					hc = &hostCount{st: r.st}
@@ -382,29 +444,32 @@ func (e *Engine) Sweep(now time.Time) []Transition {
 					hc.stale++
 				}
 			}
-		}
+		})
 		sh.mu.Unlock()
 	}
 	var out []Transition
 	for _, sh := range e.shards {
+		if !rs.nodata {
+			break
+		}
 		sh.mu.Lock()
-		for _, s := range sh.series {
+		sh.each(func(s *series) {
 			for j := range s.rules {
 				r := &s.rules[j]
 				if r.st.Nodata <= 0 || r.nodata != nil || time.Duration(nowNanos-s.lastSeen) < r.st.Nodata {
 					continue
 				}
-				hc := hosts[hostKey{r.st.Name, s.labels.Get(metric.EndpointLabel)}]
+				hc := hosts[hostKey{r.st.Name, keyGet(s.key, metric.EndpointLabel)}]
 				if hc.stale == hc.total {
 					continue // the host alert stands for it
 				}
 				e.mu.Lock()
-				a := e.newAlertLocked(r.st, KindNodata, s.key, s.labels, now)
+				a := e.newAlertLocked(r.st, KindNodata, s.key, s.labels(), now)
 				out = append(out, e.fireLocked(r.st, a, now))
 				e.mu.Unlock()
 				r.nodata = a
 			}
-		}
+		})
 		sh.mu.Unlock()
 	}
 	e.mu.Lock()
@@ -528,11 +593,11 @@ func (e *Engine) Restore(alerts []Alert, now time.Time) {
 		}
 		ls := labelsFromMap(a.Series)
 		key = ls.AppendKey(key[:0])
-		sh := e.shardOf(key)
+		sh, h := e.shardOf(key)
 		sh.mu.Lock()
-		if sh.series[string(key)] == nil {
-			s := &series{labels: ls, key: string(key), lastSeen: now.UnixNano()}
-			sh.series[s.key] = s
+		if sh.get(h, key) == nil {
+			s := &series{key: string(key), lastSeen: now.UnixNano()}
+			sh.add(h, s)
 			e.nseries.Add(1)
 			e.rematch(s, rs)
 		}

@@ -242,3 +242,14 @@ func TestRemovedStrategyResolvesAndDeliveredAlertsExpire(t *testing.T) {
 		t.Fatalf("delivered resolved alert kept past retention: %+v", got)
 	}
 }
+
+func TestSeriesKeyDecodes(t *testing.T) {
+	ls := metric.New(metric.Label{Name: metric.NameLabel, Value: "m"}, metric.Label{Name: "endpoint", Value: "h"}, metric.Label{Name: "z", Value: ""}, metric.Label{Name: "a", Value: "1"})
+	s := &series{key: ls.Key()}
+	if got := s.labels(); !got.Equal(ls) {
+		t.Fatalf("labels %v; want %v", got, ls)
+	}
+	if keyGet(s.key, "endpoint") != "h" || keyGet(s.key, "absent") != "" {
+		t.Fatal("keyGet wrong")
+	}
+}
