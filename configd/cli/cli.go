@@ -94,6 +94,7 @@ func Main(ctx context.Context, name string, args []string, stdio kit.IO) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return kit.ExitOK
 		}
+		fmt.Fprintf(stdio.Err, "configd %s: %v (see --help)\n", name, err)
 		return kit.ExitUsage
 	}
 	token := os.Getenv("OPSKIT_TOKEN")
