@@ -18,6 +18,7 @@ PACKAGES=(
 	graphite-carbon
 	prometheus-alertmanager # also provides amtool
 	collectd-core # collectd with write_graphite, for the collector's Graphite intake
+	chromium # headless, renders abtest's HTML report in its e2e test
 	nginx # limit_req side by side with ratelimit, and its benchmark
 	wrk # HTTP load for the ratelimit benchmark
 	hey # HTTP load with latency percentiles for the ratelimit benchmark
