@@ -10,6 +10,7 @@ package intake
 
 import (
 	"cmp"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -270,20 +271,40 @@ func WriteJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// ReadBody reads a request body of at most lim.MaxBodyBytes. On failure it
-// returns the status code to answer: 413 for an oversized body, 400 for a
-// body that could not be read.
+// ReadBody reads a request body of at most lim.MaxBodyBytes, decompressing
+// Content-Encoding: gzip (the limit holds for the decompressed size too). On
+// failure it returns the status code to answer: 413 for an oversized body,
+// 415 for an unknown encoding, 400 for a body that could not be read.
 func ReadBody(w http.ResponseWriter, r *http.Request, lim Limits) ([]byte, int, error) {
 	if r.ContentLength > lim.MaxBodyBytes {
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body of %d bytes is over the limit of %d", r.ContentLength, lim.MaxBodyBytes)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, lim.MaxBodyBytes))
+	var src io.Reader = http.MaxBytesReader(w, r.Body, lim.MaxBodyBytes)
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "", "identity", "snappy":
+		// snappy is remote_write's own framing, which its handler decodes.
+	case "gzip":
+		zr, err := gzip.NewReader(src)
+		if err != nil {
+			return nil, http.StatusBadRequest, fmt.Errorf("gzip body: %w", err)
+		}
+		defer zr.Close()
+		// The limit applies to the decompressed body too, so a small
+		// compressed bomb cannot inflate beyond it.
+		src = io.LimitReader(zr, lim.MaxBodyBytes+1)
+	default:
+		return nil, http.StatusUnsupportedMediaType, fmt.Errorf("Content-Encoding %q is not supported (use gzip or none)", Truncate(enc))
+	}
+	body, err := io.ReadAll(src)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body is over the limit of %d bytes", lim.MaxBodyBytes)
 		}
 		return nil, http.StatusBadRequest, fmt.Errorf("reading body: %w", err)
+	}
+	if int64(len(body)) > lim.MaxBodyBytes {
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("decompressed body is over the limit of %d bytes", lim.MaxBodyBytes)
 	}
 	return body, 0, nil
 }

@@ -1,9 +1,13 @@
 package intake
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -83,5 +87,44 @@ func TestSplitAppendError(t *testing.T) {
 	}
 	if p, err := SplitAppendError(nil); p != nil || err != nil {
 		t.Fatal("nil error")
+	}
+}
+
+func TestReadBodyEncodings(t *testing.T) {
+	lim := Limits{MaxBodyBytes: 1000}.WithDefaults()
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write(b)
+		zw.Close()
+		return buf.Bytes()
+	}
+	cases := []struct {
+		name, encoding string
+		body           []byte
+		wantCode       int
+		wantBody       string
+	}{
+		{"plain", "", []byte("[1]"), 0, "[1]"},
+		{"gzip", "gzip", gz([]byte("[1,2]")), 0, "[1,2]"},
+		{"gzip bomb beyond the limit", "gzip", gz(bytes.Repeat([]byte(" "), 100_000)), http.StatusRequestEntityTooLarge, ""},
+		{"not gzip", "gzip", []byte("plain text"), http.StatusBadRequest, ""},
+		{"unknown encoding", "br", []byte("x"), http.StatusUnsupportedMediaType, ""},
+		{"plain over the limit", "", bytes.Repeat([]byte("x"), 2000), http.StatusRequestEntityTooLarge, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/api/push", bytes.NewReader(c.body))
+			if c.encoding != "" {
+				r.Header.Set("Content-Encoding", c.encoding)
+			}
+			body, code, err := ReadBody(httptest.NewRecorder(), r, lim)
+			if code != c.wantCode {
+				t.Fatalf("code %d (err %v); want %d", code, err, c.wantCode)
+			}
+			if c.wantCode == 0 && string(body) != c.wantBody {
+				t.Fatalf("body %q; want %q", body, c.wantBody)
+			}
+		})
 	}
 }
