@@ -30,6 +30,7 @@ type alarmHook struct {
 }
 
 type alarmDelivery struct {
+	at     time.Time
 	key    string
 	status int
 	body   alarmPayload
@@ -58,7 +59,7 @@ func newAlarmHook(t *testing.T, answers ...int) *alarmHook {
 			code, h.answers = h.answers[0], h.answers[1:]
 		}
 		delay := h.delay
-		d := alarmDelivery{key: r.Header.Get("Idempotency-Key"), status: code}
+		d := alarmDelivery{at: time.Now(), key: r.Header.Get("Idempotency-Key"), status: code}
 		json.Unmarshal(b, &d.body)
 		h.got = append(h.got, d)
 		h.mu.Unlock()
@@ -396,6 +397,108 @@ inhibit_rules:
 		t.Fatalf("too few notifications to compare: %v", got)
 	}
 	t.Logf("both sent:\n  %s", strings.Join(got, "\n  "))
+}
+
+// alarmStartAlertmanager runs Debian's Alertmanager with config file cfg
+// and returns its address.
+func alarmStartAlertmanager(t *testing.T, amBin, cfg string) string {
+	t.Helper()
+	addr := testkit.FreeAddr(t)
+	cmd := exec.Command(amBin, "--config.file", cfg, "--storage.path", t.TempDir(),
+		"--web.listen-address", addr, "--cluster.listen-address=")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("alertmanager log:\n%s", logs.String())
+		}
+	})
+	alarmWaitFor(t, 20*time.Second, "alertmanager ready", func() bool {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return addr
+}
+
+// TestAlarmTimersMatchAlertmanager compares the timing of notifications:
+// group_wait, an update at the next group_interval when a new alert joins,
+// and repeats after repeat_interval, between alarm and Alertmanager given
+// the same alerts at the same moments. Times must agree within a second.
+func TestAlarmTimersMatchAlertmanager(t *testing.T) {
+	amBin := testkit.RequireBinary(t, "prometheus-alertmanager", "prometheus-alertmanager")
+	alarmHookSrv, amHookSrv := newAlarmHook(t), newAlarmHook(t)
+	configFor := func(url string) string {
+		return alarmWriteConfig(t, fmt.Sprintf(`route:
+  receiver: team
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 3s
+receivers:
+- name: team
+  webhook_configs:
+  - url: %s/
+`, url))
+	}
+	p := testkit.Start(t, "alarm", testkit.StartOptions{}, "--notify-config", configFor(alarmHookSrv.srv.URL))
+	amAddr := alarmStartAlertmanager(t, amBin, configFor(amHookSrv.srv.URL))
+	both := []string{"http://" + p.Addr, "http://" + amAddr}
+	// Prometheus-like: endsAt ahead, resent while firing.
+	post := func(instances ...string) {
+		end := time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
+		var items []string
+		for _, in := range instances {
+			items = append(items, `{"labels":{"alertname":"Rep","instance":"`+in+`"},"endsAt":"`+end+`"}`)
+		}
+		for _, base := range both {
+			alarmPost(t, base, "["+strings.Join(items, ",")+"]")
+		}
+	}
+	// Flushes fall at 1s, then every 2s; b joins between two of them, and
+	// the repeat falls a second after it is due.
+	start := time.Now()
+	post("a")
+	time.Sleep(4 * time.Second)
+	post("a", "b")
+	time.Sleep(7500 * time.Millisecond)
+	type note struct {
+		at     float64
+		alerts string
+	}
+	reduce := func(ds []alarmDelivery) []note {
+		var out []note
+		for _, d := range ds {
+			var in []string
+			for _, a := range d.body.Alerts {
+				in = append(in, a.Labels["instance"])
+			}
+			sort.Strings(in)
+			out = append(out, note{d.at.Sub(start).Seconds(), strings.Join(in, ",")})
+		}
+		return out
+	}
+	got, want := reduce(alarmHookSrv.deliveries()), reduce(amHookSrv.deliveries())
+	t.Logf("alarm: %v\nalertmanager: %v", got, want)
+	if len(got) != len(want) || len(got) < 3 {
+		t.Fatalf("alarm sent %d notifications, Alertmanager %d (want the same, at least 3)", len(got), len(want))
+	}
+	for i := range got {
+		if got[i].alerts != want[i].alerts {
+			t.Errorf("notification %d: alarm [%s], Alertmanager [%s]", i, got[i].alerts, want[i].alerts)
+		}
+		if d := got[i].at - want[i].at; d > 1 || d < -1 {
+			t.Errorf("notification %d: alarm at %.1fs, Alertmanager at %.1fs", i, got[i].at, want[i].at)
+		}
+	}
 }
 
 // TestAlarmPrometheusDelivers: a real Prometheus with alarm as its
