@@ -113,8 +113,26 @@ type series struct {
 
 type rule struct {
 	st     *strategy.Strategy
-	alert  *Alert // the condition's alert, nil when inactive
-	nodata *Alert // the series' nodata alert, nil when reporting
+	alert  *Alert     // the condition's alert, nil when inactive
+	nodata *Alert     // the series' nodata alert, nil when reporting
+	flap   *flapState // only for strategies with flap damping, once they fire
+}
+
+// flapState remembers when a series' alert recently changed state.
+type flapState struct {
+	changes  []time.Time // within the flap window, oldest first
+	holding  bool        // held firing because it flaps
+	lastHeld bool        // the condition's last outcome, while holding
+}
+
+func (f *flapState) record(at time.Time, window time.Duration) {
+	keep := f.changes[:0]
+	for _, c := range f.changes {
+		if at.Sub(c) < window {
+			keep = append(keep, c)
+		}
+	}
+	f.changes = append(keep, at)
 }
 
 // New returns an engine with no strategies.
@@ -330,9 +348,19 @@ func (e *Engine) evaluate(s *series, r *rule, newest float64, at time.Time, out 
 		}
 		a.Value, a.LastHeld = v, at
 		e.dirty = true
+		if f := r.flap; f != nil && f.holding && !f.lastHeld {
+			f.lastHeld = true
+			f.record(at, r.st.Flap.Window)
+		}
 		switch {
 		case a.State == StatePending && at.Sub(a.ActiveAt) >= r.st.For:
 			out = append(out, e.fireLocked(r.st, a, at))
+			if r.st.Flap.Changes > 0 {
+				if r.flap == nil {
+					r.flap = &flapState{}
+				}
+				r.flap.record(at, r.st.Flap.Window)
+			}
 		case a.State == StateFiring && r.st.RepeatEvery > 0 && at.Sub(a.LastNotified) >= r.st.RepeatEvery &&
 			(r.st.MaxStep == 0 || a.Notified < r.st.MaxStep):
 			a.Notified++
@@ -349,6 +377,26 @@ func (e *Engine) evaluate(s *series, r *rule, newest float64, at time.Time, out 
 	case StateFiring:
 		if r.st.KeepFiringFor > 0 && at.Sub(a.LastHeld) < r.st.KeepFiringFor {
 			return out
+		}
+		if f := r.flap; f != nil {
+			if f.holding {
+				if f.lastHeld {
+					f.lastHeld = false
+					f.record(at, r.st.Flap.Window)
+				}
+				if at.Sub(f.changes[len(f.changes)-1]) < r.st.Flap.Window {
+					a.Value = v
+					return out // still flapping: held firing until steady for a window
+				}
+				f.holding = false
+				f.changes = f.changes[:0]
+			} else if f.record(at, r.st.Flap.Window); len(f.changes) > r.st.Flap.Changes {
+				f.holding, f.lastHeld = true, false
+				a.Value = v
+				a.Annotations["flapping"] = "true"
+				e.dirty = true
+				return out
+			}
 		}
 		out = append(out, e.resolveLocked(a, v, at))
 		r.alert = nil

@@ -73,6 +73,12 @@ func TestAlertLifecycle(t *testing.T) {
 			[]float64{91, 92, 93, 94, 95}, "0:firing 91 | 2:repeat 93 | 4:repeat 95"},
 		{"diff needs N+1 points", "condition: diff(#2) > 10", []float64{1, 2, 30, 31, 31, 31},
 			"2:firing 28 | 4:resolved 1 1m0s"},
+		{"flap damping holds a flapping alert until steady for a window",
+			"condition: all(#1) > 90\n  flap: {changes: 3, window: 2m}", []float64{95, 10, 95, 10, 95, 10, 10, 10, 10, 10},
+			"0:firing 95 | 1:resolved 10 30s | 2:firing 95 | 9:resolved 10 3m30s"},
+		{"flap damping leaves a steady alert alone",
+			"condition: all(#1) > 90\n  flap: {changes: 3, window: 2m}", []float64{95, 95, 10, 10, 95},
+			"0:firing 95 | 2:resolved 10 1m0s | 4:firing 95"},
 		{"fires again after resolving", "condition: max(#1) > 5", []float64{6, 1, 7},
 			"0:firing 6 | 1:resolved 1 30s | 2:firing 7"},
 	}
@@ -251,5 +257,16 @@ func TestSeriesKeyDecodes(t *testing.T) {
 	}
 	if keyGet(s.key, "endpoint") != "h" || keyGet(s.key, "absent") != "" {
 		t.Fatal("keyGet wrong")
+	}
+}
+
+func TestFlappingAlertIsAnnotated(t *testing.T) {
+	e := newEngine(t, "strategies:\n- name: s\n  metric: m\n  condition: all(#1) > 90\n  flap: {changes: 1, window: 5m}\n")
+	feed(e, "m", 95, 10, 95, 10)
+	out := e.Outgoing()
+	// Resolving at the second point would be a second change, over the
+	// limit of one: the alert is held firing from then on.
+	if len(out) != 1 || out[0].State != StateFiring || out[0].Annotations["flapping"] != "true" || out[0].Value != 10 {
+		t.Fatalf("outgoing %+v", out)
 	}
 }

@@ -49,6 +49,16 @@ type Spec struct {
 	Labels        map[string]string `yaml:"labels"`
 	Annotations   map[string]string `yaml:"annotations"`
 	Runbook       string            `yaml:"runbook"`
+	// Flap damps an alert that fires and resolves over and over.
+	Flap Flap `yaml:"flap"`
+}
+
+// Flap is flap damping: an alert whose state changes more than Changes
+// times within Window is held firing (annotated flapping) until its
+// condition has been steady for a whole Window.
+type Flap struct {
+	Changes int           `yaml:"changes"`
+	Window  time.Duration `yaml:"window"`
 }
 
 // DefaultPriority is used when a strategy gives none.
@@ -208,6 +218,9 @@ func compile(spec Spec, groups Groups) (*Strategy, error) {
 		if d < 0 {
 			return nil, fmt.Errorf("%s %v: must not be negative", field, d)
 		}
+	}
+	if spec.Flap.Changes < 0 || spec.Flap.Window < 0 || (spec.Flap.Changes > 0) != (spec.Flap.Window > 0) {
+		return nil, fmt.Errorf("flap: give both changes and window, positive")
 	}
 	if spec.MaxStep < 0 {
 		return nil, fmt.Errorf("max_step %d: must not be negative", spec.MaxStep)

@@ -95,6 +95,7 @@ func TestParseErrorsSayWhere(t *testing.T) {
 		"strategies:\n- name: a\n  metric: m\n  nodata: 1m\n  annotations: {x: '{{'}\n":             "annotation x",
 		"strategies:\n- name: a\n  metric: m\n  nodata: 1m\n  labels: {'a-b': x}\n":                 "label name",
 		"strategies:\n- name: a\n  metric: m\n  nodata: 1m\n  endpoint_pattern: '('\n":              "endpoint_pattern",
+		"strategies:\n- name: a\n  metric: m\n  nodata: 1m\n  flap: {changes: 3}\n":                 "flap",
 		"strategies: [1, 2": "s.yaml",
 	}
 	for in, want := range cases {
