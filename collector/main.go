@@ -102,7 +102,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.timeout, "transfer-timeout", relay.DefaultTimeout, "timeout of one request to transfer")
 	fs.DurationVar(&c.backoffMin, "transfer-backoff-min", relay.DefaultBackoffMin, "first wait after every transfer failed")
 	fs.DurationVar(&c.backoffMax, "transfer-backoff-max", relay.DefaultBackoffMax, "longest wait between rounds of retries")
-	fs.BoolVar(&c.gzip, "transfer-gzip", false, "gzip request bodies (only for a transfer that accepts Content-Encoding: gzip)")
+	fs.BoolVar(&c.gzip, "transfer-gzip", true, "gzip request bodies to transfer (turn off for a receiver without Content-Encoding: gzip)")
 	fs.Int64Var(&c.spoolMax, "spool-max-bytes", 256<<20, "bound of the disk spool under --data-dir/spool; beyond it the oldest points are dropped and counted")
 	fs.DurationVar(&c.intakeFlush, "intake-flush-interval", time.Second, "how long Graphite and StatsD points may wait before they are spooled")
 	fs.Int64Var(&c.maxBodyBytes, "max-body-bytes", 8<<20, "largest /v1/push body accepted (413 beyond)")

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -270,14 +269,8 @@ func TestGzipBodies(t *testing.T) {
 	var gz atomic.Int32
 	ft := newFakeTransfer(t, func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// transfer's handler decompresses the body itself.
 			if r.Header.Get("Content-Encoding") == "gzip" {
-				zr, err := gzip.NewReader(r.Body)
-				if err != nil {
-					http.Error(w, err.Error(), 400)
-					return
-				}
-				r.Body = io.NopCloser(zr)
-				r.ContentLength = -1
 				gz.Add(1)
 			}
 			next.ServeHTTP(w, r)
