@@ -19,6 +19,7 @@ import (
 	"github.com/opskit/opskit/alarm/config"
 	"github.com/opskit/opskit/alarm/history"
 	"github.com/opskit/opskit/alarm/inhibit"
+	"github.com/opskit/opskit/alarm/kafkaintake"
 	"github.com/opskit/opskit/alarm/notify"
 	"github.com/opskit/opskit/alarm/server"
 	"github.com/opskit/opskit/alarm/silence"
@@ -38,6 +39,7 @@ type flags struct {
 	gcInterval       time.Duration
 	noHistory        bool
 	clickhouse       history.ClickHouseOptions
+	kafka            kafkaintake.Options
 }
 
 func main() {
@@ -79,6 +81,9 @@ func (f *flags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.clickhouse.Database, "clickhouse-database", "default", "ClickHouse database of the history table")
 	fs.StringVar(&f.clickhouse.Table, "clickhouse-table", "alert_events", "ClickHouse history table (created if missing)")
 	fs.StringVar(&f.clickhouse.User, "clickhouse-user", "default", "ClickHouse user")
+	fs.StringSliceVar(&f.kafka.Brokers, "kafka-brokers", nil, "also read alerts from Kafka (comma-separated HOST:PORT list)")
+	fs.StringVar(&f.kafka.Topic, "kafka-topic", "alerts", "Kafka topic of alerts (a record is a v2 POST body or one alert)")
+	fs.StringVar(&f.kafka.Group, "kafka-group", "alarm", "Kafka consumer group")
 }
 
 func (f *flags) loadConfig(client *http.Client) (*config.Config, error) {
@@ -178,6 +183,17 @@ func (f *flags) start(ctx context.Context, d *kit.Daemon) error {
 		srv.Dispatcher.SetRoute(c.Route, c.TimeIntervals, alerts.List())
 		return nil
 	})
+	if len(f.kafka.Brokers) > 0 {
+		decode := func(body []byte) ([]*alert.Alert, []*alert.ItemError, error) {
+			o := srv.Options()
+			return alert.Decode(body, o.Now(), o.ResolveTimeout, o.Limits)
+		}
+		consumer, err := kafkaintake.New(f.kafka, srv, decode, d.Log, d.Metrics)
+		if err != nil {
+			return err
+		}
+		d.Go(ctx, "kafka intake", consumer.Run)
+	}
 	n := srv.Restore()
 	d.Log.Info("alarm ready", "alerts_restored", n, "silences", len(sil.List()), "receivers", fmt.Sprint(notifier.Receivers()))
 	return nil
