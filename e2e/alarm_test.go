@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/opskit/opskit/internal/testkit"
 )
@@ -499,6 +502,21 @@ receivers:
 			t.Errorf("notification %d: alarm at %.1fs, Alertmanager at %.1fs", i, got[i].at, want[i].at)
 		}
 	}
+}
+
+// TestAlarmKafkaIntake: alerts produced to a Kafka topic reach alarm.
+func TestAlarmKafkaIntake(t *testing.T) {
+	k := testkit.Kafka(t, testkit.KafkaTopic("alerts", 1))
+	p := testkit.Start(t, "alarm", testkit.StartOptions{}, "--kafka-brokers", strings.Join(k.Addrs(), ","))
+	prod := k.Client(t)
+	rec := &kgo.Record{Topic: "alerts", Value: []byte(`[{"labels":{"alertname":"FromKafka","instance":"web01"}}]`)}
+	if err := prod.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	alarmWaitFor(t, 20*time.Second, "the alert from Kafka", func() bool {
+		_, body := get(t, "http://"+p.Addr+"/api/v2/alerts")
+		return strings.Contains(body, `"alertname":"FromKafka"`)
+	})
 }
 
 // TestAlarmPrometheusDelivers: a real Prometheus with alarm as its
