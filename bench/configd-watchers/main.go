@@ -84,10 +84,11 @@ func main() {
 		applied[v] = &atomic.Int64{}
 	}
 	var errs atomic.Int64
+	diskSlots := make(chan struct{}, 8)
 	for i := 0; i < *watchers; i++ {
 		wdir := filepath.Join(*dir, strconv.Itoa(i/1000), strconv.Itoa(i))
 		must(os.MkdirAll(wdir, 0o755))
-		go watcher(ctx, hc, *server, *ns, fmt.Sprintf("sim-%05d", i), wdir, &published, func(v int64, answered, d time.Duration) {
+		go watcher(ctx, hc, *server, *ns, fmt.Sprintf("sim-%05d", i), wdir, diskSlots, &published, func(v int64, answered, d time.Duration) {
 			mu.Lock()
 			lat[v] = append(lat[v], d)
 			answeredLat[v] = append(answeredLat[v], answered)
@@ -186,11 +187,9 @@ func publish(hc *http.Client, server, ns string, n int) error {
 	return nil
 }
 
-// watcher does what an agent does: long-poll, fetch the release, write it.
-// diskSlots bounds the simulated hosts writing files at once.
-var diskSlots = make(chan struct{}, 8)
-
-func watcher(ctx context.Context, hc *http.Client, server, ns, host, dir string, published *sync.Map, done func(v int64, answered, onDisk time.Duration), errs *atomic.Int64) {
+// watcher does what an agent does: long-poll, take the release from the
+// answer, write it. diskSlots bounds the simulated hosts writing at once.
+func watcher(ctx context.Context, hc *http.Client, server, ns, host, dir string, diskSlots chan struct{}, published *sync.Map, done func(v int64, answered, onDisk time.Duration), errs *atomic.Int64) {
 	held := int64(0)
 	for ctx.Err() == nil {
 		resp, err := hc.Get(fmt.Sprintf("%s/v1/watch?ns=%s:%d&host=%s&timeout=10m&content=1", server, ns, held, host))
