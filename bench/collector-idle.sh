@@ -36,13 +36,13 @@ sleep 15 # warm up: first rounds, first relay
 ticks() { awk '{print $14 + $15}' "/proc/$CPID/stat"; }
 metric() { curl -fsS "http://127.0.0.1:$CPORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 HZ=$(getconf CLK_TCK)
-t0=$(ticks); r0=$(metric collector_host_rounds_total); s0=$(date +%s.%N)
+t0=$(ticks); r0=$(metric opskit_collector_host_rounds_total); s0=$(date +%s.%N)
 sleep "$DURATION"
-t1=$(ticks); r1=$(metric collector_host_rounds_total); s1=$(date +%s.%N)
+t1=$(ticks); r1=$(metric opskit_collector_host_rounds_total); s1=$(date +%s.%N)
 rss_kb=$(awk '/^VmRSS:/ {print $2}' "/proc/$CPID/status")
 hwm_kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$CPID/status")
-points=$(metric collector_host_points_total)
-sent=$(metric collector_relay_sent_points_total)
+points=$(metric opskit_collector_host_points_total)
+sent=$(metric opskit_collector_relay_sent_points_total)
 
 awk -v t0="$t0" -v t1="$t1" -v hz="$HZ" -v s0="$s0" -v s1="$s1" -v r0="$r0" -v r1="$r1" \
 	-v rss="$rss_kb" -v hwm="$hwm_kb" -v points="$points" -v sent="$sent" -v interval="$INTERVAL" 'BEGIN {

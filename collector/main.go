@@ -143,7 +143,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		Dir:      filepath.Join(d.DataDir, "spool"),
 		MaxBytes: c.spoolMax,
 		OnDrop: func(points int, reason string) {
-			d.Metrics.GetOrCreateCounter(`collector_spool_dropped_points_total{reason="` + reason + `"}`).Add(points)
+			d.Metrics.GetOrCreateCounter(`opskit_collector_spool_dropped_points_total{reason="` + reason + `"}`).Add(points)
 			d.Log.Warn("spool dropped points", "points", points, "reason", reason)
 		},
 	})
@@ -151,8 +151,8 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		return err
 	}
 	d.OnStop("spool", func(context.Context) error { return sp.Close() })
-	d.Metrics.NewGauge("collector_spool_points", func() float64 { return float64(sp.Stats().Points) })
-	d.Metrics.NewGauge("collector_spool_bytes", func() float64 { return float64(sp.Stats().Bytes) })
+	d.Metrics.NewGauge("opskit_collector_spool_points", func() float64 { return float64(sp.Stats().Points) })
+	d.Metrics.NewGauge("opskit_collector_spool_bytes", func() float64 { return float64(sp.Stats().Bytes) })
 	d.HandleAdmin("spool", func(context.Context, []string) (any, error) { return sp.Stats(), nil })
 	writer := &relay.Writer{Spool: sp, Defaults: defaults, BatchPoints: c.batchPoints}
 

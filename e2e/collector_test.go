@@ -168,9 +168,9 @@ func TestCollectorRelaysEveryIntake(t *testing.T) {
 	}
 	_, metrics := get(t, co.URL("/metrics"))
 	for _, want := range []string{
-		`collector_intake_points_rejected_total{proto="http",reason="bad_value"} 1`,
-		`collector_plugin_runs_total{plugin="broken.sh",result="failed"}`,
-		`collector_statsd_datagrams_total 10`,
+		`opskit_collector_intake_points_rejected_total{proto="http",reason="bad_value"} 1`,
+		`opskit_collector_plugin_runs_total{plugin="broken.sh",result="failed"}`,
+		`opskit_collector_statsd_datagrams_total 10`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("collector /metrics lacks %s", want)
@@ -209,7 +209,7 @@ func TestCollectorOutageAndKillNine(t *testing.T) {
 		push(co, i, 50)
 	}
 	_, metrics := get(t, co.URL("/metrics"))
-	if !strings.Contains(metrics, "collector_spool_points 300") {
+	if !strings.Contains(metrics, "opskit_collector_spool_points 300") {
 		t.Fatalf("spool during the outage:\n%s", metrics)
 	}
 	co.Kill()
@@ -229,7 +229,7 @@ func TestCollectorOutageAndKillNine(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, m := get(t, co.URL("/metrics")); strings.Contains(m, "collector_spool_points 0") {
+		if _, m := get(t, co.URL("/metrics")); strings.Contains(m, "opskit_collector_spool_points 0") {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -92,7 +92,7 @@ func main() {
 		n, got, n-got, 100*float64(n-got)/float64(n), elapsed.Seconds(), float64(n)/elapsed.Seconds(), float64(got)/elapsed.Seconds())
 }
 
-// counted reads collector_statsd_datagrams_total.
+// counted reads opskit_collector_statsd_datagrams_total.
 func counted(url string) (int64, error) {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -101,9 +101,9 @@ func counted(url string) (int64, error) {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "collector_statsd_datagrams_total "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), "opskit_collector_statsd_datagrams_total "); ok {
 			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("%s has no collector_statsd_datagrams_total", url)
+	return 0, fmt.Errorf("%s has no opskit_collector_statsd_datagrams_total", url)
 }

@@ -150,7 +150,7 @@ func TestStatsDFlusherKeepsThePartialInterval(t *testing.T) {
 	}
 	var sb strings.Builder
 	set.WritePrometheus(&sb)
-	for _, w := range []string{"collector_statsd_datagrams_total 1", `collector_intake_points_received_total{proto="statsd"} 1`, `collector_intake_points_rejected_total{proto="statsd",reason="bad_line"} 1`} {
+	for _, w := range []string{"opskit_collector_statsd_datagrams_total 1", `opskit_collector_intake_points_received_total{proto="statsd"} 1`, `opskit_collector_intake_points_rejected_total{proto="statsd",reason="bad_line"} 1`} {
 		if !strings.Contains(sb.String(), w) {
 			t.Errorf("metrics lack %s:\n%s", w, sb.String())
 		}

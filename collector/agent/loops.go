@@ -31,9 +31,9 @@ func Every(ctx context.Context, interval time.Duration, fn func(now time.Time)) 
 // HostMetrics collects a round of host metrics at every interval and writes
 // it to s. A first round at once primes the counters for the rates.
 func HostMetrics(ctx context.Context, c *hostmetrics.Collector, interval time.Duration, s sink.Sink, set *metrics.Set, log *slog.Logger) error {
-	rounds := set.NewCounter("collector_host_rounds_total")
-	failed := set.NewCounter("collector_host_round_errors_total")
-	points := set.NewCounter("collector_host_points_total")
+	rounds := set.NewCounter("opskit_collector_host_rounds_total")
+	failed := set.NewCounter("opskit_collector_host_round_errors_total")
+	points := set.NewCounter("opskit_collector_host_points_total")
 	lastErr := ""
 	collect := func(now time.Time, write bool) {
 		pts, err := c.Collect(now)
@@ -65,7 +65,7 @@ func HostMetrics(ctx context.Context, c *hostmetrics.Collector, interval time.Du
 // StatsDFlusher flushes the aggregator at every interval, and once more
 // when ctx ends so a graceful stop keeps the partial interval.
 func StatsDFlusher(ctx context.Context, agg *statsd.Aggregator, interval time.Duration, s sink.Sink, counters *sink.Counters, set *metrics.Set, log *slog.Logger) error {
-	datagrams := set.NewCounter("collector_statsd_datagrams_total")
+	datagrams := set.NewCounter("opskit_collector_statsd_datagrams_total")
 	last := time.Now()
 	flush := func(ctx context.Context, now time.Time) {
 		pts, counts := agg.Flush(now.Unix(), now.Sub(last))

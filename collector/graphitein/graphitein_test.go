@@ -107,10 +107,10 @@ func TestTCP(t *testing.T) {
 	}
 	text := metricText(set)
 	for _, w := range []string{
-		`collector_intake_points_received_total{proto="graphite_tcp"} 3`,
-		`collector_intake_points_rejected_total{proto="graphite_tcp",reason="bad_line"} 1`,
-		`collector_intake_points_rejected_total{proto="graphite_tcp",reason="too_long"} 1`,
-		`collector_intake_points_rejected_total{proto="graphite_tcp",reason="too_many_connections"} 1`,
+		`opskit_collector_intake_points_received_total{proto="graphite_tcp"} 3`,
+		`opskit_collector_intake_points_rejected_total{proto="graphite_tcp",reason="bad_line"} 1`,
+		`opskit_collector_intake_points_rejected_total{proto="graphite_tcp",reason="too_long"} 1`,
+		`opskit_collector_intake_points_rejected_total{proto="graphite_tcp",reason="too_many_connections"} 1`,
 	} {
 		if !strings.Contains(text, w) {
 			t.Errorf("metrics lack %s:\n%s", w, text)
@@ -131,7 +131,7 @@ func TestUDP(t *testing.T) {
 	if len(got) != 2 || got[0] != "u.a{}=1@1700000000" || got[1] != `u.c{endpoint="db-1"}=3@1700000000` {
 		t.Errorf("got %v", got)
 	}
-	if !strings.Contains(metricText(set), `collector_intake_points_rejected_total{proto="graphite_udp",reason="bad_value"} 1`) {
+	if !strings.Contains(metricText(set), `opskit_collector_intake_points_rejected_total{proto="graphite_udp",reason="bad_value"} 1`) {
 		t.Errorf("bad value not counted:\n%s", metricText(set))
 	}
 }

@@ -199,7 +199,7 @@ func (r *Runner) Rescan() {
 }
 
 func (r *Runner) count(name, result string) {
-	r.set.GetOrCreateCounter(`collector_plugin_runs_total{plugin="` + strings.ReplaceAll(name, `"`, "_") + `",result="` + result + `"}`).Inc()
+	r.set.GetOrCreateCounter(`opskit_collector_plugin_runs_total{plugin="` + strings.ReplaceAll(name, `"`, "_") + `",result="` + result + `"}`).Inc()
 }
 
 // Run schedules the plugins until ctx ends, reading the directory again

@@ -177,10 +177,10 @@ func TestRunOnceOutcomes(t *testing.T) {
 	var sb strings.Builder
 	set.WritePrometheus(&sb)
 	for _, w := range []string{
-		`collector_plugin_runs_total{plugin="hang.sh",result="timeout"} 1`,
-		`collector_plugin_runs_total{plugin="crash.sh",result="failed"} 1`,
-		`collector_intake_points_rejected_total{proto="plugin",reason="bad_value"} 1`,
-		`collector_intake_points_received_total{proto="plugin"} 1`,
+		`opskit_collector_plugin_runs_total{plugin="hang.sh",result="timeout"} 1`,
+		`opskit_collector_plugin_runs_total{plugin="crash.sh",result="failed"} 1`,
+		`opskit_collector_intake_points_rejected_total{proto="plugin",reason="bad_value"} 1`,
+		`opskit_collector_intake_points_received_total{proto="plugin"} 1`,
 	} {
 		if !strings.Contains(sb.String(), w) {
 			t.Errorf("metrics lack %s", w)

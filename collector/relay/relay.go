@@ -130,10 +130,10 @@ func New(cfg Config, sp *spool.Spool, set *metrics.Set, log *slog.Logger) (*Rela
 	if len(r.targets) == 0 {
 		return nil, errors.New("relay: no transfer address")
 	}
-	r.sent = set.NewCounter("collector_relay_sent_points_total")
-	r.dropped = set.NewCounter(`collector_relay_dropped_points_total{reason="unsendable"}`)
-	r.failures = set.NewCounter("collector_relay_failed_requests_total")
-	set.NewGauge("collector_relay_targets", func() float64 { return float64(len(r.targets)) })
+	r.sent = set.NewCounter("opskit_collector_relay_sent_points_total")
+	r.dropped = set.NewCounter(`opskit_collector_relay_dropped_points_total{reason="unsendable"}`)
+	r.failures = set.NewCounter("opskit_collector_relay_failed_requests_total")
+	set.NewGauge("opskit_collector_relay_targets", func() float64 { return float64(len(r.targets)) })
 	return r, nil
 }
 
@@ -291,7 +291,7 @@ func (r *Relay) account(ans intake.Response, points int, decoded bool) {
 	r.sent.Add(ans.Accepted)
 	var worth *intake.Rejection
 	for i, rj := range ans.Rejected {
-		r.set.GetOrCreateCounter(`collector_relay_rejected_points_total{reason="` + reasonLabel(rj.Reason) + `"}`).Inc()
+		r.set.GetOrCreateCounter(`opskit_collector_relay_rejected_points_total{reason="` + reasonLabel(rj.Reason) + `"}`).Inc()
 		if rj.Reason != intake.ReasonOutOfOrder && worth == nil {
 			worth = &ans.Rejected[i]
 		}

@@ -169,7 +169,7 @@ func TestDeliversInOrderInBatches(t *testing.T) {
 	}
 	var sb strings.Builder
 	h.set.WritePrometheus(&sb)
-	if !strings.Contains(sb.String(), "collector_relay_sent_points_total 1000") {
+	if !strings.Contains(sb.String(), "opskit_collector_relay_sent_points_total 1000") {
 		t.Errorf("metrics:\n%s", sb.String())
 	}
 }
@@ -241,7 +241,7 @@ func TestRejectedAndTooLarge(t *testing.T) {
 	h.w.Write(context.Background(), append(seqPoints(0, 2), bad...))
 	h.w.Write(context.Background(), bad)
 	waitFor(t, "rejections counted", func() bool {
-		return h.set.GetOrCreateCounter(`collector_relay_rejected_points_total{reason="bad_value"}`).Get() == 2
+		return h.set.GetOrCreateCounter(`opskit_collector_relay_rejected_points_total{reason="bad_value"}`).Get() == 2
 	})
 	if got := ft.got(); len(got) != 2 {
 		t.Fatalf("got %v", got)

@@ -48,7 +48,7 @@ func (c *Counters) Received(proto string, n int) {
 	if c == nil || n <= 0 {
 		return
 	}
-	c.set.GetOrCreateCounter(`collector_intake_points_received_total{proto="` + proto + `"}`).Add(n)
+	c.set.GetOrCreateCounter(`opskit_collector_intake_points_received_total{proto="` + proto + `"}`).Add(n)
 }
 
 // Rejected counts one refused item; reason is a fixed word, detail and
@@ -57,7 +57,7 @@ func (c *Counters) Rejected(proto, reason, detail, where string) {
 	if c == nil {
 		return
 	}
-	c.set.GetOrCreateCounter(`collector_intake_points_rejected_total{proto="` + proto + `",reason="` + reason + `"}`).Inc()
+	c.set.GetOrCreateCounter(`opskit_collector_intake_points_rejected_total{proto="` + proto + `",reason="` + reason + `"}`).Inc()
 	c.log.Debug("intake rejected item", "proto", proto, "reason", reason, "detail", detail, "at", where)
 }
 
@@ -66,7 +66,7 @@ func (c *Counters) RejectedN(proto, reason string, n int) {
 	if c == nil || n <= 0 {
 		return
 	}
-	c.set.GetOrCreateCounter(`collector_intake_points_rejected_total{proto="` + proto + `",reason="` + reason + `"}`).Add(n)
+	c.set.GetOrCreateCounter(`opskit_collector_intake_points_rejected_total{proto="` + proto + `",reason="` + reason + `"}`).Add(n)
 }
 
 // Dropped counts n points lost because the sink failed.
@@ -74,7 +74,7 @@ func (c *Counters) Dropped(proto string, n int, err error) {
 	if c == nil || n <= 0 {
 		return
 	}
-	c.set.GetOrCreateCounter(`collector_intake_points_dropped_total{proto="` + proto + `"}`).Add(n)
+	c.set.GetOrCreateCounter(`opskit_collector_intake_points_dropped_total{proto="` + proto + `"}`).Add(n)
 	c.log.Warn("intake points dropped: the spool did not take them", "proto", proto, "points", n, "err", err)
 }
 

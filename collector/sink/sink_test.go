@@ -64,7 +64,7 @@ func TestBatcher(t *testing.T) {
 	}
 	var sb strings.Builder
 	set.WritePrometheus(&sb)
-	for _, w := range []string{`collector_intake_points_received_total{proto="test"} 15`, `collector_intake_points_dropped_total{proto="test"} 3`} {
+	for _, w := range []string{`opskit_collector_intake_points_received_total{proto="test"} 15`, `opskit_collector_intake_points_dropped_total{proto="test"} 3`} {
 		if !strings.Contains(sb.String(), w) {
 			t.Errorf("metrics lack %s:\n%s", w, sb.String())
 		}
