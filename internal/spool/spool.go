@@ -25,13 +25,17 @@
 //
 //	uint32 payload length | uint32 count | uint32 CRC-32C of count and payload | payload
 //
-// (little endian). The file "ack" holds "SEGMENT OFFSET\n", the position of
-// the first record not yet acknowledged; it is replaced atomically. A
+// (little endian). The file "ack" holds "SEGMENT OFFSET CRC\n" (fixed
+// widths, CRC-32C in hex), the position of the first record not yet
+// acknowledged, overwritten in place without fsync (see Crash safety). A
 // segment is deleted once every record in it is acknowledged.
 //
 // # Crash safety
 //
-// A record is acknowledged to the appender only after fsync. On Open every
+// A record is acknowledged to the appender only after fsync. The ack
+// position is not fsynced: it survives kill -9 (the page cache does), and
+// after a power loss an older position only makes batches be delivered
+// again, which at-least-once delivery allows. On Open every
 // record after the ack position is checked: a bad record at the end of the
 // newest segment is a write torn by the crash (never acknowledged) and is
 // cut off; a bad record in an older segment is disk damage, and the rest of
@@ -59,8 +63,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/opskit/opskit/internal/atomicfile"
 )
 
 const (
@@ -148,8 +150,9 @@ type Spool struct {
 
 	// syncMu serializes fsyncs; synced is the written mark the last one
 	// covered (group commit).
-	syncMu sync.Mutex
-	synced int64
+	syncMu  sync.Mutex
+	synced  int64
+	ackFile *os.File // open once written
 	// rotSynced is the written mark covered by the fsync of the last
 	// segment rotation (under mu).
 	rotSynced int64
@@ -254,10 +257,10 @@ func (s *Spool) readAck() (Position, error) {
 	if err != nil {
 		return Position{}, fmt.Errorf("spool: %w", err)
 	}
-	var p Position
-	if _, err := fmt.Sscanf(string(b), "%d %d", &p.Segment, &p.Offset); err != nil || p.Offset < 0 {
-		// Written by atomic replacement, so unparsable means foreign: start
-		// from the oldest segment (at least once, never lost).
+	p, ok := parseAck(b)
+	if !ok {
+		// Torn or foreign: start from the oldest segment (at least once,
+		// never lost).
 		return Position{}, nil
 	}
 	return p, nil
@@ -564,12 +567,46 @@ func (s *Spool) Ack(b Batch) error {
 	return s.dropAcknowledgedSegments()
 }
 
+// writeAck overwrites the ack file in place with a fixed-size, checksummed
+// record and does not fsync it: the position is only an optimisation of
+// redelivery. After kill -9 the write is in the page cache and survives;
+// after a power loss an older position (or a torn record, which reads as
+// "from the oldest segment") only delivers some batches again.
 func (s *Spool) writeAck() error {
-	data := fmt.Sprintf("%d %d\n", s.ack.Segment, s.ack.Offset)
-	if err := atomicfile.WriteFile(filepath.Join(s.opts.Dir, ackFile), []byte(data), 0o640); err != nil {
+	if s.ackFile == nil {
+		f, err := os.OpenFile(filepath.Join(s.opts.Dir, ackFile), os.O_RDWR|os.O_CREATE, 0o640)
+		if err != nil {
+			return fmt.Errorf("spool: ack position: %w", err)
+		}
+		s.ackFile = f
+	}
+	if _, err := s.ackFile.WriteAt(formatAck(s.ack), 0); err != nil {
 		return fmt.Errorf("spool: ack position: %w", err)
 	}
 	return nil
+}
+
+// formatAck is "SEGMENT OFFSET CRC\n" with fixed widths, so that each write
+// replaces the whole record.
+func formatAck(p Position) []byte {
+	body := fmt.Sprintf("%020d %020d", p.Segment, p.Offset)
+	return fmt.Appendf(nil, "%s %08x\n", body, crc32.Checksum([]byte(body), castagnoli))
+}
+
+// parseAck reads a record written by formatAck; ok is false for anything else.
+func parseAck(b []byte) (Position, bool) {
+	var p Position
+	var sum uint32
+	if len(b) < 51 {
+		return p, false
+	}
+	if _, err := fmt.Sscanf(string(b), "%d %d %x", &p.Segment, &p.Offset, &sum); err != nil || p.Offset < 0 {
+		return p, false
+	}
+	if crc32.Checksum(b[:41], castagnoli) != sum {
+		return p, false
+	}
+	return p, true
 }
 
 // Stats reports what the spool holds.
@@ -594,6 +631,9 @@ func (s *Spool) Close() error {
 	}
 	s.closed = true
 	serr := s.active.Sync()
+	if s.ackFile != nil {
+		serr = errors.Join(serr, s.ackFile.Close())
+	}
 	return errors.Join(serr, s.active.Close())
 }
 

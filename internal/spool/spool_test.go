@@ -336,3 +336,20 @@ func (b *lockedBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+func TestAckRecord(t *testing.T) {
+	for _, p := range []Position{{1, 0}, {42, 123456}, {1<<63 + 5, 1<<62 + 7}} {
+		got, ok := parseAck(formatAck(p))
+		if !ok || got != p {
+			t.Errorf("round trip of %+v: %+v, %v", p, got, ok)
+		}
+	}
+	b := formatAck(Position{3, 99})
+	b[5] ^= 1
+	if _, ok := parseAck(b); ok {
+		t.Error("a damaged ack record parsed")
+	}
+	if _, ok := parseAck([]byte("3 99\n")); ok {
+		t.Error("a short ack record parsed")
+	}
+}
