@@ -14,6 +14,7 @@ import (
 	"github.com/opskit/opskit/internal/kit"
 	"github.com/opskit/opskit/judge/check"
 	"github.com/opskit/opskit/judge/engine"
+	"github.com/opskit/opskit/judge/history"
 	"github.com/opskit/opskit/judge/node"
 	"github.com/opskit/opskit/judge/notify"
 	"github.com/opskit/opskit/transfer/intake"
@@ -32,6 +33,8 @@ type config struct {
 	watchInterval     time.Duration
 	resolvedRetention time.Duration
 	maxBodyBytes      int64
+	refill            bool
+	historyTimeout    time.Duration
 }
 
 func main() {
@@ -58,7 +61,9 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.alarm, "alarm", nil, "alert receivers speaking the Alertmanager v2 API (alarm or Alertmanager): host:port or URL, comma separated")
 	fs.DurationVar(&c.resendInterval, "resend-interval", time.Minute, "how often firing alerts are sent again (their endsAt is 4 intervals ahead)")
 	fs.DurationVar(&c.notifyTimeout, "notify-timeout", 10*time.Second, "deadline of one POST to a receiver")
-	fs.StringVar(&c.transferURL, "transfer-url", "", "transfer's base URL for alerts' generatorURL, e.g. http://127.0.0.1:7120")
+	fs.StringVar(&c.transferURL, "transfer-url", "", "transfer's base URL, e.g. http://127.0.0.1:7120: alerts' generatorURL, window refill of new series, c_avg baselines")
+	fs.BoolVar(&c.refill, "refill", true, "with --transfer-url, fill a new series' window from transfer so all(#3) need not wait three points")
+	fs.DurationVar(&c.historyTimeout, "history-timeout", 5*time.Second, "deadline of one query to transfer")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most series kept; points of new series beyond it are dropped and counted (0 = no limit)")
 	fs.DurationVar(&c.sweepInterval, "sweep-interval", time.Second, "how often nodata is checked")
 	fs.DurationVar(&c.saveInterval, "save-interval", 5*time.Second, "how often changed alert state is saved (transitions are saved before a push is answered)")
@@ -80,6 +85,11 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	if len(addrs) == 0 {
 		d.Log.Warn("no --alarm receivers: alerts are evaluated and kept, but sent nowhere")
 	}
+	ec := engine.Config{MaxSeries: c.maxSeries, ResolvedRetention: c.resolvedRetention}
+	if c.transferURL != "" {
+		ec.History = history.New(c.transferURL, c.historyTimeout)
+		ec.NoRefill = !c.refill
+	}
 	lim := intake.DefaultLimits()
 	lim.MaxBodyBytes = c.maxBodyBytes
 	n, err := node.Open(node.Config{
@@ -90,7 +100,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		SaveInterval:  c.saveInterval,
 		WatchInterval: c.watchInterval,
 		Limits:        lim,
-		Engine:        engine.Config{MaxSeries: c.maxSeries, ResolvedRetention: c.resolvedRetention},
+		Engine:        ec,
 		Notify: notify.Config{Addrs: addrs, ResendInterval: c.resendInterval, Timeout: c.notifyTimeout,
 			GeneratorURL: c.transferURL},
 	}, d.Metrics, d.Log)

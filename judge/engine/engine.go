@@ -12,6 +12,7 @@
 package engine
 
 import (
+	"context"
 	"hash/maphash"
 	"math"
 	"strings"
@@ -30,9 +31,44 @@ type Config struct {
 	MaxSeries int
 	// Shards splits the series map to let intake run in parallel.
 	Shards int
+	// History, when set, refills the windows of series seen for the
+	// first time and supplies the c_avg baselines (transfer's query API).
+	History History
+	// NoRefill keeps History for c_avg only.
+	NoRefill bool
+	// HistoryQueue bounds the history requests waiting (excess dropped
+	// and counted).
+	HistoryQueue int
 	// ResolvedRetention is how long a delivered resolved alert is still
 	// sent (so a receiver that missed it learns it), then forgotten.
 	ResolvedRetention time.Duration
+}
+
+// History reads past values of a series.
+type History interface {
+	// Window returns up to n values stored before the Unix time before,
+	// newest first.
+	Window(ctx context.Context, ls metric.Labels, before int64, step int32, n int) ([]float64, error)
+	// Average returns the average over [from, to]; ok is false without data.
+	Average(ctx context.Context, ls metric.Labels, from, to int64) (avg float64, ok bool, err error)
+}
+
+// historyRequest is a refill (strategy "") or a c_avg baseline to fetch.
+type historyRequest struct {
+	key      string
+	strategy string
+	before   int64
+	step     int32
+	n        int
+	from, to int64
+}
+
+// baseline is a c_avg rule's comparison value.
+type baseline struct {
+	value    float64
+	ok       bool
+	forTime  int64 // the point time it was asked for
+	inflight bool
 }
 
 // Stats are the engine's counters.
@@ -41,6 +77,9 @@ type Stats struct {
 	Unwatched     uint64 `json:"unwatched"`
 	OutOfOrder    uint64 `json:"out_of_order"`
 	SeriesDropped uint64 `json:"series_dropped"`
+	HistoryDone   uint64 `json:"history_done"`
+	HistoryFailed uint64 `json:"history_failed"`
+	HistoryDrop   uint64 `json:"history_dropped"`
 	Series        int64  `json:"series"`
 	Alerts        int    `json:"alerts"`
 	Firing        int    `json:"firing"`
@@ -58,7 +97,10 @@ type Engine struct {
 	alerts map[string]*Alert
 	dirty  bool
 
+	history chan historyRequest
+
 	points, unwatched, outOfOrder, dropped atomic.Uint64
+	histDone, histFailed, histDropped      atomic.Uint64
 	nseries                                atomic.Int64
 }
 
@@ -116,6 +158,7 @@ type rule struct {
 	alert  *Alert     // the condition's alert, nil when inactive
 	nodata *Alert     // the series' nodata alert, nil when reporting
 	flap   *flapState // only for strategies with flap damping, once they fire
+	base   *baseline  // only for c_avg strategies
 }
 
 // flapState remembers when a series' alert recently changed state.
@@ -149,6 +192,12 @@ func New(cfg Config) *Engine {
 		e.shards[i] = &shard{series: map[uint64]*series{}}
 	}
 	e.set.Store(&ruleSet{set: &strategy.Set{}})
+	if cfg.History != nil {
+		if cfg.HistoryQueue <= 0 {
+			cfg.HistoryQueue = 100_000
+		}
+		e.history = make(chan historyRequest, cfg.HistoryQueue)
+	}
 	return e
 }
 
@@ -217,6 +266,12 @@ func (e *Engine) Ingest(now time.Time, pts []metric.Point) []Transition {
 			s = &series{key: string(key)}
 			sh.add(h, s)
 			e.nseries.Add(1)
+			if s.gen != rs.gen {
+				e.rematch(s, rs)
+			}
+			if w := len(s.buf) / 2; w > 1 && e.history != nil && !e.cfg.NoRefill {
+				e.ask(historyRequest{key: s.key, before: p.Time, step: p.Step, n: w - 1})
+			}
 		}
 		if s.gen != rs.gen {
 			e.rematch(s, rs)
@@ -233,11 +288,123 @@ func (e *Engine) Ingest(now time.Time, pts []metric.Point) []Transition {
 		s.lastTime = p.Time
 		at := time.Unix(p.Time, 0).UTC()
 		for j := range s.rules {
-			out = e.evaluate(s, &s.rules[j], p.Value, at, out)
+			out = e.evaluate(s, &s.rules[j], p, at, out)
 		}
 		sh.mu.Unlock()
 	}
 	return out
+}
+
+// ask queues a history request; a full queue drops it (counted).
+func (e *Engine) ask(req historyRequest) bool {
+	select {
+	case e.history <- req:
+		return true
+	default:
+		e.histDropped.Add(1)
+		return false
+	}
+}
+
+// baselineFor returns the c_avg rule's latest fetched baseline and asks
+// for a fresh one once per step: evaluation never waits for transfer.
+func (e *Engine) baselineFor(s *series, r *rule, p *metric.Point) float64 {
+	if e.history == nil {
+		return math.NaN()
+	}
+	if r.base == nil {
+		r.base = &baseline{}
+	}
+	b := r.base
+	if !b.inflight && (b.forTime == 0 || p.Time-b.forTime >= int64(p.Step)) {
+		c := r.st.Cond
+		to := p.Time - int64(c.Period/time.Second)
+		from := to - int64(c.N-1)*int64(p.Step)
+		if e.ask(historyRequest{key: s.key, strategy: r.st.Name, from: from, to: to, before: p.Time}) {
+			b.inflight = true
+		}
+	}
+	if !b.ok {
+		return math.NaN()
+	}
+	return b.value
+}
+
+// RunHistory answers history requests until ctx ends (with workers
+// goroutines); it returns at once when the engine has no History.
+func (e *Engine) RunHistory(ctx context.Context, workers int) error {
+	if e.history == nil {
+		return nil
+	}
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case req := <-e.history:
+					e.fetch(ctx, req)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (e *Engine) fetch(ctx context.Context, req historyRequest) {
+	ls := (&series{key: req.key}).labels()
+	var vals []float64
+	var avg float64
+	var ok bool
+	var err error
+	if req.strategy == "" {
+		vals, err = e.cfg.History.Window(ctx, ls, req.before, req.step, req.n)
+	} else {
+		avg, ok, err = e.cfg.History.Average(ctx, ls, req.from, req.to)
+	}
+	if err != nil {
+		e.histFailed.Add(1)
+	} else {
+		e.histDone.Add(1)
+	}
+	key := []byte(req.key)
+	sh, h := e.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.get(h, key)
+	if s == nil {
+		return
+	}
+	if req.strategy == "" {
+		s.appendOlder(vals)
+		return
+	}
+	for j := range s.rules {
+		if r := &s.rules[j]; r.st.Name == req.strategy && r.base != nil {
+			r.base.inflight = false
+			if err == nil {
+				r.base.value, r.base.ok, r.base.forTime = avg, ok, req.before
+			}
+		}
+	}
+}
+
+// appendOlder puts values older than the window's behind it (newest
+// first), as far as the window has room.
+func (s *series) appendOlder(vals []float64) {
+	c := len(s.buf) / 2
+	for _, v := range vals {
+		if s.n >= c {
+			return
+		}
+		pos := (s.head + s.n) % c
+		s.buf[pos], s.buf[pos+c] = v, v
+		s.n++
+	}
 }
 
 // labels decodes the series' labels from its key.
@@ -318,7 +485,8 @@ func (e *Engine) rematch(s *series, rs *ruleSet) {
 }
 
 // evaluate runs one strategy on a series after a new point.
-func (e *Engine) evaluate(s *series, r *rule, newest float64, at time.Time, out []Transition) []Transition {
+func (e *Engine) evaluate(s *series, r *rule, p *metric.Point, at time.Time, out []Transition) []Transition {
+	newest := p.Value
 	if r.nodata != nil {
 		e.mu.Lock()
 		if r.nodata.State == StateFiring {
@@ -331,7 +499,11 @@ func (e *Engine) evaluate(s *series, r *rule, newest float64, at time.Time, out 
 	if c == nil {
 		return out
 	}
-	v, held, enough := c.Eval(s.window(), math.NaN())
+	base := math.NaN()
+	if c.NeedsBaseline() {
+		base = e.baselineFor(s, r, p)
+	}
+	v, held, enough := c.Eval(s.window(), base)
 	if !enough {
 		return out
 	}
@@ -656,7 +828,8 @@ func (e *Engine) Restore(alerts []Alert, now time.Time) {
 // Stats returns the counters.
 func (e *Engine) Stats() Stats {
 	st := Stats{Points: e.points.Load(), Unwatched: e.unwatched.Load(), OutOfOrder: e.outOfOrder.Load(),
-		SeriesDropped: e.dropped.Load(), Series: e.nseries.Load()}
+		SeriesDropped: e.dropped.Load(), Series: e.nseries.Load(),
+		HistoryDone: e.histDone.Load(), HistoryFailed: e.histFailed.Load(), HistoryDrop: e.histDropped.Load()}
 	e.mu.Lock()
 	st.Alerts = len(e.alerts)
 	for _, a := range e.alerts {

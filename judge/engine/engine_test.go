@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -268,5 +269,77 @@ func TestFlappingAlertIsAnnotated(t *testing.T) {
 	// limit of one: the alert is held firing from then on.
 	if len(out) != 1 || out[0].State != StateFiring || out[0].Annotations["flapping"] != "true" || out[0].Value != 10 {
 		t.Fatalf("outgoing %+v", out)
+	}
+}
+
+type fakeHistory struct {
+	window []float64
+	avg    float64
+	asked  []string
+}
+
+func (f *fakeHistory) Window(_ context.Context, ls metric.Labels, before int64, step int32, n int) ([]float64, error) {
+	f.asked = append(f.asked, fmt.Sprintf("window %s before=%d step=%d n=%d", ls.Get("endpoint"), before-t0.Unix(), step, n))
+	return f.window[:min(n, len(f.window))], nil
+}
+
+func (f *fakeHistory) Average(_ context.Context, ls metric.Labels, from, to int64) (float64, bool, error) {
+	f.asked = append(f.asked, fmt.Sprintf("avg %s from=%d to=%d", ls.Get("endpoint"), from-t0.Unix(), to-t0.Unix()))
+	return f.avg, true, nil
+}
+
+// runHistory answers the queued history requests.
+func runHistory(t *testing.T, e *Engine, want uint64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- e.RunHistory(ctx, 1) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for st := e.Stats(); st.HistoryDone+st.HistoryFailed < want; st = e.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("history requests not answered: %+v", st)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+}
+
+func TestWindowRefillFromHistory(t *testing.T) {
+	set, _ := strategy.Parse("t", []byte("strategies:\n- name: s\n  metric: m\n  condition: all(#3) > 90\n"), nil)
+	hist := &fakeHistory{window: []float64{96, 95, 1}}
+	e := New(Config{History: hist})
+	e.SetStrategies(set, t0)
+	if trs := e.Ingest(t0, []metric.Point{pt("m", "h1", t0, 97)}); len(trs) != 0 {
+		t.Fatalf("fired before refill: %v", trs)
+	}
+	runHistory(t, e, 1)
+	at := t0.Add(30 * time.Second)
+	trs := e.Ingest(at, []metric.Point{pt("m", "h1", at, 98)})
+	if len(trs) != 1 || trs[0].Status != "firing" {
+		t.Fatalf("second point after a refill of 2 values: %v (asked %v)", trs, hist.asked)
+	}
+	if strings.Join(hist.asked, ";") != "window h1 before=0 step=30 n=2" {
+		t.Fatalf("asked %v", hist.asked)
+	}
+}
+
+func TestCAvgBaselineFromHistory(t *testing.T) {
+	set, _ := strategy.Parse("t", []byte("strategies:\n- name: s\n  metric: m\n  condition: c_avg_rate(#2,1d) > 50\n"), nil)
+	hist := &fakeHistory{avg: 10}
+	e := New(Config{History: hist})
+	e.SetStrategies(set, t0)
+	var trs []Transition
+	for i := range 3 {
+		at := t0.Add(time.Duration(i) * 30 * time.Second)
+		trs = append(trs, e.Ingest(at, []metric.Point{pt("m", "h1", at, 20)})...)
+		runHistory(t, e, uint64(i+2))
+	}
+	if len(trs) != 1 || trs[0].Value != 100 {
+		t.Fatalf("transitions %+v; asked %v", trs, hist.asked)
+	}
+	day := int64(24 * 3600)
+	if hist.asked[1] != fmt.Sprintf("avg h1 from=%d to=%d", -day-30, -day) {
+		t.Fatalf("asked %v", hist.asked)
 	}
 }

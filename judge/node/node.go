@@ -110,6 +110,9 @@ func (n *Node) registerMetrics(set *metrics.Set) {
 	set.NewGauge("judge_points_unwatched_total", stat(func(s engine.Stats) float64 { return float64(s.Unwatched) }))
 	set.NewGauge("judge_points_out_of_order_total", stat(func(s engine.Stats) float64 { return float64(s.OutOfOrder) }))
 	set.NewGauge("judge_series_dropped_total", stat(func(s engine.Stats) float64 { return float64(s.SeriesDropped) }))
+	set.NewGauge(`judge_history_requests_total{result="ok"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryDone) }))
+	set.NewGauge(`judge_history_requests_total{result="failed"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryFailed) }))
+	set.NewGauge(`judge_history_requests_total{result="dropped"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryDrop) }))
 	set.NewGauge("judge_series", stat(func(s engine.Stats) float64 { return float64(s.Series) }))
 	set.NewGauge("judge_alerts", stat(func(s engine.Stats) float64 { return float64(s.Alerts) }))
 	set.NewGauge("judge_alerts_firing", stat(func(s engine.Stats) float64 { return float64(s.Firing) }))
@@ -261,10 +264,14 @@ func (n *Node) stamp() string {
 // until ctx ends.
 func (n *Node) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		n.sender.Run(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		n.eng.RunHistory(ctx, 2)
 	}()
 	sweep := time.NewTicker(n.cfg.SweepInterval)
 	save := time.NewTicker(n.cfg.SaveInterval)
