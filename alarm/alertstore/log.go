@@ -243,7 +243,15 @@ func (l *alertLog) writer() {
 		case r := <-l.reqs:
 			batch = append(batch, r)
 		case <-l.stop:
-			return
+			// Nobody waits unanswered: late requests get an error.
+			for {
+				select {
+				case r := <-l.reqs:
+					r.done <- errors.New("alert log closed")
+				default:
+					return
+				}
+			}
 		}
 		// Take whatever else is waiting: one sync for all of it.
 	more:
