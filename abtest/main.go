@@ -13,7 +13,10 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/opskit/opskit/abtest/cli"
+	abclickhouse "github.com/opskit/opskit/abtest/clickhouse"
 	"github.com/opskit/opskit/abtest/configfile"
+	"github.com/opskit/opskit/abtest/forward"
+	"github.com/opskit/opskit/abtest/kafka"
 	"github.com/opskit/opskit/abtest/server"
 	"github.com/opskit/opskit/abtest/store"
 	"github.com/opskit/opskit/internal/kit"
@@ -27,6 +30,12 @@ type config struct {
 	maxBody       int64
 	maxBatch      int
 	iqrK          float64
+
+	kafkaBrokers   []string
+	kafkaTopic     string
+	clickhouse     abclickhouse.Options
+	spoolMaxBytes  int64
+	forwardBackoff time.Duration
 }
 
 func main() {
@@ -64,6 +73,14 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.maxBody, "max-body-bytes", 8<<20, "largest request body accepted")
 	fs.IntVar(&c.maxBatch, "max-batch", 10_000, "most units per assign POST and events per events POST")
 	fs.Float64Var(&c.iqrK, "iqr-k", 1.5, "reports' default boxplot fence multiplier k (0 keeps every unit)")
+	fs.StringSliceVar(&c.kafkaBrokers, "kafka-brokers", nil, "Kafka seed brokers (host:port,...): every accepted event and exposure is also produced to --kafka-topic as JSON, keyed by unit")
+	fs.StringVar(&c.kafkaTopic, "kafka-topic", "ab_events", "Kafka topic of the events")
+	fs.StringVar(&c.clickhouse.Addr, "clickhouse-addr", "", "ClickHouse native protocol host:port: every accepted event and exposure is also inserted into --clickhouse-table, and reports are computed there")
+	fs.StringVar(&c.clickhouse.Database, "clickhouse-database", "default", "ClickHouse database of the events table")
+	fs.StringVar(&c.clickhouse.Table, "clickhouse-table", "ab_events", "ClickHouse events table (created if missing)")
+	fs.StringVar(&c.clickhouse.User, "clickhouse-user", "default", "ClickHouse user")
+	fs.Int64Var(&c.spoolMaxBytes, "spool-max-bytes", 1<<30, "disk bound of each destination's (Kafka, ClickHouse) spool; beyond it the oldest events are dropped and counted")
+	fs.DurationVar(&c.forwardBackoff, "forward-max-backoff", 10*time.Second, "longest wait between retries of a failing Kafka or ClickHouse delivery")
 }
 
 func (c *config) start(ctx context.Context, d *kit.Daemon) error {
@@ -76,11 +93,46 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		return err
 	}
 	d.OnStop("event store", func(context.Context) error { return st.Close() })
-	srv := server.New(watcher.Current(), server.Options{
-		Sink: st, Scanner: st, Log: d.Log, Metrics: d.Metrics,
+	opts := server.Options{
+		Scanner: st, Log: d.Log, Metrics: d.Metrics,
 		ExposureQueue: c.exposureQueue, DedupCapacity: c.dedupCapacity,
 		MaxBodyBytes: c.maxBody, MaxBatch: c.maxBatch, IQRK: c.iqrK,
-	})
+	}
+	sinks := forward.Sinks{st}
+	addForwarder := func(name string, dest forward.Destination) error {
+		f, err := forward.New(dest, forward.Options{Name: name, Dir: filepath.Join(d.DataDir, "spool", name),
+			MaxBytes: c.spoolMaxBytes, Log: d.Log, Metrics: d.Metrics, MaxBackoff: c.forwardBackoff})
+		if err != nil {
+			return err
+		}
+		d.OnStop(name+" spool", func(context.Context) error { return f.Close() })
+		d.Go(ctx, name+" forwarder", f.Run)
+		sinks = append(sinks, f)
+		return nil
+	}
+	if len(c.kafkaBrokers) > 0 {
+		p, err := kafka.New(c.kafkaBrokers, c.kafkaTopic)
+		if err != nil {
+			return err
+		}
+		d.OnStop("kafka producer", func(context.Context) error { p.Close(); return nil })
+		if err := addForwarder("kafka", p); err != nil {
+			return err
+		}
+	}
+	if c.clickhouse.Addr != "" {
+		ch, err := abclickhouse.Open(ctx, c.clickhouse)
+		if err != nil {
+			return err
+		}
+		d.OnStop("clickhouse", func(context.Context) error { return ch.Close() })
+		if err := addForwarder("clickhouse", ch); err != nil {
+			return err
+		}
+		opts.Report = ch.Report
+	}
+	opts.Sink = sinks
+	srv := server.New(watcher.Current(), opts)
 	watcher.OnChange(srv.SetConfig)
 	srv.Register(d.Mux)
 	d.OnReload(func(context.Context) error { return watcher.Reload() })

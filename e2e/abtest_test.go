@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -186,5 +187,60 @@ func TestAbtestHTMLReportInChromium(t *testing.T) {
 	}
 	if !strings.Contains(dom, `<svg id="estimates"`) {
 		t.Errorf("no chart drawn")
+	}
+}
+
+// TestAbtestKafkaAndClickHouse runs abtest with Kafka (kfake) and ClickHouse
+// configured: accepted events and exposures reach the topic and the table,
+// and the report is computed by ClickHouse.
+func TestAbtestKafkaAndClickHouse(t *testing.T) {
+	ch := testkit.ClickHouse(t)
+	kc := testkit.Kafka(t, testkit.KafkaTopic("ab_events", 2))
+	cfg := abtestConfig(t)
+	p := testkit.Start(t, "abtest", testkit.StartOptions{}, "--experiments", cfg,
+		"--kafka-brokers", strings.Join(kc.Addrs(), ","), "--kafka-topic", "ab_events",
+		"--clickhouse-addr", ch.NativeAddr(), "--clickhouse-database", ch.Database())
+	var lines []string
+	for i := range 200 {
+		id := fmt.Sprint("k", i)
+		if code, body := get(t, p.URL("/v1/assign?unit="+id)); code != 200 {
+			t.Fatalf("assign: %d %s", code, body)
+		}
+		lines = append(lines, fmt.Sprintf(`{"type":"metric","unit":%q,"experiment":"button-color","name":"revenue","value":%d}`, id, 5+i%3))
+	}
+	if code, body := abtestPost(t, p.URL("/v1/events"), strings.Join(lines, "\n")); code != 200 {
+		t.Fatalf("events: %d %s", code, body)
+	}
+	// 200 exposures and 200 metric events on the topic.
+	recs := kc.ReadTopic(t, "ab_events", 400, 20*time.Second)
+	kinds := map[string]int{}
+	for _, r := range recs {
+		var e struct{ Type string }
+		_ = json.Unmarshal(r.Value, &e)
+		kinds[e.Type]++
+	}
+	if kinds["exposure"] != 200 || kinds["metric"] != 200 {
+		t.Fatalf("topic holds %v", kinds)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, body := get(t, p.URL("/v1/report/button-color?metric=revenue&format=json"))
+		var rep struct {
+			Kind     string
+			Events   int
+			Variants []struct{ Units int }
+		}
+		_ = json.Unmarshal([]byte(body), &rep)
+		if rep.Kind == "mean" && rep.Events == 400 && len(rep.Variants) == 2 && rep.Variants[0].Units+rep.Variants[1].Units == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ClickHouse report never complete: %s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var n uint64
+	if err := ch.Conn(t).QueryRow(context.Background(), "SELECT count() FROM ab_events WHERE experiment = 'button-color'").Scan(&n); err != nil || n != 400 {
+		t.Fatalf("ab_events holds %d rows (%v), want 400", n, err)
 	}
 }

@@ -355,3 +355,42 @@ func Compute(s Scanner, experiment string, opt Options) (*Report, error) {
 	}
 	return b.Build(), nil
 }
+
+// UnitRow is one unit's events already aggregated (by ClickHouse): the
+// variants it was exposed to, whether a whitelist forced it, the metric's
+// sums in the experiment and pre-periods, and its conversion and metric
+// event counts in the experiment period.
+type UnitRow struct {
+	Variants    []string
+	Forced      bool
+	Value, Pre  float64
+	Conversions int
+	Metrics     int
+	Events      int
+}
+
+// AddUnit takes one aggregated unit instead of its events.
+func (b *Builder) AddUnit(row UnitRow) {
+	b.events += row.Events
+	b.conv += row.Conversions
+	b.met += row.Metrics
+	u := unitState{variant: -1, forced: row.Forced, value: row.Value, pre: row.Pre, converted: row.Conversions > 0}
+	for _, name := range row.Variants {
+		v, ok := b.variantIdx[name]
+		if !ok {
+			if b.discover {
+				v = int32(len(b.opt.Variants))
+				b.opt.Variants = append(b.opt.Variants, name)
+				b.variantIdx[name] = v
+			} else {
+				v = -2
+			}
+		}
+		if u.variant == -1 {
+			u.variant = v
+		} else if u.variant != v {
+			u.mixed = true
+		}
+	}
+	b.units = append(b.units, u)
+}

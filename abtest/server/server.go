@@ -32,8 +32,11 @@ type Sink interface {
 
 // Options configure a Server.
 type Options struct {
-	Sink    Sink
+	Sink Sink
+	// Scanner is where reports read events, unless Report is set.
 	Scanner report.Scanner
+	// Report computes reports elsewhere (ClickHouse) when set.
+	Report  func(ctx context.Context, experiment string, opt report.Options) (*report.Report, error)
 	Log     *slog.Logger
 	Metrics *metrics.Set
 	// ExposureQueue bounds exposures waiting to be written; beyond it they
@@ -373,7 +376,14 @@ func (s *Server) handleReport(w http.ResponseWriter, r *http.Request) {
 		k = f
 	}
 	cuped := q.Get("cuped") == "true" || q.Get("cuped") == "1"
-	rep, err := report.Compute(s.opt.Scanner, experiment, ReportOptions(s.assigner.Load(), experiment, q.Get("metric"), k, cuped))
+	opt := ReportOptions(s.assigner.Load(), experiment, q.Get("metric"), k, cuped)
+	var rep *report.Report
+	var err error
+	if s.opt.Report != nil {
+		rep, err = s.opt.Report(r.Context(), experiment, opt)
+	} else {
+		rep, err = report.Compute(s.opt.Scanner, experiment, opt)
+	}
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
