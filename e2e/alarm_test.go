@@ -504,6 +504,44 @@ receivers:
 	}
 }
 
+// TestAlarmReload: `alarm ctl reload` applies a changed file; a broken
+// file is refused and the running configuration stays.
+func TestAlarmReload(t *testing.T) {
+	first, second := newAlarmHook(t), newAlarmHook(t)
+	text := `route:
+  receiver: hook
+  group_by: [alertname]
+  group_wait: 100ms
+receivers:
+- name: hook
+  webhook_configs:
+  - url: %s/
+`
+	cfg := alarmWriteConfig(t, fmt.Sprintf(text, first.srv.URL))
+	p := testkit.Start(t, "alarm", testkit.StartOptions{}, "--notify-config", cfg)
+	alarmPost(t, "http://"+p.Addr, `[{"labels":{"alertname":"One"}}]`)
+	alarmWaitFor(t, 10*time.Second, "first receiver", func() bool { return len(first.deliveries()) == 1 })
+
+	os.WriteFile(cfg, []byte("route:\n  receiver: nope\nreceivers: []\n"), 0o600)
+	if _, errs, code := testkit.Run(t, "alarm", "", "ctl", "reload", "--addr", p.Addr); code == 0 {
+		t.Fatalf("reload of a broken file succeeded: %s", errs)
+	}
+	os.WriteFile(cfg, []byte(fmt.Sprintf(text, second.srv.URL)), 0o600)
+	if out, errs, code := testkit.Run(t, "alarm", "", "ctl", "reload", "--addr", p.Addr); code != 0 {
+		t.Fatalf("reload: exit %d %s %s", code, out, errs)
+	}
+	alarmPost(t, "http://"+p.Addr, `[{"labels":{"alertname":"Two"}}]`)
+	alarmWaitFor(t, 10*time.Second, "second receiver", func() bool { return len(second.deliveries()) == 1 })
+	time.Sleep(300 * time.Millisecond)
+	// One was already notified: the rebuilt groups do not send it again.
+	if n := len(first.deliveries()); n != 1 {
+		t.Fatalf("first receiver got %d notifications", n)
+	}
+	if d := second.deliveries(); len(d) != 1 || d[0].body.GroupLabels["alertname"] != "Two" {
+		t.Fatalf("second receiver got %+v", d)
+	}
+}
+
 // TestAlarmKafkaIntake: alerts produced to a Kafka topic reach alarm.
 func TestAlarmKafkaIntake(t *testing.T) {
 	k := testkit.Kafka(t, testkit.KafkaTopic("alerts", 1))
