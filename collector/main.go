@@ -25,9 +25,9 @@ import (
 	"github.com/opskit/opskit/collector/plugin"
 	"github.com/opskit/opskit/collector/relay"
 	"github.com/opskit/opskit/collector/sink"
-	"github.com/opskit/opskit/collector/spool"
 	"github.com/opskit/opskit/collector/statsd"
 	"github.com/opskit/opskit/internal/kit"
+	"github.com/opskit/opskit/internal/spool"
 	"github.com/opskit/opskit/transfer/intake"
 )
 
@@ -142,18 +142,18 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	sp, err := spool.Open(spool.Options{
 		Dir:      filepath.Join(d.DataDir, "spool"),
 		MaxBytes: c.spoolMax,
-		OnDrop: func(points int, reason string) {
+		OnDrop: func(records, points int, reason string) {
 			d.Metrics.GetOrCreateCounter(`opskit_collector_spool_dropped_points_total{reason="` + reason + `"}`).Add(points)
-			d.Log.Warn("spool dropped points", "points", points, "reason", reason)
+			d.Log.Warn("spool dropped points", "records", records, "points", points, "reason", reason)
 		},
 	})
 	if err != nil {
 		return err
 	}
 	d.OnStop("spool", func(context.Context) error { return sp.Close() })
-	d.Metrics.NewGauge("opskit_collector_spool_points", func() float64 { return float64(sp.Stats().Points) })
+	d.Metrics.NewGauge("opskit_collector_spool_points", func() float64 { return float64(sp.Stats().Count) })
 	d.Metrics.NewGauge("opskit_collector_spool_bytes", func() float64 { return float64(sp.Stats().Bytes) })
-	d.HandleAdmin("spool", func(context.Context, []string) (any, error) { return sp.Stats(), nil })
+	d.HandleAdmin("spool", func(context.Context, []string) (any, error) { return spoolStats(sp.Stats()), nil })
 	writer := &relay.Writer{Spool: sp, Defaults: defaults, BatchPoints: c.batchPoints}
 
 	rl, err := relay.New(relay.Config{
@@ -247,6 +247,12 @@ func (c *config) startGraphite(ctx context.Context, d *kit.Daemon, writer *relay
 	d.Go(ctx, "graphite-tcp-batch", tcp.Run)
 	d.Go(ctx, "graphite-udp-batch", udp.Run)
 	return nil
+}
+
+// spoolStats is what `collector ctl spool` prints: the spool's Count is
+// points here.
+func spoolStats(st spool.Stats) map[string]any {
+	return map[string]any{"records": st.Records, "points": st.Count, "bytes": st.Bytes, "segments": st.Segments}
 }
 
 func parsePercentiles(s string) ([]float64, error) {

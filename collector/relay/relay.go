@@ -1,6 +1,7 @@
 // Package relay moves collector's points to transfer. Producers hand points
 // to a Writer, which encodes them as open-falcon JSON batches into the disk
-// spool; a Relay reads the spool in order and posts each batch to
+// spool (internal/spool), snappy-compressed; a Relay reads the spool in
+// order and posts each batch to
 // transfer's POST /api/push, failing over across the listed transfer nodes
 // and backing off while none answers. A batch leaves the spool only once a
 // transfer has answered for it, so nothing is lost while transfer is down
@@ -22,14 +23,17 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/golang/snappy"
 
 	"github.com/opskit/opskit/collector/falconfmt"
-	"github.com/opskit/opskit/collector/spool"
 	"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/internal/spool"
 	"github.com/opskit/opskit/transfer/intake"
 )
 
-// Writer encodes points into spool records of at most BatchPoints points.
+// Writer encodes points into spool records of at most BatchPoints points,
+// each a snappy-compressed open-falcon JSON array (the spool's Count is the
+// number of points).
 type Writer struct {
 	Spool       *spool.Spool
 	Defaults    falconfmt.Defaults
@@ -51,9 +55,9 @@ func (w *Writer) Write(ctx context.Context, pts []metric.Point) error {
 	recs := make([]spool.Record, 0, (len(pts)+n-1)/n)
 	for start := 0; start < len(pts); start += n {
 		chunk := pts[start:min(start+n, len(pts))]
-		recs = append(recs, spool.Record{Points: len(chunk), Data: falconfmt.AppendArray(nil, chunk, w.Defaults)})
+		recs = append(recs, spool.Record{Count: len(chunk), Data: snappy.Encode(nil, falconfmt.AppendArray(nil, chunk, w.Defaults))})
 	}
-	return w.Spool.Append(recs...)
+	return w.Spool.Append(ctx, recs...)
 }
 
 // Defaults of Config.
@@ -160,15 +164,23 @@ func (r *Relay) Run(ctx context.Context) error {
 			return fmt.Errorf("relay: %w", err)
 		}
 		if len(b.Records) == 0 {
-			select {
-			case <-r.spool.Notify():
-				continue
-			case <-ctx.Done():
+			if r.spool.Wait(ctx) != nil {
 				return nil
 			}
+			continue
 		}
-		body := joinArrays(b.Records)
-		res := r.sendAnyTarget(ctx, body, b.Points)
+		body, err := joinArrays(b.Records)
+		if err != nil {
+			// Checksummed on disk yet not ours to decode: it can never be
+			// sent, and must not block the spool.
+			r.log.Error("undecodable batch in the spool; dropping it", "points", b.Count, "err", err)
+			r.dropped.Add(b.Count)
+			if err := r.spool.Ack(b); err != nil {
+				return fmt.Errorf("relay: %w", err)
+			}
+			continue
+		}
+		res := r.sendAnyTarget(ctx, body, b.Count)
 		switch res {
 		case delivered:
 			backoff = 0
@@ -183,8 +195,8 @@ func (r *Relay) Run(ctx context.Context) error {
 				continue
 			}
 			// One record transfer will not take: it can never be sent.
-			r.log.Error("transfer refuses a batch as too large; dropping it", "points", b.Points, "bytes", len(body))
-			r.dropped.Add(b.Points)
+			r.log.Error("transfer refuses a batch as too large; dropping it", "points", b.Count, "bytes", len(body))
+			r.dropped.Add(b.Count)
 			if err := r.spool.Ack(b); err != nil {
 				return fmt.Errorf("relay: %w", err)
 			}
@@ -194,7 +206,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		}
 		backoff = nextBackoff(backoff, r.cfg.BackoffMin, r.cfg.BackoffMax)
-		r.log.Warn("no transfer reachable; points stay in the spool", "retry_in", backoff.Round(time.Millisecond), "spooled_points", r.spool.Stats().Points)
+		r.log.Warn("no transfer reachable; points stay in the spool", "retry_in", backoff.Round(time.Millisecond), "spooled_points", r.spool.Stats().Count)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -316,27 +328,34 @@ func reasonLabel(s string) string {
 	return s
 }
 
-// joinArrays merges the records' JSON arrays into one.
-func joinArrays(recs []spool.Record) []byte {
-	if len(recs) == 1 {
-		return recs[0].Data
-	}
+// joinArrays decompresses the records and merges their JSON arrays into
+// one.
+func joinArrays(recs []spool.Record) ([]byte, error) {
+	arrays := make([][]byte, len(recs))
 	n := 2
-	for _, r := range recs {
-		n += len(r.Data)
+	for i, r := range recs {
+		a, err := snappy.Decode(nil, r.Data)
+		if err != nil {
+			return nil, fmt.Errorf("record %d: %w", i, err)
+		}
+		arrays[i] = a
+		n += len(a)
+	}
+	if len(arrays) == 1 {
+		return arrays[0], nil
 	}
 	out := make([]byte, 0, n)
 	out = append(out, '[')
-	for i, r := range recs {
-		inner := bytes.TrimSpace(r.Data)
+	for _, a := range arrays {
+		inner := bytes.TrimSpace(a)
 		inner = bytes.TrimSuffix(bytes.TrimPrefix(inner, []byte{'['}), []byte{']'})
 		if len(bytes.TrimSpace(inner)) == 0 {
 			continue
 		}
-		if i > 0 && len(out) > 1 {
+		if len(out) > 1 {
 			out = append(out, ',')
 		}
 		out = append(out, inner...)
 	}
-	return append(out, ']')
+	return append(out, ']'), nil
 }

@@ -15,10 +15,11 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+	"github.com/golang/snappy"
 
 	"github.com/opskit/opskit/collector/falconfmt"
-	"github.com/opskit/opskit/collector/spool"
-	"github.com/opskit/opskit/internal/metric"
+		"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/internal/spool"
 	"github.com/opskit/opskit/transfer/intake"
 	"github.com/opskit/opskit/transfer/intake/falcon"
 )
@@ -163,7 +164,7 @@ func TestDeliversInOrderInBatches(t *testing.T) {
 		}
 	}
 	ft.mu.Unlock()
-	waitFor(t, "spool drained", func() bool { return h.sp.Stats().Points == 0 })
+	waitFor(t, "spool drained", func() bool { return h.sp.Stats().Count == 0 })
 	if v := h.set; v == nil {
 		t.Fatal("no metrics")
 	}
@@ -209,8 +210,8 @@ func TestOutageThenRecovery(t *testing.T) {
 	if n := len(ft.got()); n != 0 {
 		t.Fatalf("%d points stored while transfer was down", n)
 	}
-	if st := h.sp.Stats(); st.Points != 500 {
-		t.Fatalf("spool holds %d points during the outage, want 500", st.Points)
+	if st := h.sp.Stats(); st.Count != 500 {
+		t.Fatalf("spool holds %d points during the outage, want 500", st.Count)
 	}
 	// The collector restarts during the outage: the spool carries over.
 	h.stop()
@@ -293,8 +294,15 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestJoinArrays(t *testing.T) {
-	got := joinArrays([]spool.Record{{Data: []byte(`[{"a":1}]`)}, {Data: []byte(`[]`)}, {Data: []byte(` [{"b":2},{"c":3}] `)}})
-	if string(got) != `[{"a":1},{"b":2},{"c":3}]` {
-		t.Errorf("joined %s", got)
+	rec := func(s string) spool.Record { return spool.Record{Data: snappy.Encode(nil, []byte(s))} }
+	got, err := joinArrays([]spool.Record{rec(`[{"a":1}]`), rec(`[]`), rec(` [{"b":2},{"c":3}] `)})
+	if err != nil || string(got) != `[{"a":1},{"b":2},{"c":3}]` {
+		t.Errorf("joined %s, %v", got, err)
+	}
+	if got, err := joinArrays([]spool.Record{rec(`[]`), rec(`[{"a":1}]`)}); err != nil || string(got) != `[{"a":1}]` {
+		t.Errorf("joined %s, %v", got, err)
+	}
+	if _, err := joinArrays([]spool.Record{{Data: []byte("not snappy")}}); err == nil {
+		t.Error("undecodable record joined")
 	}
 }
