@@ -60,14 +60,9 @@ func main() {
 		defer os.RemoveAll(d)
 		*dir = d
 	}
-	transport := &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-		MaxIdleConns:        *watchers * 2,
-		MaxIdleConnsPerHost: *watchers * 2,
-		IdleConnTimeout:     10 * time.Minute,
-	}
-	hc := &http.Client{Transport: transport}
+	// The bench's own requests (publish, metrics) use this client; every
+	// watcher has its own, with one connection, as each agent would.
+	hc := &http.Client{Transport: newTransport()}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -88,7 +83,7 @@ func main() {
 	for i := 0; i < *watchers; i++ {
 		wdir := filepath.Join(*dir, strconv.Itoa(i/1000), strconv.Itoa(i))
 		must(os.MkdirAll(wdir, 0o755))
-		go watcher(ctx, hc, *server, *ns, fmt.Sprintf("sim-%05d", i), wdir, diskSlots, &published, func(v int64, answered, d time.Duration) {
+		go watcher(ctx, &http.Client{Transport: newTransport()}, *server, *ns, fmt.Sprintf("sim-%05d", i), wdir, diskSlots, &published, func(v int64, answered, d time.Duration) {
 			mu.Lock()
 			lat[v] = append(lat[v], d)
 			answeredLat[v] = append(answeredLat[v], answered)
@@ -151,6 +146,15 @@ func main() {
 	sort.Slice(allAnswered, func(i, j int) bool { return allAnswered[i] < allAnswered[j] })
 	fmt.Printf("all %d deliveries: watch answered p50 %v p99 %v; file on disk p50 %v p99 %v max %v (watch errors %d)\n",
 		len(all), q(allAnswered, 0.5), q(allAnswered, 0.99), q(all, 0.5), q(all, 0.99), all[len(all)-1].Round(time.Millisecond), errs.Load())
+}
+
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     10 * time.Minute,
+	}
 }
 
 func q(sorted []time.Duration, p float64) time.Duration {

@@ -34,9 +34,12 @@ type parked struct {
 
 // rehome serves connections handed back after a parked watch answers.
 type rehome struct {
-	mu  sync.Mutex
-	srv *http.Server
-	ln  *chanListener
+	// idle closes a handed-back connection the client leaves unused this
+	// long (an agent sends its next watch at once).
+	idle time.Duration
+	mu   sync.Mutex
+	srv  *http.Server
+	ln   *chanListener
 }
 
 type chanListener struct {
@@ -67,7 +70,11 @@ func (h *rehome) server(orig *http.Server, addr net.Addr) (*http.Server, *chanLi
 		// Buffered so that waking a batch of watchers does not wait for the
 		// accept loop after each answer.
 		h.ln = &chanListener{ch: make(chan net.Conn, 4096), done: make(chan struct{}), addr: addr}
-		h.srv = &http.Server{Handler: orig.Handler, ReadHeaderTimeout: orig.ReadHeaderTimeout, IdleTimeout: orig.IdleTimeout, ErrorLog: orig.ErrorLog}
+		idle := orig.IdleTimeout
+		if idle <= 0 || (h.idle > 0 && h.idle < idle) {
+			idle = h.idle
+		}
+		h.srv = &http.Server{Handler: orig.Handler, ReadHeaderTimeout: orig.ReadHeaderTimeout, IdleTimeout: idle, ErrorLog: orig.ErrorLog}
 		go h.srv.Serve(h.ln)
 	}
 	return h.srv, h.ln

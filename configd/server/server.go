@@ -109,6 +109,7 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 	s := &Server{cfg: cfg, store: st, hub: newHub(cfg.WatchBatch, cfg.WatchBatchInterval), reports: newReports(), log: cfg.Logger,
 		heads: map[string]api.Namespace{}, relCache: map[string][]byte{}, stopped: make(chan struct{})}
 	s.auth.Store(cfg.Auth)
+	s.rehome.idle = cfg.WatchTimeout + 30*time.Second
 	heads, err := st.Namespaces()
 	if err != nil {
 		return nil, err
