@@ -247,3 +247,30 @@ receivers:
 		t.Fatalf("notifications %v", got)
 	}
 }
+
+// TestJudgeRefillsFromTransfer: a judge started after transfer already
+// holds a series' history fills the series' window from transfer's query
+// API, so all(#3) fires on the second point it sees instead of the third.
+func TestJudgeRefillsFromTransfer(t *testing.T) {
+	tr := testkit.Start(t, "transfer", testkit.StartOptions{}, "--graphite-listen", "")
+	ts := time.Now().Unix()/30*30 - 600
+	var lines []string
+	for i := range 3 {
+		lines = append(lines, fmt.Sprintf(`{"endpoint":"web-7","metric":"cpu.busy","timestamp":%d,"step":30,"value":95,"tags":"core=all"}`, ts+int64(30*i)))
+	}
+	if out, errs, code := testkit.Run(t, "transfer", strings.Join(lines, "\n")+"\n", "push", "--addr", tr.Addr); code != 0 {
+		t.Fatalf("transfer push: exit %d %s %s", code, out, errs)
+	}
+	strategies := writeJudgeFile(t, "s.yaml", strings.Replace(judgeStrategies, "all(#2)", "all(#4)", 1))
+	j := testkit.Start(t, "judge", testkit.StartOptions{}, "--strategies", strategies, "--transfer-url", "http://"+tr.Addr)
+	judgePush(t, j.Addr, "web-7", ts+90, 96)
+	judgeWait(t, 10*time.Second, "refill answered", func() bool {
+		_, m := get(t, j.URL("/metrics"))
+		return strings.Contains(m, `judge_history_requests_total{result="ok"} 1`)
+	})
+	judgePush(t, j.Addr, "web-7", ts+120, 97)
+	_, body := get(t, j.URL("/api/alerts"))
+	if !strings.Contains(body, `"state":"firing"`) || !strings.Contains(body, `"endpoint":"web-7"`) {
+		t.Fatalf("not firing after the refill: %s", body)
+	}
+}
