@@ -542,6 +542,27 @@ receivers:
 	}
 }
 
+// TestAlarmHistoryInClickHouse: with --clickhouse-addr, transitions land
+// in the alert_events table too.
+func TestAlarmHistoryInClickHouse(t *testing.T) {
+	ch := testkit.ClickHouse(t)
+	p := testkit.Start(t, "alarm", testkit.StartOptions{}, "--clickhouse-addr", ch.NativeAddr(), "--clickhouse-database", ch.Database())
+	alarmPost(t, "http://"+p.Addr, `[{"labels":{"alertname":"InClickHouse","endpoint":"web01"}}]`)
+	conn := ch.Conn(t)
+	alarmWaitFor(t, 20*time.Second, "the firing event in ClickHouse", func() bool {
+		rows, err := conn.Query(context.Background(), "SELECT count() FROM alert_events WHERE kind = 'firing' AND alertname = 'InClickHouse' AND has(label_values, 'web01')")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var n uint64
+		for rows.Next() {
+			rows.Scan(&n)
+		}
+		return n == 1
+	})
+}
+
 // TestAlarmKafkaIntake: alerts produced to a Kafka topic reach alarm.
 func TestAlarmKafkaIntake(t *testing.T) {
 	k := testkit.Kafka(t, testkit.KafkaTopic("alerts", 1))
