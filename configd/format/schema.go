@@ -157,20 +157,19 @@ func typeName(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
+// inEnum compares by value: numbers numerically (the schema's are float64,
+// the document's int64 or float64), everything else by type and text.
 func inEnum(v any, enum []any) bool {
 	for _, e := range enum {
-		if en, ok := number(normalizeJSON(jsonNumber(e))); ok {
+		if en, ok := number(e); ok {
 			if n, ok := number(v); ok && n == en {
 				return true
 			}
 			continue
 		}
-		if fmt.Sprint(e) == fmt.Sprint(v) && typeName(e) == typeName(v) {
+		if typeName(e) == typeName(v) && fmt.Sprint(e) == fmt.Sprint(v) {
 			return true
 		}
 	}
 	return false
 }
-
-// jsonNumber passes through values decoded without UseNumber (float64).
-func jsonNumber(v any) any { return v }
