@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -483,4 +484,65 @@ func clusterMetric(text, series string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestTransferClusterPeersFileReload grows a two-node ring to three by
+// editing the peers file and reloading: the newcomer receives about a third
+// of the new series, and the older series' history stays queryable.
+func TestTransferClusterPeersFileReload(t *testing.T) {
+	dir := t.TempDir()
+	peersFile := dir + "/peers.txt"
+	names := []string{"n0", "n1", "n2"}
+	addrs := []string{testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)}
+	writePeers := func(n int) {
+		var b strings.Builder
+		b.WriteString("# the ring\n")
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&b, "%s = %s\n", names[i], addrs[i])
+		}
+		if err := os.WriteFile(peersFile, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePeers(2)
+	start := func(i int) *testkit.Proc {
+		return testkit.Start(t, "transfer", testkit.StartOptions{}, "--listen", addrs[i], "--graphite-listen", "", "--node-name", names[i], "--peers", peersFile,
+			"--forward-min-backoff", "50ms", "--forward-max-backoff", "300ms")
+	}
+	procs := []*testkit.Proc{start(0), start(1)}
+	before := newClusterWriter(60)
+	before.run(0, 0, 5, func(int) string { return "http://" + addrs[0] }, nil)
+
+	writePeers(3)
+	procs = append(procs, start(2))
+	for _, p := range procs[:2] {
+		if out, errs, code := testkit.Run(t, "transfer", "", "ctl", "reload", "--addr", p.Addr); code != 0 {
+			t.Fatalf("ctl reload: %d %s %s", code, out, errs)
+		}
+	}
+	_, body := get(t, "http://"+addrs[0]+"/cluster/v1/status")
+	if !strings.Contains(body, `"name":"n2"`) {
+		t.Fatalf("n0 does not list n2 after the reload: %s", body)
+	}
+	after := newClusterWriter(60)
+	after.t0 = before.t0 + 3600
+	after.run(1, 0, 5, func(int) string { return "http://" + addrs[1] }, nil)
+	waitDrainedAt(t, addrs)
+	_, m := get(t, "http://"+addrs[2]+"/metrics")
+	got := clusterMetric(m, "opskit_transfer_storage_series")
+	if got < 8 || got > 35 {
+		t.Fatalf("the new node holds %v of the 60 new series; want about a third", got)
+	}
+	before.check(t, "http://"+addrs[2], 5)
+	after.check(t, "http://"+addrs[0], 5)
+}
+
+func waitDrainedAt(t *testing.T, addrs []string) {
+	t.Helper()
+	r := &transferRing{t: t, addrs: addrs, names: make([]string, len(addrs))}
+	all := make([]int, len(addrs))
+	for i := range all {
+		all[i] = i
+	}
+	r.waitDrained(20*time.Second, all...)
 }
