@@ -7,6 +7,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -17,6 +20,9 @@ import (
 	"github.com/opskit/opskit/abtest/configfile"
 	"github.com/opskit/opskit/abtest/forward"
 	"github.com/opskit/opskit/abtest/kafka"
+	"github.com/opskit/opskit/abtest/ramp"
+	"github.com/opskit/opskit/abtest/report"
+	"github.com/opskit/opskit/abtest/sdk"
 	"github.com/opskit/opskit/abtest/server"
 	"github.com/opskit/opskit/abtest/store"
 	"github.com/opskit/opskit/internal/kit"
@@ -36,6 +42,7 @@ type config struct {
 	clickhouse     abclickhouse.Options
 	spoolMaxBytes  int64
 	forwardBackoff time.Duration
+	rampInterval   time.Duration
 }
 
 func main() {
@@ -80,6 +87,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.clickhouse.Table, "clickhouse-table", "ab_events", "ClickHouse events table (created if missing)")
 	fs.StringVar(&c.clickhouse.User, "clickhouse-user", "default", "ClickHouse user")
 	fs.Int64Var(&c.spoolMaxBytes, "spool-max-bytes", 1<<30, "disk bound of each destination's (Kafka, ClickHouse) spool; beyond it the oldest events are dropped and counted")
+	fs.DurationVar(&c.rampInterval, "ramp-interval", time.Minute, "how often ramp schedules are checked (sample ratio and guardrails) and advanced")
 	fs.DurationVar(&c.forwardBackoff, "forward-max-backoff", 10*time.Second, "longest wait between retries of a failing Kafka or ClickHouse delivery")
 }
 
@@ -133,8 +141,39 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	}
 	opts.Sink = sinks
 	srv := server.New(watcher.Current(), opts)
-	watcher.OnChange(srv.SetConfig)
+	reportFunc := opts.Report
+	if reportFunc == nil {
+		reportFunc = func(_ context.Context, experiment string, o report.Options) (*report.Report, error) {
+			return report.Compute(st, experiment, o)
+		}
+	}
+	ramps, err := ramp.New(ramp.Options{StateFile: filepath.Join(d.DataDir, "ramp.json"), Report: reportFunc,
+		IQRK: c.iqrK, Log: d.Log, Apply: srv.SetConfig})
+	if err != nil {
+		return err
+	}
+	if err := ramps.SetConfig(watcher.Config()); err != nil {
+		return err
+	}
+	watcher.OnChange(func(cfg *sdk.Config, _ *sdk.Assigner) {
+		if err := ramps.SetConfig(cfg); err != nil {
+			d.Log.Error("experiment config not applied", "err", err)
+		}
+	})
 	srv.Register(d.Mux)
+	d.Mux.HandleFunc("GET /v1/ramp", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"ramps": ramps.States()})
+	})
+	d.HandleAdmin("ramp-resume", func(_ context.Context, args []string) (any, error) {
+		if len(args) != 1 {
+			return nil, errors.New("usage: ramp-resume EXPERIMENT")
+		}
+		return map[string]string{"resumed": args[0]}, ramps.Resume(args[0])
+	})
+	if c.rampInterval > 0 {
+		d.Go(ctx, "ramp", func(ctx context.Context) error { return ramps.Run(ctx, c.rampInterval) })
+	}
 	d.OnReload(func(context.Context) error { return watcher.Reload() })
 	d.Go(ctx, "exposure writer", srv.RunExposureWriter)
 	if c.experiments != "" && c.poll > 0 {

@@ -244,3 +244,57 @@ func TestAbtestKafkaAndClickHouse(t *testing.T) {
 		t.Fatalf("ab_events holds %d rows (%v), want 400", n, err)
 	}
 }
+
+// TestAbtestRampAdvances gives an experiment a two-step ramp with a short
+// hold: with healthy checks it moves from 20 % to full coverage, and units
+// assigned at 20 % keep their arm.
+func TestAbtestRampAdvances(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "experiments.yaml")
+	if err := os.WriteFile(path, []byte(`
+experiments:
+  - key: ramped
+    variants: [{name: control}, {name: t}]
+    ramp:
+      - {coverage: 0.2}
+      - {coverage: 1, after: 1s}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testkit.Start(t, "abtest", testkit.StartOptions{}, "--experiments", path, "--ramp-interval", "100ms")
+	before := map[string]string{}
+	for i := range 200 {
+		id := fmt.Sprint("r", i)
+		_, body := get(t, p.URL("/v1/assign?unit="+id))
+		var r struct{ Assignments []struct{ Variant string } }
+		_ = json.Unmarshal([]byte(body), &r)
+		if len(r.Assignments) == 1 {
+			before[id] = r.Assignments[0].Variant
+		}
+	}
+	if len(before) < 20 || len(before) > 60 {
+		t.Fatalf("%d of 200 units in at 20 %% coverage", len(before))
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := get(t, p.URL("/v1/ramp"))
+		if strings.Contains(body, `"coverage":1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ramp did not advance: %s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i := range 200 {
+		id := fmt.Sprint("r", i)
+		_, body := get(t, p.URL("/v1/assign?unit="+id))
+		var r struct{ Assignments []struct{ Variant string } }
+		_ = json.Unmarshal([]byte(body), &r)
+		if len(r.Assignments) != 1 {
+			t.Fatalf("%s not in the experiment at full coverage: %s", id, body)
+		}
+		if v, ok := before[id]; ok && v != r.Assignments[0].Variant {
+			t.Fatalf("%s moved from %s to %s when the ramp advanced", id, v, r.Assignments[0].Variant)
+		}
+	}
+}

@@ -24,8 +24,9 @@ type Watcher struct {
 
 	mu       sync.Mutex
 	current  *sdk.Assigner
+	config   *sdk.Config
 	sum      [32]byte
-	onChange []func(*sdk.Assigner)
+	onChange []func(*sdk.Config, *sdk.Assigner)
 }
 
 // New loads path (an empty path is an empty config). A bad file at start is
@@ -33,7 +34,8 @@ type Watcher struct {
 func New(path string, log *slog.Logger) (*Watcher, error) {
 	w := &Watcher{path: path, log: log}
 	if path == "" {
-		w.current, _ = sdk.New(nil)
+		w.config = &sdk.Config{}
+		w.current, _ = sdk.New(w.config)
 		return w, nil
 	}
 	if _, err := w.load(); err != nil {
@@ -49,8 +51,15 @@ func (w *Watcher) Current() *sdk.Assigner {
 	return w.current
 }
 
+// Config is the parsed config in force.
+func (w *Watcher) Config() *sdk.Config {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.config
+}
+
 // OnChange registers fn to be called with each new config.
-func (w *Watcher) OnChange(fn func(*sdk.Assigner)) {
+func (w *Watcher) OnChange(fn func(*sdk.Config, *sdk.Assigner)) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.onChange = append(w.onChange, fn)
@@ -107,11 +116,11 @@ func (w *Watcher) load() (bool, error) {
 		return false, fmt.Errorf("%s: %w", w.path, err)
 	}
 	w.mu.Lock()
-	w.current, w.sum = a, sum
-	hooks := append([]func(*sdk.Assigner){}, w.onChange...)
+	w.current, w.config, w.sum = a, c, sum
+	hooks := append([]func(*sdk.Config, *sdk.Assigner){}, w.onChange...)
 	w.mu.Unlock()
 	for _, fn := range hooks {
-		fn(a)
+		fn(c, a)
 	}
 	return true, nil
 }

@@ -22,7 +22,7 @@ func TestReloadKeepsGoodConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seen []*sdk.Assigner
-	w.OnChange(func(a *sdk.Assigner) { seen = append(seen, a) })
+	w.OnChange(func(_ *sdk.Config, a *sdk.Assigner) { seen = append(seen, a) })
 	if err := w.Reload(); err != nil || len(seen) != 0 {
 		t.Fatalf("unchanged file: %v, %d changes", err, len(seen))
 	}
