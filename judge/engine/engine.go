@@ -99,6 +99,9 @@ type Engine struct {
 
 	history chan historyRequest
 
+	exprMu sync.Mutex // guards groups; taken after a shard's lock, before mu
+	groups map[string]*exprGroup
+
 	points, unwatched, outOfOrder, dropped atomic.Uint64
 	histDone, histFailed, histDropped      atomic.Uint64
 	nseries                                atomic.Int64
@@ -186,7 +189,7 @@ func New(cfg Config) *Engine {
 	if cfg.ResolvedRetention <= 0 {
 		cfg.ResolvedRetention = 15 * time.Minute
 	}
-	e := &Engine{cfg: cfg, seed: maphash.MakeSeed(), alerts: map[string]*Alert{}}
+	e := &Engine{cfg: cfg, seed: maphash.MakeSeed(), alerts: map[string]*Alert{}, groups: map[string]*exprGroup{}}
 	e.shards = make([]*shard, cfg.Shards)
 	for i := range e.shards {
 		e.shards[i] = &shard{series: map[uint64]*series{}}
@@ -293,6 +296,72 @@ func (e *Engine) Ingest(now time.Time, pts []metric.Point) []Transition {
 		sh.mu.Unlock()
 	}
 	return out
+}
+
+// exprGroup holds the latest value of each metric of an expression for
+// one endpoint and tag set, and the expression's alert there.
+type exprGroup struct {
+	rule   rule
+	key    string // the series key without the metric name
+	values []float64
+	times  []int64
+}
+
+// evaluateExpr records the point as its metric's latest value in the
+// expression's group and evaluates the expression once every metric has
+// a value no older than three steps.
+func (e *Engine) evaluateExpr(s *series, r *rule, p *metric.Point, at time.Time, out []Transition) []Transition {
+	x := r.st.Expr
+	gk := keyWithout(s.key, metric.NameLabel)
+	e.exprMu.Lock()
+	defer e.exprMu.Unlock()
+	g := e.groups[r.st.Name+"\x00"+gk]
+	if g == nil {
+		g = &exprGroup{rule: rule{st: r.st}, key: gk, values: make([]float64, len(x.Metrics)), times: make([]int64, len(x.Metrics))}
+		e.mu.Lock()
+		if a := e.alerts[alertKey(r.st.Name, KindCondition, gk)]; a != nil && a.State != StateResolved {
+			g.rule.alert = a
+		}
+		e.mu.Unlock()
+		e.groups[r.st.Name+"\x00"+gk] = g
+	}
+	if g.rule.st != r.st || len(g.values) != len(x.Metrics) {
+		// The strategy was reloaded: start its inputs afresh.
+		g.rule.st = r.st
+		g.values, g.times = make([]float64, len(x.Metrics)), make([]int64, len(x.Metrics))
+	}
+	i := x.Index(keyGet(s.key, metric.NameLabel))
+	if i < 0 {
+		return out
+	}
+	g.values[i], g.times[i] = p.Value, p.Time
+	for _, t := range g.times {
+		if t == 0 || p.Time-t > 3*int64(max(p.Step, 1)) {
+			return out
+		}
+	}
+	v, held, ok := x.Eval(g.values)
+	if !ok {
+		return out
+	}
+	return e.apply(&g.rule, gk, (&series{key: gk}).labels, held, v, at, out)
+}
+
+// keyWithout drops one label from a series key.
+func keyWithout(key, name string) string {
+	var b strings.Builder
+	for key != "" {
+		n, after, _ := strings.Cut(key, "\xff")
+		v, rest, _ := strings.Cut(after, "\xff")
+		if n != name {
+			b.WriteString(n)
+			b.WriteByte(0xff)
+			b.WriteString(v)
+			b.WriteByte(0xff)
+		}
+		key = rest
+	}
+	return b.String()
 }
 
 // ask queues a history request; a full queue drops it (counted).
@@ -495,6 +564,9 @@ func (e *Engine) evaluate(s *series, r *rule, p *metric.Point, at time.Time, out
 		e.mu.Unlock()
 		r.nodata = nil
 	}
+	if r.st.Expr != nil {
+		return e.evaluateExpr(s, r, p, at, out)
+	}
 	c := r.st.Cond
 	if c == nil {
 		return out
@@ -507,6 +579,13 @@ func (e *Engine) evaluate(s *series, r *rule, p *metric.Point, at time.Time, out
 	if !enough {
 		return out
 	}
+	return e.apply(r, s.key, s.labels, held, v, at, out)
+}
+
+// apply moves a rule's alert through its states after an evaluation: key
+// and labels identify what it watches (a series, or an expression's
+// endpoint and tags).
+func (e *Engine) apply(r *rule, key string, labels func() metric.Labels, held bool, v float64, at time.Time, out []Transition) []Transition {
 	a := r.alert
 	if !held && a == nil {
 		return out // the common case: nothing to do, no lock
@@ -515,7 +594,7 @@ func (e *Engine) evaluate(s *series, r *rule, p *metric.Point, at time.Time, out
 	defer e.mu.Unlock()
 	if held {
 		if a == nil || a.State == StateResolved {
-			a = e.newAlertLocked(r.st, KindCondition, s.key, s.labels(), at)
+			a = e.newAlertLocked(r.st, KindCondition, key, labels(), at)
 			r.alert = a
 		}
 		a.Value, a.LastHeld = v, at
@@ -591,6 +670,9 @@ func (e *Engine) newAlertLocked(st *strategy.Strategy, kind Kind, seriesKey stri
 			}
 			labels[name] = l.Value
 		}
+	}
+	if st.Expr != nil {
+		labels["metric"] = st.Expr.String()
 	}
 	labels["alertname"] = st.Name
 	labels["priority"] = string(rune('0' + st.Priority))
@@ -808,8 +890,8 @@ func (e *Engine) Restore(alerts []Alert, now time.Time) {
 	e.mu.Unlock()
 	var key []byte
 	for _, a := range alerts {
-		if a.Series == nil || a.State == StateResolved {
-			continue
+		if a.Series == nil || a.State == StateResolved || a.Series[metric.NameLabel] == "" {
+			continue // expression groups re-attach when their metrics report
 		}
 		ls := labelsFromMap(a.Series)
 		key = ls.AppendKey(key[:0])

@@ -343,3 +343,40 @@ func TestCAvgBaselineFromHistory(t *testing.T) {
 		t.Fatalf("asked %v", hist.asked)
 	}
 }
+
+func TestExpressionAcrossMetrics(t *testing.T) {
+	spec := "strategies:\n- name: disk_full\n  expression: disk.used / disk.total > 0.9\n"
+	e := newEngine(t, spec)
+	send := func(i int, name, mount string, v float64) []Transition {
+		at := t0.Add(time.Duration(i) * 30 * time.Second)
+		return e.Ingest(at, []metric.Point{pt(name, "h1", at, v, "mount", mount)})
+	}
+	if trs := send(0, "disk.used", "/", 95); len(trs) != 0 {
+		t.Fatalf("fired with one metric: %v", trs)
+	}
+	send(0, "disk.total", "/var", 100) // another tag set: another group
+	trs := send(0, "disk.total", "/", 100)
+	if len(trs) != 1 || trs[0].Status != "firing" || trs[0].Value != 0.95 || trs[0].Labels["mount"] != "/" ||
+		trs[0].Labels["metric"] != "disk.used / disk.total > 0.9" {
+		t.Fatalf("transitions %+v", trs)
+	}
+	// Restart: the group's alert re-attaches when its metrics report.
+	saved, _ := e.Snapshot()
+	e = newEngine(t, spec)
+	e.Restore(saved, t0)
+	if st := e.Stats(); st.Series != 0 {
+		t.Fatalf("restore made series for an expression: %+v", st)
+	}
+	send(1, "disk.used", "/", 96)
+	if trs := send(1, "disk.total", "/", 100); len(trs) != 0 {
+		t.Fatalf("fired again after restore: %v", trs)
+	}
+	trs = send(2, "disk.used", "/", 10)
+	if len(trs) != 1 || trs[0].Status != "resolved" || trs[0].Duration != "1m0s" {
+		t.Fatalf("recovery %+v", trs)
+	}
+	// A metric silent for more than three steps is missing: no evaluation.
+	if trs := send(10, "disk.used", "/", 99); len(trs) != 0 {
+		t.Fatalf("evaluated with a stale input: %v", trs)
+	}
+}

@@ -39,7 +39,11 @@ type Spec struct {
 	EndpointPattern string   `yaml:"endpoint_pattern"`
 	Groups          []string `yaml:"groups"`
 	// Condition is `FUNC(#N) OP VALUE`; empty for a nodata-only strategy.
-	Condition     string            `yaml:"condition"`
+	Condition string `yaml:"condition"`
+	// Expression is arithmetic over the latest values of several metrics
+	// of one endpoint and tag set, compared with a threshold; it replaces
+	// metric and condition.
+	Expression    string            `yaml:"expression"`
 	For           time.Duration     `yaml:"for"`
 	KeepFiringFor time.Duration     `yaml:"keep_firing_for"`
 	Nodata        time.Duration     `yaml:"nodata"`
@@ -69,7 +73,8 @@ type Strategy struct {
 	Spec
 	Priority  int
 	Severity  string
-	Cond      *Condition // nil for a nodata-only strategy
+	Cond      *Condition // nil for a nodata-only or expression strategy
+	Expr      *Expr      // nil unless an expression strategy
 	matchers  []*metric.Matcher
 	endpoints map[string]bool
 	endpoint  *regexp.Regexp
@@ -182,6 +187,12 @@ func Parse(name string, data []byte, groups Groups) (*Set, error) {
 		}
 		seen[st.Name] = true
 		set.List = append(set.List, st)
+		if st.Expr != nil {
+			for _, m := range st.Expr.Metrics {
+				set.byMetric[m] = append(set.byMetric[m], st)
+			}
+			continue
+		}
 		set.byMetric[st.Metric] = append(set.byMetric[st.Metric], st)
 	}
 	return set, nil
@@ -194,7 +205,16 @@ func compile(spec Spec, groups Groups) (*Strategy, error) {
 	if !nameRE.MatchString(spec.Name) {
 		return nil, fmt.Errorf("name %q: want letters, digits, _ . : - (it becomes the alertname)", spec.Name)
 	}
-	if spec.Metric == "" {
+	if spec.Expression != "" {
+		if spec.Metric != "" || spec.Condition != "" || spec.Nodata != 0 {
+			return nil, fmt.Errorf("expression replaces metric, condition and nodata: give it alone")
+		}
+		x, err := ParseExpr(spec.Expression)
+		if err != nil {
+			return nil, err
+		}
+		st.Expr = x
+	} else if spec.Metric == "" {
 		return nil, fmt.Errorf("metric is missing")
 	}
 	if spec.Priority != nil {
@@ -204,7 +224,7 @@ func compile(spec Spec, groups Groups) (*Strategy, error) {
 		st.Priority = *spec.Priority
 	}
 	st.Severity = Severity(st.Priority)
-	if spec.Condition == "" && spec.Nodata == 0 {
+	if spec.Condition == "" && spec.Nodata == 0 && st.Expr == nil {
 		return nil, fmt.Errorf("give a condition, a nodata duration, or both")
 	}
 	if spec.Condition != "" {
@@ -276,6 +296,9 @@ func compile(spec Spec, groups Groups) (*Strategy, error) {
 		if st.Cond != nil {
 			text += " (" + st.Cond.String() + ")"
 		}
+		if st.Expr != nil {
+			text += " (" + st.Expr.String() + ")"
+		}
 		st.anns["summary"], _ = parseTemplate("summary", text)
 	}
 	return st, nil
@@ -332,6 +355,9 @@ func (s *Strategy) Render(value float64, labels map[string]string) map[string]st
 	}
 	if s.Cond != nil {
 		out["condition"] = s.Cond.String()
+	}
+	if s.Expr != nil {
+		out["condition"] = s.Expr.String()
 	}
 	if s.Runbook != "" {
 		out["runbook_url"] = s.Runbook
