@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opskit/opskit/internal/kit"
+	"github.com/opskit/opskit/ratelimit/adaptive"
 	"github.com/opskit/opskit/ratelimit/bucket"
 	"github.com/opskit/opskit/ratelimit/nginx"
 )
@@ -92,6 +93,11 @@ type AdaptiveConfig struct {
 	// LIFO queue instead of failing at once.
 	QueueTimeout time.Duration `yaml:"queue_timeout"`
 	QueueSize    int           `yaml:"queue_size"`
+}
+
+func (a *AdaptiveConfig) limiterConfig() adaptive.Config {
+	return adaptive.Config{Algorithm: a.Algorithm, InitialLimit: a.InitialLimit, MinLimit: a.MinLimit, MaxLimit: a.MaxLimit,
+		QueueTimeout: a.QueueTimeout, QueueSize: a.QueueSize}
 }
 
 // RouteConfig matches requests and says where they go and what limits them.
@@ -304,16 +310,11 @@ func (u UpstreamConfig) validate() error {
 		}
 	}
 	if a := u.Adaptive; a != nil {
-		switch a.Algorithm {
-		case "", "auto", "seed", "gradient2":
-		default:
-			return fmt.Errorf("adaptive algorithm %q: want auto, seed or gradient2", a.Algorithm)
-		}
 		if a.InitialLimit < 0 || a.MinLimit < 0 || a.MaxLimit < 0 || a.QueueSize < 0 || a.QueueTimeout < 0 {
 			return errors.New("adaptive: negative value")
 		}
-		if a.MaxLimit > 0 && a.MinLimit > a.MaxLimit {
-			return errors.New("adaptive: min_limit above max_limit")
+		if _, err := adaptive.New(a.limiterConfig()); err != nil {
+			return err
 		}
 	}
 	return nil

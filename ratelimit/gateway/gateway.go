@@ -25,6 +25,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/opskit/opskit/ratelimit/adaptive"
 	"github.com/opskit/opskit/ratelimit/bucket"
 	"github.com/opskit/opskit/ratelimit/nginx"
 )
@@ -57,9 +58,6 @@ type Options struct {
 	// NginxClock and Now replace the clocks (tests).
 	NginxClock nginx.Clock
 	Now        func() time.Time
-	// NewLimiter builds a pool's concurrency limiter (nil: adaptive
-	// sections are refused).
-	NewLimiter func(pool string, cfg AdaptiveConfig) (concurrencyLimiter, error)
 }
 
 // Gateway serves the proxy.
@@ -201,14 +199,11 @@ func (g *Gateway) Load(cfg *Config) error {
 		p := newPool(name, uc, g.log)
 		p.fingerpr = fp
 		if uc.Adaptive != nil {
-			if g.opts.NewLimiter == nil {
-				return fail(fmt.Errorf("upstream %q: adaptive concurrency is not available", name))
-			}
-			lim, err := g.opts.NewLimiter(name, *uc.Adaptive)
+			lim, err := adaptive.New(uc.Adaptive.limiterConfig())
 			if err != nil {
 				return fail(fmt.Errorf("upstream %q: %w", name, err))
 			}
-			p.limiter = lim
+			p.limiter = adaptiveLimiter{lim}
 		}
 		p.start()
 		fresh = append(fresh, p)
@@ -495,6 +490,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 
 	p := rt.pool
+	if d, ok := requestTimeout(req); ok {
+		ctx, cancel := context.WithTimeout(req.Context(), d)
+		defer cancel()
+		req = req.WithContext(ctx)
+	}
 	var done func(failed bool)
 	if p.limiter != nil {
 		var err error
@@ -518,6 +518,40 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	g.access(req, rt, &ri, o.status, sw.code, at.server, start, dye)
 }
+
+// RequestTimeoutHeader carries a client's deadline ("250ms" or a number of
+// milliseconds): the upstream attempt is bounded by it, and with adaptive
+// concurrency a request whose deadline is shorter than the upstream's
+// current latency is refused at once.
+const RequestTimeoutHeader = "Request-Timeout"
+
+func requestTimeout(req *http.Request) (time.Duration, bool) {
+	v := req.Header.Get(RequestTimeoutHeader)
+	if v == "" {
+		return 0, false
+	}
+	if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 && ms < 1<<40 {
+		return time.Duration(ms) * time.Millisecond, true
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return d, true
+	}
+	return 0, false
+}
+
+// adaptiveLimiter adapts adaptive.Limiter to the pool's needs.
+type adaptiveLimiter struct{ l *adaptive.Limiter }
+
+func (a adaptiveLimiter) Acquire(ctx context.Context) (func(bool), error) {
+	tok, err := a.l.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return tok.Done, nil
+}
+
+func (a adaptiveLimiter) Snapshot() any { return a.l.Snapshot() }
+func (a adaptiveLimiter) Close()        {}
 
 func contains(list []string, v string) bool {
 	for _, s := range list {

@@ -316,3 +316,43 @@ func freeAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+func TestAdaptiveConcurrencyRefusesOverTheLimit(t *testing.T) {
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer slow.Close()
+	defer close(release)
+	g, srv := newGateway(t, fmt.Sprintf(`
+upstreams:
+  app:
+    servers: [%s]
+    adaptive: {algorithm: gradient2, initial_limit: 1, min_limit: 1, max_limit: 1}
+routes:
+  - {name: api, upstream: app}
+`, strings.TrimPrefix(slow.URL, "http://")), nil)
+	go http.Get(srv.URL + "/slow")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rep := g.Limits("", "")
+		if rep.Upstreams[0].Servers[0].InFlight == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the slow request never reached the upstream")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, body := get(t, srv.URL+"/fast")
+	if resp.StatusCode != 503 || !strings.Contains(body, "over the concurrency limit") {
+		t.Fatalf("over the limit: %d %q", resp.StatusCode, body)
+	}
+	snap := g.Limits("", "").Upstreams[0].Adaptive
+	if s := fmt.Sprintf("%+v", snap); !strings.Contains(s, "Limit:1") || !strings.Contains(s, "Refused:1") {
+		t.Fatalf("snapshot %s", s)
+	}
+}
