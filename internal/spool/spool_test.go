@@ -353,3 +353,52 @@ func TestAckRecord(t *testing.T) {
 		t.Error("a short ack record parsed")
 	}
 }
+
+// BenchmarkAppendConcurrent measures appends of 10 KiB records from 8
+// goroutines: concurrent appends share an fsync.
+func BenchmarkAppendConcurrent(b *testing.B) {
+	s, err := Open(Options{Dir: b.TempDir(), MaxBytes: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	rec := Record{Count: 1000, Data: make([]byte, 10<<10)}
+	b.SetBytes(int64(len(rec.Data)))
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.Append(context.Background(), rec); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkPeekAck measures reading back and acknowledging batches of 64
+// records.
+func BenchmarkPeekAck(b *testing.B) {
+	s, err := Open(Options{Dir: b.TempDir(), MaxBytes: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	rec := Record{Count: 100, Data: make([]byte, 1<<10)}
+	recs := make([]Record, 64)
+	for i := range recs {
+		recs[i] = rec
+	}
+	b.SetBytes(int64(len(recs) * len(rec.Data)))
+	for b.Loop() {
+		b.StopTimer()
+		s.Append(context.Background(), recs...)
+		b.StartTimer()
+		batch, err := s.Peek(64, 1<<20)
+		if err != nil || len(batch.Records) != 64 {
+			b.Fatalf("peek: %d records, %v", len(batch.Records), err)
+		}
+		if err := s.Ack(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

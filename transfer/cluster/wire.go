@@ -81,7 +81,7 @@ func DecodeBlock(dst []metric.Point, block []byte) ([]metric.Point, error) {
 	if err != nil {
 		return dst, fmt.Errorf("block: %w", err)
 	}
-	d := decoder{b: raw}
+	d := decoder{b: raw, interned: map[string]string{}}
 	count := d.uvarint()
 	if count > maxPointsInBlock {
 		return dst, fmt.Errorf("block of %d points over the limit", count)
@@ -148,6 +148,9 @@ func DecodeBody(dst []metric.Point, body []byte) ([]metric.Point, error) {
 type decoder struct {
 	b   []byte
 	err error
+	// interned holds the label names and values seen in this block: they
+	// repeat across points, and looking them up does not allocate.
+	interned map[string]string
 }
 
 func (d *decoder) uvarint() uint64 {
@@ -185,8 +188,15 @@ func (d *decoder) str() string {
 		d.err = errTruncated
 		return ""
 	}
-	s := string(d.b[:n])
+	raw := d.b[:n]
 	d.b = d.b[n:]
+	if s, ok := d.interned[string(raw)]; ok {
+		return s
+	}
+	s := string(raw)
+	if len(d.interned) < 1<<16 {
+		d.interned[s] = s
+	}
 	return s
 }
 

@@ -84,3 +84,30 @@ func FuzzDecodeBody(f *testing.F) {
 		}
 	})
 }
+
+func benchPoints(n int) []metric.Point {
+	pts := make([]metric.Point, n)
+	for i := range pts {
+		pts[i] = metric.Point{Labels: metric.New(metric.Label{Name: metric.NameLabel, Value: "bench.m" + string(rune('a'+i%26))},
+			metric.Label{Name: metric.EndpointLabel, Value: "host-" + string(rune('a'+i/26%26))}), Time: 1_700_000_000, Value: float64(i), Step: 60}
+	}
+	return pts
+}
+
+func BenchmarkEncodeBlock(b *testing.B) {
+	pts := benchPoints(1000)
+	b.ReportAllocs()
+	for b.Loop() {
+		EncodeBlock(pts)
+	}
+}
+
+func BenchmarkDecodeBody(b *testing.B) {
+	body := AppendFrame(nil, EncodeBlock(benchPoints(1000)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeBody(nil, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
