@@ -139,9 +139,12 @@ func (s *Server) gettable(a *alert.Alert) gettableAlert {
 
 // alertFilter is the query of GET /api/v2/alerts and /alerts/groups.
 type alertFilter struct {
-	matchers                                 []*metric.Matcher
-	receiver                                 *regexp.Regexp
-	active, silenced, inhibited, unprocessed bool
+	matchers                    []*metric.Matcher
+	receiver                    *regexp.Regexp
+	active, silenced, inhibited bool
+	// unprocessed is accepted for compatibility: alarm routes every alert
+	// as it is stored, so none is ever unprocessed.
+	unprocessed bool
 }
 
 func parseAlertFilter(r *http.Request) (*alertFilter, error) {
