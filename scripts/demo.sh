@@ -7,11 +7,14 @@ cd "$(dirname "$0")/.."
 BIN=./bin
 mkdir -p var/demo-logs
 
-# The daemons whose function is built, in pipeline order, with their flags.
-# Each listens on its default loopback port (see README.md).
+# The daemons whose function is built, in pipeline order: a label, the HTTP
+# address (each daemon's default loopback port, see README.md), the binary
+# and its arguments.
 DEMO=(
-  "transfer"   # metrics intake, storage and query on 7120, Graphite on 7121
-  "collector --interval 30s"   # host metrics every 30 s, app intake on 7110/7111/8125, relays to transfer
+  "transfer       127.0.0.1:7120  transfer"                      # metrics intake, storage, query; Graphite on 7121
+  "collector      127.0.0.1:7110  collector --interval 30s"      # host metrics and app intake, relayed to transfer
+  "configd        127.0.0.1:7160  configd"                       # config server and naming service
+  "configd-agent  127.0.0.1:7161  configd agent --app demo --namespace demo/prod/app"  # keeps demo/prod/app on disk
 )
 
 pids=()
@@ -38,30 +41,31 @@ stop_all() {
 }
 trap stop_all INT TERM
 
+addrs=()
 for entry in "${DEMO[@]}"; do
-  read -r name args <<<"$entry"
-  # shellcheck disable=SC2086
+  read -r label addr bin args <<<"$entry"
   # Own session: a Ctrl-C in the terminal reaches this script, which then
   # stops the daemons once, in order.
-  setsid "$BIN/$name" $args >"var/demo-logs/$name.log" 2>&1 &
+  # shellcheck disable=SC2086
+  setsid "$BIN/$bin" $args >"var/demo-logs/$label.log" 2>&1 &
   pids+=($!)
-  names+=("$name")
+  names+=("$label")
+  addrs+=("$bin $addr")
 done
 
 # Wait for each daemon to be ready.
-ready() { "$BIN/$1" ctl health >/dev/null 2>&1; }
-for name in "${names[@]}"; do
-  for _ in $(seq 1 100); do ready "$name" && break; sleep 0.1; done
-  if ! ready "$name"; then
-    echo "$name did not become ready; its log:"; cat "var/demo-logs/$name.log"; stop_all
+ready() { read -r bin addr <<<"$1"; "$BIN/$bin" ctl health --addr "$addr" >/dev/null 2>&1; }
+for i in "${!names[@]}"; do
+  for _ in $(seq 1 100); do ready "${addrs[$i]}" && break; sleep 0.1; done
+  if ! ready "${addrs[$i]}"; then
+    echo "${names[$i]} did not become ready; its log:"; cat "var/demo-logs/${names[$i]}.log"; stop_all
   fi
 done
 
 echo "opskit demo is running (data in ./var, logs in ./var/demo-logs):"
-printf '  %-10s %-22s %s\n' DAEMON HTTP PID
+printf '  %-14s %-18s %s\n' DAEMON HTTP PID
 for i in "${!names[@]}"; do
-  addr=$(grep -o 'listen=[^ ]*' "var/demo-logs/${names[$i]}.log" | head -1 | cut -d= -f2)
-  printf '  %-10s %-22s %s\n' "${names[$i]}" "$addr" "${pids[$i]}"
+  printf '  %-14s %-18s %s\n' "${names[$i]}" "${addrs[$i]#* }" "${pids[$i]}"
 done
 cat <<'TRY'
 Host metrics reach transfer every 30 s (rates from the second round on).
@@ -70,6 +74,9 @@ Try, in another shell:
   echo "app.requests:1|c" > /dev/udp/127.0.0.1/8125          # StatsD into the collector
   bin/collector once | head -3                                 # one round as open-falcon JSON lines
   promtool query instant http://127.0.0.1:7120 '{__name__=~"load.*"}'
+  printf 'port=8080\n' | bin/configd put demo/prod/app app.properties && bin/configd publish demo/prod/app -m first
+  cat var/configd-agent/cache/demo/prod/app/current/app.properties   # the agent's atomic copy
+  bin/configd hosts demo                                           # the naming service
   Grafana: add a Prometheus data source at http://127.0.0.1:7120 (examples/grafana/)
 Ctrl-C stops everything.
 TRY
