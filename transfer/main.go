@@ -102,7 +102,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.retentions, "retentions", storage.DefaultRetentions, "archives of the default schema, Graphite style step:length,... (finest first)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 0, "longest gap over which a value stays known (0 = 2 × the step)")
 	fs.Float64Var(&c.xff, "xff", storage.DefaultXFF, "unknown fraction above which a consolidated slot is unknown")
-	fs.DurationVar(&c.walSyncInterval, "wal-sync-interval", 10*time.Millisecond, "longest wait for the WAL fsync that acknowledges a write (group commit)")
+	fs.DurationVar(&c.walSyncInterval, "wal-sync-interval", 0, "extra wait gathering writes before the WAL fsync that acknowledges them (0 = fsync as soon as the previous one ends: writes arriving meanwhile share it)")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Minute, "how often archives are flushed and the WAL truncated (bounds replay time)")
 	fs.DurationVar(&c.idleExpiry, "series-idle-expiry", 0, "remove series with no point for this long (0 = keep forever)")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most live series; points of new series beyond it are refused (series_limit), bounding memory and disk (0 = no limit)")
@@ -255,7 +255,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		DataDir: d.DataDir,
 		Storage: storage.Options{
 			Schemas:            schemas,
-			SyncInterval:       c.walSyncInterval,
+			SyncInterval:       walSyncInterval(c.walSyncInterval),
 			CheckpointInterval: c.checkpointInterval,
 			IdleExpiry:         c.idleExpiry,
 			MaxSeries:          c.maxSeries,
@@ -310,4 +310,15 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		d.Go(ctx, "graphite", func(ctx context.Context) error { return n.ServeGraphite(ctx, ln) })
 	}
 	return nil
+}
+
+// walSyncInterval maps the flag to storage.Options.SyncInterval, where 0
+// means a 10 ms wait and a negative value means none. Measured with four
+// falcon clients, syncing without waiting gave 2.3× the acknowledged rate
+// of the 10 ms window: concurrent writers still share each fsync.
+func walSyncInterval(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
