@@ -45,7 +45,8 @@ var (
 type Config struct {
 	// Algorithm: "auto" (default), "seed" or "gradient2".
 	Algorithm string
-	// InitialLimit, MinLimit, MaxLimit bound the limit (defaults 40, 4, 1000).
+	// InitialLimit, MinLimit, MaxLimit bound the limit (defaults 40, 9,
+	// 1000; brpc floors its limit at its worker count, 9 by default).
 	InitialLimit, MinLimit, MaxLimit int
 	// QueueTimeout > 0 lets requests over the limit wait up to this long,
 	// at most QueueSize of them (default 100).
@@ -82,7 +83,7 @@ func New(cfg Config) (*Limiter, error) {
 		cfg.InitialLimit = 40
 	}
 	if cfg.MinLimit == 0 {
-		cfg.MinLimit = 4
+		cfg.MinLimit = 9
 	}
 	if cfg.MaxLimit == 0 {
 		cfg.MaxLimit = 1000
