@@ -72,10 +72,10 @@ func New(ctx context.Context, root *route.Route, intervals map[string]*timeinter
 	d := &Dispatcher{
 		ctx: ctx, root: root, intervals: intervals, notifier: n, muter: m, rec: rec, now: now, log: log,
 		groups:      map[string]*group{},
-		flushes:     set.NewCounter(`alarm_group_flushes_total`),
-		flushErrors: set.NewCounter(`alarm_group_flush_errors_total`),
+		flushes:     set.NewCounter(`opskit_alarm_group_flushes_total`),
+		flushErrors: set.NewCounter(`opskit_alarm_group_flush_errors_total`),
 	}
-	set.NewGauge(`alarm_groups`, func() float64 {
+	set.NewGauge(`opskit_alarm_groups`, func() float64 {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		return float64(len(d.groups))

@@ -53,8 +53,8 @@ type Log struct {
 func New(db *store.DB, retention time.Duration, now func() time.Time, sink Sink, log *slog.Logger, set *metrics.Set) *Log {
 	return &Log{
 		db: db, retention: retention, now: now, sink: sink, log: log,
-		q:          queue.New[Event](100000, set.NewCounter(`alarm_history_events_dropped_total`)),
-		sinkErrors: set.NewCounter(`alarm_history_sink_errors_total`),
+		q:          queue.New[Event](100000, set.NewCounter(`opskit_alarm_history_events_dropped_total`)),
+		sinkErrors: set.NewCounter(`opskit_alarm_history_sink_errors_total`),
 	}
 }
 

@@ -60,9 +60,9 @@ func New(o Options, ing Ingester, decode Decoder, log *slog.Logger, set *metrics
 	}
 	return &Consumer{
 		cl: cl, ing: ing, decode: decode, log: log,
-		records: set.NewCounter(`alarm_kafka_records_total`),
-		refused: set.NewCounter(`alarm_kafka_alerts_refused_total`),
-		stored:  set.NewCounter(`alarm_kafka_alerts_stored_total`),
+		records: set.NewCounter(`opskit_alarm_kafka_records_total`),
+		refused: set.NewCounter(`opskit_alarm_kafka_alerts_refused_total`),
+		stored:  set.NewCounter(`opskit_alarm_kafka_alerts_stored_total`),
 	}, nil
 }
 

@@ -156,17 +156,17 @@ func New(db *store.DB, receivers []*Receiver, opt Options, log *slog.Logger, set
 		db: db, opt: opt, log: log, rec: rec,
 		work:      queue.New[*Notification](100000, nil),
 		delivered: make(chan []byte, 4096),
-		sent:      set.NewCounter(`alarm_notifications_sent_total`),
-		failed:    set.NewCounter(`alarm_notification_attempts_failed_total`),
-		retried:   set.NewCounter(`alarm_notification_retries_total`),
-		dead:      set.NewCounter(`alarm_notifications_dead_lettered_total`),
-		deduped:   set.NewCounter(`alarm_flushes_without_notification_total`),
-		folded:    set.NewCounter(`alarm_notifications_folded_total`),
+		sent:      set.NewCounter(`opskit_alarm_notifications_sent_total`),
+		failed:    set.NewCounter(`opskit_alarm_notification_attempts_failed_total`),
+		retried:   set.NewCounter(`opskit_alarm_notification_retries_total`),
+		dead:      set.NewCounter(`opskit_alarm_notifications_dead_lettered_total`),
+		deduped:   set.NewCounter(`opskit_alarm_flushes_without_notification_total`),
+		folded:    set.NewCounter(`opskit_alarm_notifications_folded_total`),
 
 		foldedByReceiver: map[string][]*Notification{},
 	}
 	n.SetReceivers(receivers)
-	set.NewGauge(`alarm_outbox_notifications`, func() float64 { return float64(n.work.Len()) })
+	set.NewGauge(`opskit_alarm_outbox_notifications`, func() float64 { return float64(n.work.Len()) })
 	return n
 }
 

@@ -72,9 +72,9 @@ func New(ctx context.Context, opt Options, p Parts, log *slog.Logger, set *metri
 	s := &Server{
 		Alerts: alerts, Silences: p.Silences, Notifier: p.Notifier, History: p.History,
 		log: log, started: opt.Now(),
-		received:      set.NewCounter(`alarm_alerts_received_total`),
-		refused:       set.NewCounter(`alarm_alerts_refused_total`),
-		invalidBodies: set.NewCounter(`alarm_alert_posts_refused_total`),
+		received:      set.NewCounter(`opskit_alarm_alerts_received_total`),
+		refused:       set.NewCounter(`opskit_alarm_alerts_refused_total`),
+		invalidBodies: set.NewCounter(`opskit_alarm_alert_posts_refused_total`),
 	}
 	s.opt.Store(&opt)
 	s.inhibitor.Store(p.Inhibitor)
@@ -84,8 +84,8 @@ func New(ctx context.Context, opt Options, p Parts, log *slog.Logger, set *metri
 	}
 	s.windows.Store(&p.Maintenance)
 	s.Dispatcher = dispatch.New(ctx, p.Route, p.Intervals, p.Notifier, s, rec, opt.Now, log, set)
-	set.NewGauge(`alarm_alerts{state="firing"}`, func() float64 { f, _ := alerts.Counts(); return float64(f) })
-	set.NewGauge(`alarm_alerts{state="resolved"}`, func() float64 { _, r := alerts.Counts(); return float64(r) })
+	set.NewGauge(`opskit_alarm_alerts{state="firing"}`, func() float64 { f, _ := alerts.Counts(); return float64(f) })
+	set.NewGauge(`opskit_alarm_alerts{state="resolved"}`, func() float64 { _, r := alerts.Counts(); return float64(r) })
 	return s
 }
 
