@@ -280,6 +280,7 @@ func (e *Engine) internLayout(l layout) *layout {
 		return p
 	}
 	p := &l
+	p.prepare()
 	e.layouts[key] = p
 	return p
 }

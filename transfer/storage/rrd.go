@@ -58,6 +58,29 @@ type layout struct {
 	heartbeat int64
 	xff       float64
 	kind      metric.CounterType
+
+	// Derived by prepare (never persisted), so the per-point update does
+	// not recompute them: the finest step, each archive's primary slots
+	// per row, xff limit in primary slots, and the byte offset of its rows.
+	step      int64
+	perRow    []int64
+	xffLimit  []float64
+	rowOffset []int64
+}
+
+// prepare fills the derived fields from archives and xff.
+func (l *layout) prepare() {
+	l.step = l.archives[0].Step
+	l.perRow = make([]int64, len(l.archives))
+	l.xffLimit = make([]float64, len(l.archives))
+	l.rowOffset = make([]int64, len(l.archives))
+	off := stateSize + cdpSize*int64(len(l.archives))
+	for a, ar := range l.archives {
+		l.perRow[a] = ar.Step / l.step
+		l.xffLimit[a] = float64(l.perRow[a]) * l.xff
+		l.rowOffset[a] = off
+		off += rowSize * ar.Rows
+	}
 }
 
 // SlotSize returns the bytes one series with these retentions occupies on
@@ -84,12 +107,7 @@ func (v rrdView) cdp(a int) *cdpState {
 }
 
 func (v rrdView) rowsOf(a int) []row {
-	off := stateSize + cdpSize*int64(len(v.lay.archives))
-	for i := 0; i < a; i++ {
-		off += rowSize * v.lay.archives[i].Rows
-	}
-	n := v.lay.archives[a].Rows
-	return unsafe.Slice((*row)(unsafe.Pointer(&v.buf[off])), n)
+	return unsafe.Slice((*row)(unsafe.Pointer(&v.buf[v.lay.rowOffset[a]])), v.lay.archives[a].Rows)
 }
 
 // init sets up the state as `rrdtool create --start start` does: nothing
@@ -123,6 +141,16 @@ func mod(a, b int64) int64 {
 	return m
 }
 
+// floorDiv is a/b rounded down (b > 0), so floorDiv(a, b)*b == a - mod(a, b).
+// The quotient and remainder come from one division instruction.
+func floorDiv(a, b int64) int64 {
+	q, r := a/b, a%b
+	if r < 0 {
+		q--
+	}
+	return q
+}
+
 // update applies one point at time t with raw value raw, with rrdtool's
 // arithmetic. It returns the rate that applies to (last update, t] — the
 // value itself for a gauge — or NaN when unknown, and false when t is not
@@ -152,9 +180,10 @@ func (v rrdView) update(t int64, raw float64) (float64, bool) {
 		returned = raw
 	}
 
-	step := v.lay.archives[0].Step
-	procStart := st.LastUpdate - mod(st.LastUpdate, step)
-	occuStart := t - mod(t, step)
+	step := v.lay.step
+	procPDP := floorDiv(st.LastUpdate, step)
+	occuPDP := floorDiv(t, step)
+	procStart, occuStart := procPDP*step, occuPDP*step
 	if occuStart == procStart {
 		// Still inside the open primary slot.
 		if math.IsNaN(rate) {
@@ -186,8 +215,7 @@ func (v rrdView) update(t int64, raw float64) (float64, bool) {
 			pmax, pmin = st.PDPMax, st.PDPMin
 		}
 	}
-	elapsed := (occuStart - procStart) / step
-	procPDP := procStart / step
+	elapsed := occuPDP - procPDP
 	v.addPDPs(procPDP, 1, pdp, pmax, pmin)
 	if elapsed > 1 {
 		// Whole primary slots inside the interval take its rate.
@@ -216,8 +244,9 @@ func (st *pdpState) addRate(rate float64, seconds int64) {
 	}
 	st.PDPSum += rate * float64(seconds)
 	if seconds > 0 {
-		st.PDPMax = math.Max(st.PDPMax, rate)
-		st.PDPMin = math.Min(st.PDPMin, rate)
+		// The builtins equal math.Max/Min (NaN and ±0 alike) but are inlined.
+		st.PDPMax = max(st.PDPMax, rate)
+		st.PDPMin = min(st.PDPMin, rate)
 	}
 }
 
@@ -225,14 +254,14 @@ func (st *pdpState) addRate(rate float64, seconds int64) {
 // into every archive; procPDP is the number (time/step) of the slot that was
 // open before.
 func (v rrdView) addPDPs(procPDP, elapsed int64, pdp, pmax, pmin float64) {
-	step := v.lay.archives[0].Step
+	lay := v.lay
 	known := !math.IsNaN(pdp)
-	for a, ar := range v.lay.archives {
-		perRow := ar.Step / step
-		rows := v.rowsOf(a)
+	for a, ar := range lay.archives {
+		perRow := lay.perRow[a]
 		if perRow == 1 {
+			// Slot numbers of the finest archive are primary slot numbers.
 			n := min(elapsed, ar.Rows)
-			v.writeRows(rows, ar, (procPDP+elapsed-n+1)*step, n, pdp, pmax, pmin)
+			v.writeRows(v.rowsOf(a), ar, procPDP+elapsed-n+1, n, pdp, pmax, pmin)
 			continue
 		}
 		c := v.cdp(a)
@@ -240,32 +269,34 @@ func (v rrdView) addPDPs(procPDP, elapsed int64, pdp, pmax, pmin float64) {
 		if startOffset > elapsed {
 			if known {
 				c.Sum += pdp * float64(elapsed)
-				c.Max = math.Max(c.Max, pmax)
-				c.Min = math.Min(c.Min, pmin)
+				c.Max = max(c.Max, pmax)
+				c.Min = min(c.Min, pmin)
 			} else {
 				c.Unknown += elapsed
 			}
 			continue
 		}
+		rows := v.rowsOf(a)
 		steps := (elapsed-startOffset)/perRow + 1
 		if !known {
 			c.Unknown += startOffset
 		}
-		first := (procPDP + startOffset) * step
-		if float64(c.Unknown) > float64(perRow)*v.lay.xff {
-			v.writeRows(rows, ar, first, 1, math.NaN(), math.NaN(), math.NaN())
+		first := (procPDP + startOffset) * lay.step
+		firstSlot := first / ar.Step
+		if float64(c.Unknown) > lay.xffLimit[a] {
+			v.writeRows(rows, ar, firstSlot, 1, math.NaN(), math.NaN(), math.NaN())
 		} else {
 			avg := c.Sum
 			mx, mn := c.Max, c.Min
 			if known {
 				avg += pdp * float64(startOffset)
-				mx, mn = math.Max(mx, pmax), math.Min(mn, pmin)
+				mx, mn = max(mx, pmax), min(mn, pmin)
 			}
-			v.writeRows(rows, ar, first, 1, avg/float64(perRow-c.Unknown), mx, mn)
+			v.writeRows(rows, ar, firstSlot, 1, avg/float64(perRow-c.Unknown), mx, mn)
 		}
 		if steps > 1 {
 			fill := min(steps-1, ar.Rows)
-			v.writeRows(rows, ar, first+(steps-fill)*ar.Step, fill, pdp, pmax, pmin)
+			v.writeRows(rows, ar, firstSlot+steps-fill, fill, pdp, pmax, pmin)
 		}
 		carry := (elapsed - startOffset) % perRow
 		*c = cdpState{Max: math.Inf(-1), Min: math.Inf(1)}
@@ -278,14 +309,16 @@ func (v rrdView) addPDPs(procPDP, elapsed int64, pdp, pmax, pmin float64) {
 	}
 }
 
-// writeRows writes n consecutive slots ending at end, end+step, ... with the
-// same values (unknown ones too: they overwrite whatever the ring held).
-func (v rrdView) writeRows(rows []row, ar Retention, end int64, n int64, avg, mx, mn float64) {
-	for i := int64(0); i < n; i++ {
-		t := end + i*ar.Step
-		slot := t / ar.Step
-		r := &rows[mod(slot, ar.Rows)]
-		*r = row{Slot: uint32(slot), Owner: v.owner, Avg: avg, Max: mx, Min: mn}
+// writeRows writes n consecutive slots, numbered (end time / step) from
+// firstSlot on, with the same values (unknown ones too: they overwrite
+// whatever the ring held). It walks the ring instead of dividing per row.
+func (v rrdView) writeRows(rows []row, ar Retention, firstSlot int64, n int64, avg, mx, mn float64) {
+	idx := mod(firstSlot, ar.Rows)
+	for slot := firstSlot; slot < firstSlot+n; slot++ {
+		rows[idx] = row{Slot: uint32(slot), Owner: v.owner, Avg: avg, Max: mx, Min: mn}
+		if idx++; idx == ar.Rows {
+			idx = 0
+		}
 	}
 }
 
