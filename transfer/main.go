@@ -201,6 +201,7 @@ func (c *config) withCommon(cc *cluster.Config) (*cluster.Config, error) {
 		c.closers = append(c.closers, ch.Close)
 		cc.Sinks = append(cc.Sinks, cluster.Sink{Kind: "clickhouse", Name: c.clickhouseTable, Deliverer: ch})
 	}
+	cc.QueryTimeout = c.queryTimeout
 	cc.Outbox = cluster.OutboxOptions{
 		MaxBytes:    c.spoolBytes,
 		BatchPoints: c.forwardBatch,

@@ -31,3 +31,23 @@ func FuzzReadRecord(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseAck feeds arbitrary ack files to the parser: it accepts only
+// what formatAck writes.
+func FuzzParseAck(f *testing.F) {
+	f.Add(formatAck(Position{Segment: 3, Offset: 99}))
+	f.Add([]byte("3 99\n"))
+	f.Add([]byte("00000000000000000001 -0000000000000000001 00000000\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, ok := parseAck(b)
+		if !ok {
+			return
+		}
+		if p.Offset < 0 {
+			t.Fatalf("negative offset %d accepted", p.Offset)
+		}
+		if !bytes.Equal(formatAck(p), b[:len(formatAck(p))]) {
+			t.Fatalf("accepted %q, which formatAck would write as %q", b, formatAck(p))
+		}
+	})
+}

@@ -51,6 +51,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -593,18 +594,21 @@ func formatAck(p Position) []byte {
 	return fmt.Appendf(nil, "%s %08x\n", body, crc32.Checksum([]byte(body), castagnoli))
 }
 
-// parseAck reads a record written by formatAck; ok is false for anything else.
+// parseAck reads a record written by formatAck; ok is false for anything
+// else, a torn or damaged record included.
 func parseAck(b []byte) (Position, bool) {
-	var p Position
-	var sum uint32
-	if len(b) < 51 {
-		return p, false
+	const size = 20 + 1 + 20 + 1 + 8 + 1
+	if len(b) < size {
+		return Position{}, false
 	}
-	if _, err := fmt.Sscanf(string(b), "%d %d %x", &p.Segment, &p.Offset, &sum); err != nil || p.Offset < 0 {
-		return p, false
+	seg, err1 := strconv.ParseUint(string(b[:20]), 10, 64)
+	off, err2 := strconv.ParseInt(string(b[21:41]), 10, 64)
+	if err1 != nil || err2 != nil || off < 0 {
+		return Position{}, false
 	}
-	if crc32.Checksum(b[:41], castagnoli) != sum {
-		return p, false
+	p := Position{Segment: seg, Offset: off}
+	if !bytes.Equal(formatAck(p), b[:size]) {
+		return Position{}, false
 	}
 	return p, true
 }
