@@ -349,7 +349,7 @@ func TestConfigdServerDownAppsKeepReading(t *testing.T) {
 		t.Fatalf("/readyz during the outage: %d %s", code, body)
 	}
 	_, metrics := get(t, ag.url("/metrics"))
-	if !strings.Contains(metrics, "configd_agent_stale 1") {
+	if !strings.Contains(metrics, "opskit_configd_agent_stale 1") {
 		t.Fatalf("/metrics does not report staleness:\n%s", metrics)
 	}
 	if _, body := get(t, ag.url("/v1/files/web/prod/app/app.properties")); body != "port=8080\n" {

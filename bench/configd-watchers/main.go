@@ -98,7 +98,7 @@ func main() {
 	}
 	// Every watcher holds version 1 (the first answer) and then waits.
 	waitFor(func() bool { return applied[1].Load() == int64(*watchers) }, 2*time.Minute, "initial sync")
-	waitFor(func() bool { return gauge(hc, *server, "configd_watchers") >= float64(*watchers) }, time.Minute, "watchers waiting")
+	waitFor(func() bool { return gauge(hc, *server, "opskit_configd_watchers") >= float64(*watchers) }, time.Minute, "watchers waiting")
 	// The connect burst leaves garbage and freed stacks the runtime hands
 	// back to the OS over a few seconds: take the settled (lowest) figure.
 	withWatchers, goBase, goWith := 0.0, goBaseline, 0.0

@@ -132,18 +132,18 @@ func New(cfg Config, remote *client.Remote) (*Agent, error) {
 		}
 		a.known[t.Namespace], a.inForce[t.Namespace] = m.Version, m.Version
 	}
-	a.applies = cfg.Metrics.NewCounter("configd_agent_applies_total")
-	a.failures = cfg.Metrics.NewCounter("configd_agent_apply_failures_total")
-	a.checkErrors = cfg.Metrics.NewCounter("configd_agent_server_errors_total")
-	cfg.Metrics.NewGauge("configd_agent_last_check_age_seconds", func() float64 { return a.staleness().Seconds() })
-	cfg.Metrics.NewGauge("configd_agent_stale", func() float64 {
+	a.applies = cfg.Metrics.NewCounter("opskit_configd_agent_applies_total")
+	a.failures = cfg.Metrics.NewCounter("opskit_configd_agent_apply_failures_total")
+	a.checkErrors = cfg.Metrics.NewCounter("opskit_configd_agent_server_errors_total")
+	cfg.Metrics.NewGauge("opskit_configd_agent_last_check_age_seconds", func() float64 { return a.staleness().Seconds() })
+	cfg.Metrics.NewGauge("opskit_configd_agent_stale", func() float64 {
 		if a.stale() {
 			return 1
 		}
 		return 0
 	})
 	for ns := range a.appliers {
-		cfg.Metrics.NewGauge(fmt.Sprintf(`configd_agent_release{namespace=%q}`, ns), func() float64 {
+		cfg.Metrics.NewGauge(fmt.Sprintf(`opskit_configd_agent_release{namespace=%q}`, ns), func() float64 {
 			a.mu.Lock()
 			defer a.mu.Unlock()
 			return float64(a.inForce[ns])

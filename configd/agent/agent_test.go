@@ -150,7 +150,7 @@ func TestAgentFollowsServerAndSurvivesItsAbsence(t *testing.T) {
 	waitFor(t, "stale", 5*time.Second, func() bool { return strings.Contains(ready.reason(), "stale") })
 	var buf strings.Builder
 	set.WritePrometheus(&buf)
-	if !strings.Contains(buf.String(), "configd_agent_stale 1") {
+	if !strings.Contains(buf.String(), "opskit_configd_agent_stale 1") {
 		t.Fatalf("metrics do not show staleness:\n%s", buf.String())
 	}
 	if version() != 2 {

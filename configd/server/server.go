@@ -133,22 +133,22 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 		s.client = &http.Client{Timeout: cfg.WatchTimeout + 15*time.Second}
 	}
 	m := cfg.Metrics
-	s.publishes = m.NewCounter("configd_publishes_total")
-	s.watchChanged = m.NewCounter(`configd_watch_responses_total{result="changed"}`)
-	s.watchTimeouts = m.NewCounter(`configd_watch_responses_total{result="timeout"}`)
-	s.denied = m.NewCounter("configd_requests_denied_total")
-	m.NewGauge("configd_watchers", func() float64 { return float64(s.hub.watchers()) })
-	fanout := m.NewHistogram("configd_watch_fanout_seconds")
+	s.publishes = m.NewCounter("opskit_configd_publishes_total")
+	s.watchChanged = m.NewCounter(`opskit_configd_watch_responses_total{result="changed"}`)
+	s.watchTimeouts = m.NewCounter(`opskit_configd_watch_responses_total{result="timeout"}`)
+	s.denied = m.NewCounter("opskit_configd_requests_denied_total")
+	m.NewGauge("opskit_configd_watchers", func() float64 { return float64(s.hub.watchers()) })
+	fanout := m.NewHistogram("opskit_configd_watch_fanout_seconds")
 	s.hub.fanout = func(n int, took time.Duration) {
 		fanout.Update(took.Seconds())
 		if n > 0 {
 			s.log.Debug("woke watchers", "watchers", n, "took", took)
 		}
 	}
-	m.NewGauge("configd_namespaces", func() float64 { s.mu.RLock(); defer s.mu.RUnlock(); return float64(len(s.heads)) })
-	m.NewGauge(`configd_hosts{state="up"}`, func() float64 { up, _ := s.members.counts(); return float64(up) })
-	m.NewGauge(`configd_hosts{state="down"}`, func() float64 { _, down := s.members.counts(); return float64(down) })
-	m.NewGauge("configd_rev", func() float64 { rev, _ := st.Rev(); return float64(rev) })
+	m.NewGauge("opskit_configd_namespaces", func() float64 { s.mu.RLock(); defer s.mu.RUnlock(); return float64(len(s.heads)) })
+	m.NewGauge(`opskit_configd_hosts{state="up"}`, func() float64 { up, _ := s.members.counts(); return float64(up) })
+	m.NewGauge(`opskit_configd_hosts{state="down"}`, func() float64 { _, down := s.members.counts(); return float64(down) })
+	m.NewGauge("opskit_configd_rev", func() float64 { rev, _ := st.Rev(); return float64(rev) })
 	return s, nil
 }
 
