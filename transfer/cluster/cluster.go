@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -39,6 +40,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/internal/spool"
 	"github.com/opskit/opskit/transfer/intake"
 	"github.com/opskit/opskit/transfer/ring"
 )
@@ -133,6 +135,7 @@ func New(cfg Config, local intake.Appender) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	c.warnStrandedSpools()
 	for _, s := range cfg.Sinks {
 		o, err := c.outbox(s.Kind, s.Name, s.Deliverer)
 		if err != nil {
@@ -142,6 +145,37 @@ func New(cfg Config, local intake.Appender) (*Cluster, error) {
 		c.sinks = append(c.sinks, o)
 	}
 	return c, nil
+}
+
+// warnStrandedSpools logs the spools of peers no longer listed: their points
+// wait on disk until the peer is listed again.
+func (c *Cluster) warnStrandedSpools() {
+	entries, err := os.ReadDir(c.cfg.Dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		escaped, ok := strings.CutPrefix(e.Name(), "peer-")
+		if !e.IsDir() || !ok {
+			continue
+		}
+		name, err := url.QueryUnescape(escaped)
+		if err != nil {
+			continue
+		}
+		if _, listed := c.peers.Node(name); listed {
+			continue
+		}
+		dir := filepath.Join(c.cfg.Dir, e.Name())
+		sp, err := spool.Open(spool.Options{Dir: dir, MaxBytes: c.cfg.Outbox.MaxBytes})
+		if err != nil {
+			continue
+		}
+		if n := sp.Stats().Count; n > 0 {
+			c.log.Warn("spool of a peer no longer in --peers: its points wait on disk until the peer is listed again", "peer", name, "points", n, "dir", dir)
+		}
+		sp.Close()
+	}
 }
 
 // Self is this node's name.

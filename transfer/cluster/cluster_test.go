@@ -1,16 +1,19 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -582,5 +585,28 @@ func TestSetNodesNeedsSelf(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no outbox for the new member")
+	}
+}
+
+func TestStrandedSpoolIsReported(t *testing.T) {
+	dir := t.TempDir()
+	members := []ring.Node{{Name: "a", Addr: "127.0.0.1:1"}, {Name: "b", Addr: "127.0.0.1:1"}}
+	c, err := New(Config{Self: "a", Nodes: members, Dir: dir}, newMemStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing runs the outbox: b's share stays spooled.
+	if err := c.Append(context.Background(), pointsAt(20, 6000)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	var logs bytes.Buffer
+	c, err = New(Config{Self: "a", Nodes: members[:1], Dir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, newMemStore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !strings.Contains(logs.String(), "no longer in --peers") || !strings.Contains(logs.String(), "peer=b") {
+		t.Fatalf("no warning about b's spool: %s", logs.String())
 	}
 }
