@@ -93,9 +93,13 @@ type Engine struct {
 	set    atomic.Pointer[ruleSet]
 	shards []*shard
 
-	mu     sync.Mutex // guards alerts, dirty and every *Alert
+	mu     sync.Mutex // guards alerts, dirty, changed, removed and every *Alert
 	alerts map[string]*Alert
-	dirty  bool
+	dirty  bool // anything changed, values included (for a full save)
+	// changed and removed are the alerts whose state changed since the
+	// last Changes, for the journal; value updates alone are not here.
+	changed map[string]*Alert
+	removed map[string]Alert
 
 	history chan historyRequest
 
@@ -189,7 +193,8 @@ func New(cfg Config) *Engine {
 	if cfg.ResolvedRetention <= 0 {
 		cfg.ResolvedRetention = 15 * time.Minute
 	}
-	e := &Engine{cfg: cfg, seed: maphash.MakeSeed(), alerts: map[string]*Alert{}, groups: map[string]*exprGroup{}}
+	e := &Engine{cfg: cfg, seed: maphash.MakeSeed(), alerts: map[string]*Alert{}, groups: map[string]*exprGroup{},
+		changed: map[string]*Alert{}, removed: map[string]Alert{}}
 	e.shards = make([]*shard, cfg.Shards)
 	for i := range e.shards {
 		e.shards[i] = &shard{series: map[uint64]*series{}}
@@ -224,7 +229,7 @@ func (e *Engine) SetStrategies(set *strategy.Set, now time.Time) []Transition {
 		}
 		switch a.State {
 		case StatePending:
-			delete(e.alerts, a.Key)
+			e.removeLocked(a)
 		case StateFiring:
 			out = append(out, e.resolveLocked(a, a.Value, now))
 		}
@@ -617,13 +622,14 @@ func (e *Engine) apply(r *rule, key string, labels func() metric.Labels, held bo
 			a.Notified++
 			a.LastNotified = at
 			a.Annotations = r.st.Render(v, a.Labels)
+			e.touchLocked(a)
 			out = append(out, a.transition("repeat", at))
 		}
 		return out
 	}
 	switch a.State {
 	case StatePending:
-		delete(e.alerts, a.Key)
+		e.removeLocked(a)
 		r.alert = nil
 	case StateFiring:
 		if r.st.KeepFiringFor > 0 && at.Sub(a.LastHeld) < r.st.KeepFiringFor {
@@ -645,7 +651,7 @@ func (e *Engine) apply(r *rule, key string, labels func() metric.Labels, held bo
 				f.holding, f.lastHeld = true, false
 				a.Value = v
 				a.Annotations["flapping"] = "true"
-				e.dirty = true
+				e.touchLocked(a)
 				return out
 			}
 		}
@@ -683,7 +689,7 @@ func (e *Engine) newAlertLocked(st *strategy.Strategy, kind Kind, seriesKey stri
 	a := &Alert{Key: alertKey(st.Name, kind, seriesKey), Strategy: st.Name, Kind: kind, State: StatePending,
 		Series: seriesMap, Labels: labels, ActiveAt: at}
 	e.alerts[a.Key] = a
-	e.dirty = true
+	e.touchLocked(a)
 	return a
 }
 
@@ -695,7 +701,7 @@ func (e *Engine) fireLocked(st *strategy.Strategy, a *Alert, at time.Time) Trans
 	a.LastNotified = at
 	a.Delivered = false
 	a.Annotations = st.Render(a.Value, a.Labels)
-	e.dirty = true
+	e.touchLocked(a)
 	return a.transition("firing", at)
 }
 
@@ -704,7 +710,7 @@ func (e *Engine) resolveLocked(a *Alert, value float64, at time.Time) Transition
 	a.EndsAt = at
 	a.ResolvedValue = value
 	a.Delivered = false
-	e.dirty = true
+	e.touchLocked(a)
 	return a.transition("resolved", at)
 }
 
@@ -788,7 +794,7 @@ func (e *Engine) Sweep(now time.Time) []Transition {
 		a.Series = nil
 		out = append(out, e.fireLocked(hc.st, a, now))
 	}
-	for key, a := range e.alerts {
+	for _, a := range e.alerts {
 		switch {
 		case a.Kind == KindHostNodata && a.State == StateFiring:
 			hc := hosts[hostKey{a.Strategy, a.Labels[metric.EndpointLabel]}]
@@ -796,11 +802,54 @@ func (e *Engine) Sweep(now time.Time) []Transition {
 				out = append(out, e.resolveLocked(a, 0, now))
 			}
 		case a.State == StateResolved && a.Delivered && now.Sub(a.EndsAt) > e.cfg.ResolvedRetention:
-			delete(e.alerts, key)
-			e.dirty = true
+			e.removeLocked(a)
+
 		}
 	}
 	return out
+}
+
+func (e *Engine) touchLocked(a *Alert) {
+	e.changed[a.Key] = a
+	delete(e.removed, a.Key)
+	e.dirty = true
+}
+
+func (e *Engine) removeLocked(a *Alert) {
+	delete(e.alerts, a.Key)
+	delete(e.changed, a.Key)
+	e.removed[a.Key] = copyAlert(a)
+	e.dirty = true
+}
+
+// Changes returns the alerts whose state changed (put) and those
+// forgotten (removed) since the last call, for a journal.
+func (e *Engine) Changes() (put, removed []Alert) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, a := range e.changed {
+		put = append(put, copyAlert(a))
+		delete(e.changed, k)
+	}
+	for k, a := range e.removed {
+		removed = append(removed, a)
+		delete(e.removed, k)
+	}
+	sortAlerts(put)
+	sortAlerts(removed)
+	return put, removed
+}
+
+// Identity is the alert's key rebuilt from what it is made of (its
+// strategy, kind, and series or endpoint); "" if it has none.
+func (a *Alert) Identity() string {
+	switch {
+	case a.Kind == KindHostNodata:
+		return alertKey(a.Strategy, a.Kind, a.Labels[metric.EndpointLabel])
+	case a.Series != nil:
+		return alertKey(a.Strategy, a.Kind, labelsFromMap(a.Series).Key())
+	}
+	return ""
 }
 
 // Outgoing returns the alerts to send to Alertmanager now: every firing
@@ -827,7 +876,7 @@ func (e *Engine) MarkDelivered(sent []Alert) {
 	for _, s := range sent {
 		if a := e.alerts[s.Key]; a != nil && a.State == StateResolved && a.EndsAt.Equal(s.EndsAt) && !a.Delivered {
 			a.Delivered = true
-			e.dirty = true
+			e.touchLocked(a)
 		}
 	}
 }
@@ -877,12 +926,7 @@ func (e *Engine) Restore(alerts []Alert, now time.Time) {
 		a := alerts[i]
 		// Keys hold label separators that JSON does not carry intact:
 		// rebuild them from what they are made of.
-		switch {
-		case a.Kind == KindHostNodata:
-			a.Key = alertKey(a.Strategy, a.Kind, a.Labels[metric.EndpointLabel])
-		case a.Series != nil:
-			a.Key = alertKey(a.Strategy, a.Kind, labelsFromMap(a.Series).Key())
-		default:
+		if a.Key = a.Identity(); a.Key == "" {
 			continue
 		}
 		e.alerts[a.Key] = &a

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -25,9 +24,6 @@ import (
 	"github.com/opskit/opskit/transfer/intake/falcon"
 )
 
-// StateFile is the alert state's file name in the data directory.
-const StateFile = "alerts.json"
-
 // Config is a node's configuration.
 type Config struct {
 	DataDir    string
@@ -37,8 +33,9 @@ type Config struct {
 	Notify     notify.Config
 	// SweepInterval is how often nodata is checked.
 	SweepInterval time.Duration
-	// SaveInterval is how often changed alert state (values, delivery)
-	// is saved; transitions are saved before the push is answered.
+	// SaveInterval is how often a full snapshot of changed alert state
+	// (last values, delivery) is written; state changes are journaled
+	// before the push that caused them is answered.
 	SaveInterval time.Duration
 	// WatchInterval is how often the strategy and groups files are
 	// checked for changes (0 = only on reload).
@@ -54,6 +51,7 @@ type Node struct {
 	sender *notify.Sender
 
 	saveMu sync.Mutex // one save at a time, in order
+	store  *state.Store
 
 	reloadMu   sync.Mutex
 	fileStamp  string
@@ -82,11 +80,13 @@ func Open(cfg Config, set *metrics.Set, log *slog.Logger) (*Node, error) {
 	}
 	n.fileStamp = n.stamp()
 	n.eng.SetStrategies(strategies, time.Now())
-	saved, err := state.Load(n.statePath())
+	store, saved, err := state.Open(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
+	n.store = store
 	n.eng.Restore(saved, time.Now())
+	n.eng.Changes() // what was restored is on disk already
 	cfg.Notify.Log = log
 	if n.sender, err = notify.New(cfg.Notify, n.eng); err != nil {
 		return nil, err
@@ -95,8 +95,6 @@ func Open(cfg Config, set *metrics.Set, log *slog.Logger) (*Node, error) {
 	log.Info("strategies loaded", "file", cfg.Strategies, "strategies", len(strategies.List), "max_window", strategies.MaxWindow(), "restored_alerts", len(saved))
 	return n, nil
 }
-
-func (n *Node) statePath() string { return filepath.Join(n.cfg.DataDir, StateFile) }
 
 // Engine is the node's engine.
 func (n *Node) Engine() *engine.Engine { return n.eng }
@@ -146,23 +144,40 @@ func (n *Node) after(trs []engine.Transition) {
 	for _, t := range trs {
 		n.log.Info("alert "+t.Status, "alertname", t.Alert, "kind", t.Kind, "endpoint", t.Labels["endpoint"], "metric", t.Labels["metric"], "value", t.Value, "duration", t.Duration)
 	}
-	n.save()
+	n.journal()
 	n.sender.Kick()
 }
 
-// save writes the alert state if it changed.
-func (n *Node) save() {
+// journal appends the alerts' state changes to the journal (fsynced).
+func (n *Node) journal() {
 	n.saveMu.Lock()
 	defer n.saveMu.Unlock()
-	alerts, changed := n.eng.Snapshot()
-	if !changed {
-		return
+	put, removed := n.eng.Changes()
+	if err := n.store.Append(put, removed); err != nil {
+		// The next compaction writes everything.
+		n.eng.MarkDirty()
+		n.saveErrors.Inc()
+		n.log.Error("journaling alert state failed; the next snapshot will hold it", "err", err)
 	}
-	if err := state.Save(n.statePath(), alerts); err != nil {
+}
+
+// compact writes a full snapshot (values and delivery flags included) when
+// anything changed, and empties the journal.
+func (n *Node) compact(force bool) error {
+	n.saveMu.Lock()
+	defer n.saveMu.Unlock()
+	n.eng.Changes() // the snapshot holds them
+	alerts, changed := n.eng.Snapshot()
+	if !changed && !force && n.store.JournalSize() == 0 {
+		return nil
+	}
+	if err := n.store.Compact(alerts); err != nil {
 		n.eng.MarkDirty()
 		n.saveErrors.Inc()
 		n.log.Error("saving alert state failed; will retry", "err", err)
+		return err
 	}
+	return nil
 }
 
 // Register serves POST /api/push (open-falcon JSON), GET /api/alerts and
@@ -291,7 +306,7 @@ func (n *Node) Run(ctx context.Context) error {
 		case now := <-sweep.C:
 			n.after(n.eng.Sweep(now))
 		case <-save.C:
-			n.save()
+			n.compact(false)
 		case <-watch:
 			n.reloadMu.Lock()
 			changed := n.stamp() != n.fileStamp
@@ -307,12 +322,6 @@ func (n *Node) Run(ctx context.Context) error {
 
 // Close saves the alert state a last time.
 func (n *Node) Close() error {
-	n.eng.MarkDirty()
-	n.saveMu.Lock()
-	defer n.saveMu.Unlock()
-	alerts, _ := n.eng.Snapshot()
-	if err := state.Save(n.statePath(), alerts); err != nil {
-		return errors.Join(errors.New("final save of alert state"), err)
-	}
-	return nil
+	err := n.compact(true)
+	return errors.Join(err, n.store.Close())
 }

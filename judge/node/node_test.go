@@ -19,6 +19,7 @@ import (
 
 	"github.com/opskit/opskit/judge/engine"
 	"github.com/opskit/opskit/judge/notify"
+	"github.com/opskit/opskit/judge/state"
 )
 
 type amFake struct {
@@ -96,7 +97,7 @@ func TestPushFiresAndRestartDoesNotRefire(t *testing.T) {
 	firing := func(a notify.Alert) bool { return a.Labels["alertname"] == "busy" && a.EndsAt.After(time.Now()) }
 	waitFor(t, func() bool { return am.count(firing) >= 1 })
 	// The state was saved before the push was answered.
-	if b, err := os.ReadFile(filepath.Join(dir, StateFile)); err != nil || !strings.Contains(string(b), `"state":"firing"`) {
+	if b, err := os.ReadFile(filepath.Join(dir, state.JournalFile)); err != nil || !strings.Contains(string(b), `"state":"firing"`) {
 		t.Fatalf("state file: %v %s", err, b)
 	}
 	cancel()

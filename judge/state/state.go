@@ -1,55 +1,205 @@
 // Package state persists judge's alert registry (pending timers, firing
-// alerts, notification counts, last values, undelivered recoveries) in one
-// JSON file replaced atomically, so a restart or kill -9 neither re-alerts
-// nor forgets a recovery.
+// alerts, notification counts, last values, undelivered recoveries) so a
+// restart or kill -9 neither re-alerts nor forgets a recovery.
+//
+// Two files in the data directory: alerts.json, a snapshot replaced
+// atomically, and alerts.journal, JSON lines appended and fsynced with
+// each batch of state changes since that snapshot (a put or a removal per
+// alert). Loading reads the snapshot and replays the journal; a torn last
+// line (a crash mid-write) is ignored. Compact writes a new snapshot and
+// empties the journal, so a change costs one small append, not a rewrite
+// of every alert.
 package state
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"sort"
 
 	"github.com/opskit/opskit/internal/atomicfile"
 	"github.com/opskit/opskit/judge/engine"
 )
 
-// Version is the file format's version.
+// Version is the snapshot format's version.
 const Version = 1
 
-type file struct {
+// File names in the data directory.
+const (
+	SnapshotFile = "alerts.json"
+	JournalFile  = "alerts.journal"
+)
+
+type snapshot struct {
 	Version int            `json:"version"`
 	Alerts  []engine.Alert `json:"alerts"`
 }
 
-// Save replaces the file at path with alerts (written, synced, renamed).
-func Save(path string, alerts []engine.Alert) error {
-	b, err := json.Marshal(file{Version: Version, Alerts: alerts})
+type record struct {
+	Op    string       `json:"op"` // put or del
+	Alert engine.Alert `json:"alert"`
+}
+
+// Store is the alert state on disk. It is not safe for concurrent use.
+type Store struct {
+	dir     string
+	journal *os.File
+	size    int64
+}
+
+// Open loads the state in dir and opens the journal for appending.
+func Open(dir string) (*Store, []engine.Alert, error) {
+	alerts, err := load(dir)
 	if err != nil {
-		return fmt.Errorf("encode alert state: %w", err)
+		return nil, nil, err
 	}
-	if err := atomicfile.WriteFile(path, b, 0o640); err != nil {
-		return fmt.Errorf("save alert state: %w", err)
+	f, err := os.OpenFile(filepath.Join(dir, JournalFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open alert journal: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("open alert journal: %w", err)
+	}
+	return &Store{dir: dir, journal: f, size: fi.Size()}, alerts, nil
+}
+
+func load(dir string) ([]engine.Alert, error) {
+	byKey := map[string]engine.Alert{}
+	b, err := os.ReadFile(filepath.Join(dir, SnapshotFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("load alert state: %w", err)
+	default:
+		var snap snapshot
+		if err := json.Unmarshal(b, &snap); err != nil {
+			return nil, fmt.Errorf("load alert state %s: %w", SnapshotFile, err)
+		}
+		if snap.Version != Version {
+			return nil, fmt.Errorf("load alert state %s: version %d, want %d", SnapshotFile, snap.Version, Version)
+		}
+		for _, a := range snap.Alerts {
+			if k := a.Identity(); k != "" {
+				byKey[k] = a
+			}
+		}
+	}
+	j, err := os.Open(filepath.Join(dir, JournalFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("load alert journal: %w", err)
+	}
+	if err == nil {
+		defer j.Close()
+		if err := replay(j, byKey); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]engine.Alert, 0, len(byKey))
+	keys := make([]string, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out = append(out, byKey[k])
+	}
+	return out, nil
+}
+
+// replay applies journal records in order. Only a final line without its
+// newline may be damaged (a crash mid-append); it is ignored.
+func replay(r io.Reader, byKey map[string]engine.Alert) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for n := 1; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if err == io.EOF {
+			return nil // a torn or empty tail
+		}
+		if err != nil {
+			return fmt.Errorf("load alert journal: %w", err)
+		}
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		var rec record
+		if err := json.Unmarshal(line, &rec); err != nil {
+			return fmt.Errorf("load alert journal line %d: %w", n, err)
+		}
+		k := rec.Alert.Identity()
+		if k == "" {
+			continue
+		}
+		switch rec.Op {
+		case "put":
+			byKey[k] = rec.Alert
+		case "del":
+			delete(byKey, k)
+		default:
+			return fmt.Errorf("load alert journal line %d: unknown op %q", n, rec.Op)
+		}
+	}
+}
+
+// Append journals state changes and syncs them to disk.
+func (s *Store) Append(put, removed []engine.Alert) error {
+	if len(put) == 0 && len(removed) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, a := range put {
+		if err := enc.Encode(record{Op: "put", Alert: a}); err != nil {
+			return fmt.Errorf("encode alert: %w", err)
+		}
+	}
+	for _, a := range removed {
+		if err := enc.Encode(record{Op: "del", Alert: a}); err != nil {
+			return fmt.Errorf("encode alert: %w", err)
+		}
+	}
+	n, err := s.journal.Write(buf.Bytes())
+	s.size += int64(n)
+	if err != nil {
+		return fmt.Errorf("append alert journal: %w", err)
+	}
+	if err := s.journal.Sync(); err != nil {
+		return fmt.Errorf("sync alert journal: %w", err)
 	}
 	return nil
 }
 
-// Load reads the file at path; a missing file is an empty state.
-func Load(path string) ([]engine.Alert, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+// JournalSize is the journal's length in bytes.
+func (s *Store) JournalSize() int64 { return s.size }
+
+// Compact replaces the snapshot with alerts (every alert held) and empties
+// the journal.
+func (s *Store) Compact(alerts []engine.Alert) error {
+	b, err := json.Marshal(snapshot{Version: Version, Alerts: alerts})
 	if err != nil {
-		return nil, fmt.Errorf("load alert state: %w", err)
+		return fmt.Errorf("encode alert state: %w", err)
 	}
-	var f file
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("load alert state %s: %w", path, err)
+	if err := atomicfile.WriteFile(filepath.Join(s.dir, SnapshotFile), b, 0o640); err != nil {
+		return fmt.Errorf("save alert state: %w", err)
 	}
-	if f.Version != Version {
-		return nil, fmt.Errorf("load alert state %s: version %d, want %d", path, f.Version, Version)
+	// The snapshot holds everything the journal said: empty it.
+	if err := s.journal.Truncate(0); err != nil {
+		return fmt.Errorf("truncate alert journal: %w", err)
 	}
-	return f.Alerts, nil
+	if err := s.journal.Sync(); err != nil {
+		return fmt.Errorf("sync alert journal: %w", err)
+	}
+	s.size = 0
+	return nil
 }
+
+// Close closes the journal.
+func (s *Store) Close() error { return s.journal.Close() }
