@@ -289,6 +289,33 @@ func TestTransferClusterReplicasCoverOutage(t *testing.T) {
 			t.Fatalf("series from %s during the outage: %d; want 80", r.names[i], n)
 		}
 	}
+	// The open-falcon graph API reads through the cluster as well.
+	hist := fmt.Sprintf(`{"hostnames":["w1-h7"],"counters":["e2e.cluster"],"consol_fun":"AVERAGE","start_time":%d,"end_time":%d,"step":60}`, cw.t0, cw.t0+14*60)
+	resp, err := http.Post(r.base(0)+"/api/v1/graph/history", "application/json", strings.NewReader(hist))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var series []struct {
+		Values []struct {
+			Timestamp int64    `json:"timestamp"`
+			Value     *float64 `json:"value"`
+		} `json:"Values"`
+	}
+	json.NewDecoder(resp.Body).Decode(&series)
+	resp.Body.Close()
+	if len(series) != 1 || len(series[0].Values) != 15 || series[0].Values[14].Value == nil || *series[0].Values[14].Value != 14 {
+		t.Fatalf("graph/history during the outage: %+v", series)
+	}
+	resp, err = http.Post(r.base(1)+"/api/v1/graph/lastpoint", "application/json", strings.NewReader(`[{"endpoint":"w0-h3","counter":"e2e.cluster"}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(last), fmt.Sprintf(`"timestamp":%d,"value":14`, cw.t0+14*60)) {
+		t.Fatalf("graph/lastpoint during the outage: %s", last)
+	}
+
 	// Without replicas to cover it, the same outage is an error, not a
 	// silently short answer.
 	r1 := startTransferRing(t, 2)
