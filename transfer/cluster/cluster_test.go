@@ -546,6 +546,18 @@ func TestReaderMergesCopiesAndCoversADownNode(t *testing.T) {
 					t.Errorf("last of %s = %d, %v", ref.Labels, tm, ok)
 				}
 			}
+			// Past lastFresh, Last asks the nodes again.
+			rd := nodes["b"].reader
+			rd.mu.Lock()
+			for _, l := range rd.series {
+				l.selected = time.Time{}
+			}
+			rd.mu.Unlock()
+			for _, ref := range refs {
+				if tm, v, ok := rd.Last(ref.ID); !ok || tm != 6000+60*4 || v != float64((6000+60*4)%1000) {
+					t.Errorf("last of %s asked again = %d %v, %v", ref.Labels, tm, v, ok)
+				}
+			}
 			vals, err := nodes["b"].reader.LabelValues(metric.EndpointLabel, ms)
 			if err != nil || len(vals) != hosts {
 				t.Fatalf("label values: %d, %v", len(vals), err)

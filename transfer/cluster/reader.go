@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/transfer/query"
@@ -42,6 +43,24 @@ type Reader struct {
 type located struct {
 	labels metric.Labels
 	at     []location
+	// The newest point over every copy as Select saw it, and when: the
+	// API asks Last right after Select, and this saves a request per
+	// series and node.
+	lastT    int64
+	lastV    float64
+	lastOK   bool
+	selected time.Time
+}
+
+// lastFresh is how long the newest point seen by Select answers Last.
+const lastFresh = 2 * time.Second
+
+// selected is one series as a node's Select answered it.
+type selected struct {
+	ref    storage.SeriesRef
+	lastT  int64
+	lastV  float64
+	lastOK bool
 }
 
 type location struct {
@@ -109,39 +128,55 @@ func (r *Reader) Select(ms []*metric.Matcher) ([]storage.SeriesRef, error) {
 	if len(ms) == 0 {
 		return nil, storage.ErrNoMatchers
 	}
-	res, err := fanOut(r, func(ctx context.Context, n ring.Node) ([]storage.SeriesRef, error) {
+	res, err := fanOut(r, func(ctx context.Context, n ring.Node) ([]selected, error) {
 		if n.Name == r.c.cfg.Self {
-			return r.local.Select(ms)
+			refs, err := r.local.Select(ms)
+			if err != nil {
+				return nil, err
+			}
+			out := make([]selected, len(refs))
+			for i, ref := range refs {
+				t, v, ok := r.local.Last(ref.ID)
+				out[i] = selected{ref: ref, lastT: t, lastV: v, lastOK: ok}
+			}
+			return out, nil
 		}
 		var ans selectAnswer
 		if err := r.call(ctx, n.Name, PathSelect, selectRequest{Matchers: toWireMatchers(ms)}, &ans); err != nil {
 			return nil, err
 		}
-		refs := make([]storage.SeriesRef, len(ans.Series))
+		out := make([]selected, len(ans.Series))
 		for i, s := range ans.Series {
 			ls := make(metric.Labels, len(s.Labels))
 			for j, l := range s.Labels {
 				ls[j] = metric.Label{Name: l[0], Value: l[1]}
 			}
-			refs[i] = storage.SeriesRef{ID: s.ID, Labels: ls}
+			out[i] = selected{ref: storage.SeriesRef{ID: s.ID, Labels: ls}}
+			if s.Last != nil {
+				out[i].lastT, out[i].lastV, out[i].lastOK = s.Last.T, s.Last.V, true
+			}
 		}
-		return refs, nil
+		return out, nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	now := time.Now()
 	merged := map[uint64]*located{}
 	var key []byte
 	for _, nr := range res {
-		for _, ref := range nr.val {
-			key = ref.Labels.AppendKey(key[:0])
+		for _, sel := range nr.val {
+			key = sel.ref.Labels.AppendKey(key[:0])
 			id := ring.Hash(key)
 			l := merged[id]
 			if l == nil {
-				l = &located{labels: ref.Labels}
+				l = &located{labels: sel.ref.Labels, selected: now}
 				merged[id] = l
 			}
-			l.at = append(l.at, location{node: nr.node, id: ref.ID})
+			l.at = append(l.at, location{node: nr.node, id: sel.ref.ID})
+			if sel.lastOK && (!l.lastOK || sel.lastT > l.lastT) {
+				l.lastT, l.lastV, l.lastOK = sel.lastT, sel.lastV, true
+			}
 		}
 	}
 	out := make([]storage.SeriesRef, 0, len(merged))
@@ -354,6 +389,9 @@ func (r *Reader) Last(id uint64) (int64, float64, bool) {
 	l, ok := r.lookup(id)
 	if !ok {
 		return 0, 0, false
+	}
+	if time.Since(l.selected) < lastFresh {
+		return l.lastT, l.lastV, l.lastOK
 	}
 	var bestT int64
 	var bestV float64

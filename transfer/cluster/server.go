@@ -130,6 +130,7 @@ type selectRequest struct {
 type wireSeries struct {
 	ID     uint64      `json:"id"`
 	Labels [][2]string `json:"labels"`
+	Last   *wireLast   `json:"last,omitempty"` // the newest point, when known
 }
 
 type selectAnswer struct {
@@ -212,6 +213,9 @@ func (s *Server) selectSeries(w http.ResponseWriter, r *http.Request) {
 			ls[j] = [2]string{l.Name, l.Value}
 		}
 		ans.Series[i] = wireSeries{ID: ref.ID, Labels: ls}
+		if t, v, ok := s.reader.Last(ref.ID); ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+			ans.Series[i].Last = &wireLast{T: t, V: v, OK: true}
+		}
 	}
 	intake.WriteJSON(w, http.StatusOK, ans)
 }
