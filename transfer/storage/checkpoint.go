@@ -38,7 +38,8 @@ func (e *Engine) Checkpoint() error {
 		return ErrClosed
 	}
 	// Every record in a segment before seg was applied before Cut returned,
-	// because applying and logging happen together under applyMu.
+	// because applying and logging happen together under a shard lock, inside
+	// applyMu held shared, and this holds it exclusively.
 	e.applyMu.Lock()
 	seg, err := e.wal.Cut()
 	nextID := e.nextID
@@ -115,9 +116,9 @@ func (e *Engine) Checkpoint() error {
 
 	// The rows behind the copied states must be on disk before the
 	// checkpoint that relies on them.
-	e.applyMu.Lock()
+	e.createMu.Lock()
 	slabs := e.slabList()
-	e.applyMu.Unlock()
+	e.createMu.Unlock()
 	for _, s := range slabs {
 		if err := s.sync(); err != nil {
 			f.Close()

@@ -20,16 +20,25 @@ import (
 	"github.com/opskit/opskit/transfer/storage/wal"
 )
 
-const keyShards = 64
+const (
+	keyShards   = 64
+	applyShards = 16 // divides keyShards: a series' apply shard follows from its key shard
+)
 
 // Engine is the store. All methods are safe for concurrent use.
 //
-// Writes are serialised by applyMu: a batch is applied to the series and its
-// WAL record appended in one critical section, so the WAL holds the points of
-// each series in the order they were applied and a replay repeats exactly
-// what happened. Everything else (validation, series lookup, encoding, the
-// fsync) happens outside it. Readers lock only the stripe of the series they
-// read.
+// Writers apply batches in parallel, split by apply shard (a function of the
+// series key): the points of one shard are applied and their WAL record
+// appended in one critical section under that shard's lock, so the WAL holds
+// the points of each series in the order they were applied and a replay
+// repeats exactly what happened (series are independent of one another, so
+// the order between shards does not matter). New series are created first,
+// in batch order under createMu, so a creation record precedes every point
+// of its series.
+// applyMu is held shared by every Append and exclusively by what needs all
+// writers stopped (the checkpoint's WAL cut and state copy, expiry, Close).
+// Everything else (validation, series lookup, encoding, the fsync) happens
+// outside these locks. Readers lock only the stripe of the series they read.
 type Engine struct {
 	dir  string
 	opts Options
@@ -43,9 +52,14 @@ type Engine struct {
 
 	index *postings
 
-	applyMu sync.Mutex // serialises writers; guards slot allocation, nextID, layouts
+	applyMu sync.RWMutex // shared by Append, exclusive to stop every writer
+	shardMu [applyShards]paddedMutex
+	// createMu guards slot allocation, nextID, layouts and the order of
+	// creation records; taken under applyMu (shared or exclusive), never
+	// together with a shard lock.
+	createMu sync.Mutex
 	// stripes guard each series' slot between a writer (which also holds
-	// applyMu) and readers, so reads do not queue behind whole batches.
+	// its shard lock) and readers, so reads do not queue behind whole batches.
 	stripes  [64]sync.RWMutex
 	slabs    *slabStore
 	nextID   uint64
@@ -76,6 +90,13 @@ type keyShard struct {
 	m  map[string]*series
 }
 
+// paddedMutex keeps each shard lock on its own cache line, so two cores
+// taking neighbouring locks do not bounce one line between them.
+type paddedMutex struct {
+	sync.Mutex
+	_ [64 - 8]byte
+}
+
 // series is the in-memory handle of one stored series.
 type series struct {
 	id       uint64
@@ -87,15 +108,19 @@ type series struct {
 	ref      slotRef
 	view     rrdView
 	lastSeen atomic.Int64 // wall clock (Unix s) of the newest append
-	dead     bool         // expired; guarded by applyMu
+	dead     bool         // expired; written under applyMu held exclusively
 }
 
 // appendScratch is reused between Append calls to avoid per-point allocation.
 type appendScratch struct {
-	key  []byte
-	refs []*series
-	rec  []byte
+	key    []byte
+	refs   []*series
+	shards []uint8 // apply shard of each point; noShard when refused
+	order  []int32 // point indexes grouped by shard, batch order within each
+	rec    []byte
 }
+
+const noShard = applyShards
 
 const checkpointFile = "index.ckpt"
 
@@ -285,20 +310,26 @@ func (e *Engine) internLayout(l layout) *layout {
 	return p
 }
 
-func (e *Engine) shardOf(key []byte) *keyShard {
-	return &e.shards[maphash.Bytes(e.seed, key)%keyShards]
+// keyShardOf returns the index of the key map holding key; the series'
+// apply shard is that index modulo applyShards.
+func (e *Engine) keyShardOf(key []byte) uint64 {
+	return maphash.Bytes(e.seed, key) % keyShards
 }
 
 func (e *Engine) lookup(key []byte) *series {
-	sh := e.shardOf(key)
+	return e.lookupIn(e.keyShardOf(key), key)
+}
+
+func (e *Engine) lookupIn(shard uint64, key []byte) *series {
+	sh := &e.shards[shard]
 	sh.mu.RLock()
 	s := sh.m[string(key)]
 	sh.mu.RUnlock()
 	return s
 }
 
-// createLocked allocates a slot for a new series and registers it. applyMu
-// must be held (or Open be running).
+// createLocked allocates a slot for a new series and registers it. createMu
+// or applyMu (exclusively) must be held, or Open be running.
 func (e *Engine) createLocked(id uint64, labels metric.Labels, lay *layout, start, now int64) (*series, error) {
 	size := SlotSize(lay.archives)
 	ref, buf, err := e.slabs.alloc(size)
@@ -334,7 +365,8 @@ func (e *Engine) register(s *series) {
 	e.seriesLive.Add(1)
 }
 
-// removeLocked drops a series and frees its slot. applyMu must be held.
+// removeLocked drops a series and frees its slot. applyMu must be held
+// exclusively (or Open be running).
 func (e *Engine) removeLocked(s *series) {
 	sh := &e.shards[maphash.String(e.seed, s.key)%keyShards]
 	sh.mu.Lock()
@@ -394,63 +426,109 @@ func (e *Engine) Append(points []metric.Point) (Result, error) {
 	sc := e.scratch.Get().(*appendScratch)
 	defer e.scratch.Put(sc)
 	refs := sc.refs[:0]
+	shards := sc.shards[:0]
+	var counts [applyShards + 1]int32
 	for i := range points {
 		p := &points[i]
 		if err := validate(p); err != nil {
 			res.Rejected = append(res.Rejected, PointError{Index: i, Err: err})
 			res.Values[i] = math.NaN()
 			refs = append(refs, nil)
+			shards = append(shards, noShard)
 			continue
 		}
 		sc.key = p.Labels.AppendKey(sc.key[:0])
-		refs = append(refs, e.lookup(sc.key))
+		ks := e.keyShardOf(sc.key)
+		refs = append(refs, e.lookupIn(ks, sc.key))
+		shards = append(shards, uint8(ks%applyShards))
+		counts[ks%applyShards]++
 	}
-	sc.refs = refs
+	sc.refs, sc.shards = refs, shards
 	now := e.opts.Now().Unix()
 	rejectedBefore := len(res.Rejected)
 
-	e.applyMu.Lock()
-	defer e.applyMu.Unlock()
+	e.applyMu.RLock()
+	defer e.applyMu.RUnlock()
 	if e.closed.Load() {
 		return Result{}, ErrClosed
 	}
-	rec := pointsHeader(sc.rec[:0])
+	// New series are created first, in batch order, so that the series limit
+	// refuses the last of them whatever their shards, and each creation
+	// record precedes every point of its series in the WAL. applyMu held
+	// shared keeps expiry out, so a series found alive stays alive.
+	for i, s := range refs {
+		if shards[i] == noShard || (s != nil && !s.dead) {
+			continue
+		}
+		s, err := e.seriesFor(&points[i], now, sc)
+		if errors.Is(err, ErrSeriesLimit) {
+			res.Values[i] = math.NaN()
+			res.Rejected = append(res.Rejected, PointError{Index: i, Err: err})
+			counts[shards[i]]--
+			shards[i] = noShard
+			continue
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		refs[i] = s
+	}
+	// Group the point indexes by shard (a counting sort, stable).
+	var next [applyShards + 1]int32
+	for sh := 1; sh <= applyShards; sh++ {
+		next[sh] = next[sh-1] + counts[sh-1]
+	}
+	order := slices.Grow(sc.order[:0], len(points))[:next[applyShards]]
+	for i, sh := range shards {
+		if sh != noShard {
+			order[next[sh]] = int32(i)
+			next[sh]++
+		}
+	}
+	sc.order = order
 	accepted := 0
-	for i := range points {
+	for sh, from := 0, int32(0); sh < applyShards; sh++ {
+		group := order[from : from+counts[sh]]
+		from += counts[sh]
+		if len(group) == 0 {
+			continue
+		}
+		n, seq, err := e.applyShard(sh, points, group, refs, &res, now, &sc.rec)
+		if err != nil {
+			return Result{}, err
+		}
+		accepted += n
+		res.walSeq = max(res.walSeq, seq)
+	}
+	if len(res.Rejected) > rejectedBefore {
+		slices.SortFunc(res.Rejected, func(a, b PointError) int { return a.Index - b.Index })
+	}
+	e.pointsAppended.Add(uint64(accepted))
+	e.pointsRejected.Add(uint64(len(res.Rejected)))
+	return res, nil
+}
+
+// applyShard applies the points of one apply shard (group, in batch order)
+// and appends their WAL record, under the shard's lock so that record order
+// equals apply order for each series. It returns the points accepted and the
+// record's WAL sequence number (0 when none was accepted). applyMu must be
+// held shared, and every point of group have its live series in refs.
+func (e *Engine) applyShard(shard int, points []metric.Point, group []int32, refs []*series, res *Result, now int64, scratch *[]byte) (int, uint64, error) {
+	mu := &e.shardMu[shard]
+	mu.Lock()
+	defer mu.Unlock()
+	rec := pointsHeader((*scratch)[:0])
+	accepted := 0
+	for _, i := range group {
 		p := &points[i]
 		s := refs[i]
-		if s == nil {
-			if isRejected(res.Rejected[:rejectedBefore], i) {
-				continue
-			}
-			var err error
-			if s, err = e.seriesForLocked(p, now); err != nil {
-				if errors.Is(err, ErrSeriesLimit) {
-					res.Values[i] = math.NaN()
-					res.Rejected = append(res.Rejected, PointError{Index: i, Err: err})
-					continue
-				}
-				return Result{}, err
-			}
-			refs[i] = s
-		} else if s.dead {
-			var err error
-			if s, err = e.seriesForLocked(p, now); err != nil {
-				if errors.Is(err, ErrSeriesLimit) {
-					res.Values[i] = math.NaN()
-					res.Rejected = append(res.Rejected, PointError{Index: i, Err: err})
-					continue
-				}
-				return Result{}, err
-			}
-		}
 		stripe := e.stripe(s.id)
 		stripe.Lock()
 		v, ok := s.view.update(p.Time, p.Value)
 		stripe.Unlock()
 		res.Values[i] = v
 		if !ok {
-			res.Rejected = append(res.Rejected, PointError{Index: i, Err: ErrTooOld})
+			res.Rejected = append(res.Rejected, PointError{Index: int(i), Err: ErrTooOld})
 			continue
 		}
 		if s.lastSeen.Load() != now {
@@ -459,37 +537,26 @@ func (e *Engine) Append(points []metric.Point) (Result, error) {
 		rec = appendPoint(rec, s.id, p.Time, p.Value)
 		accepted++
 	}
-	if len(res.Rejected) > rejectedBefore {
-		slices.SortFunc(res.Rejected, func(a, b PointError) int { return a.Index - b.Index })
-	}
-	sc.rec = rec
-	e.pointsAppended.Add(uint64(accepted))
-	e.pointsRejected.Add(uint64(len(res.Rejected)))
+	*scratch = rec
 	if accepted == 0 {
-		return res, nil
+		return 0, 0, nil
 	}
 	finishPoints(rec, accepted)
 	seq, err := e.wal.Append(rec)
 	if err != nil {
-		return Result{}, fmt.Errorf("storage: %w", err)
+		return 0, 0, fmt.Errorf("storage: %w", err)
 	}
-	res.walSeq = seq
-	return res, nil
+	return accepted, seq, nil
 }
 
-// isRejected reports whether point i is in rs, which is sorted by index.
-func isRejected(rs []PointError, i int) bool {
-	_, found := slices.BinarySearchFunc(rs, i, func(r PointError, i int) int { return r.Index - i })
-	return found
-}
-
-// seriesForLocked finds or creates the series of p. applyMu must be held.
-func (e *Engine) seriesForLocked(p *metric.Point, now int64) (*series, error) {
-	sc := e.scratch.Get().(*appendScratch)
+// seriesFor finds or creates the series of p. applyMu must be held shared.
+// The lookup is repeated under createMu, so two writers never create the
+// same key.
+func (e *Engine) seriesFor(p *metric.Point, now int64, sc *appendScratch) (*series, error) {
 	sc.key = p.Labels.AppendKey(sc.key[:0])
-	s := e.lookup(sc.key)
-	e.scratch.Put(sc)
-	if s != nil {
+	e.createMu.Lock()
+	defer e.createMu.Unlock()
+	if s := e.lookup(sc.key); s != nil {
 		return s, nil
 	}
 	// The limit applies to new series from clients only; replay recreates
@@ -771,17 +838,20 @@ func (e *Engine) ExpireIdle() (int, error) {
 		chunk := idle[:min(len(idle), 1024)]
 		idle = idle[len(chunk):]
 		e.applyMu.Lock()
+		e.createMu.Lock() // the slab store's lock, for release
 		for _, s := range chunk {
 			if s.dead || s.lastSeen.Load() >= cutoff {
 				continue
 			}
 			if _, err := e.wal.Append(appendExpire(nil, s.id)); err != nil {
+				e.createMu.Unlock()
 				e.applyMu.Unlock()
 				return removed, fmt.Errorf("storage: %w", err)
 			}
 			e.removeLocked(s)
 			removed++
 		}
+		e.createMu.Unlock()
 		e.applyMu.Unlock()
 	}
 	e.seriesExpired.Add(uint64(removed))
@@ -806,9 +876,9 @@ func (e *Engine) Stats() Stats {
 		st.WALBytes = e.wal.Size()
 		st.WALSyncs = e.wal.Syncs()
 	}
-	e.applyMu.Lock()
+	e.createMu.Lock()
 	st.DiskBytes = e.slabs.diskBytes()
-	e.applyMu.Unlock()
+	e.createMu.Unlock()
 	return st
 }
 

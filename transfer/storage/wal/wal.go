@@ -183,6 +183,11 @@ func (l *Log) Append(payload []byte) (uint64, error) {
 	if len(payload) > MaxRecordSize {
 		return 0, fmt.Errorf("wal: record of %d bytes exceeds %d", len(payload), MaxRecordSize)
 	}
+	// The checksum is computed before taking the lock, so writers appending
+	// in parallel only serialise on the copy.
+	var h [HeaderSize]byte
+	binary.LittleEndian.PutUint32(h[0:4], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(h[4:8], crc32.Checksum(payload, castagnoli))
 	l.mu.Lock()
 	for len(l.pending) >= l.opts.MaxPendingBytes && !l.closed && l.err == nil {
 		l.cond.Wait()
@@ -200,7 +205,7 @@ func (l *Log) Append(payload []byte) (uint64, error) {
 	if wasEmpty {
 		l.firstAt = time.Now()
 	}
-	l.pending = AppendFrame(l.pending, payload)
+	l.pending = append(append(l.pending, h[:]...), payload...)
 	l.appended += uint64(HeaderSize + len(payload))
 	seq := l.appended
 	big := len(l.pending) >= l.opts.SyncBytes
