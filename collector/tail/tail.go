@@ -120,6 +120,9 @@ type Event struct {
 	Line      []byte
 	Truncated bool
 	Time      time.Time
+	// OnDone, if set, is called by Done: for events made outside a
+	// Tailer.
+	OnDone func()
 
 	stream *stream
 	seq    uint64
@@ -130,6 +133,9 @@ type Event struct {
 func (e *Event) Done() {
 	if e.stream != nil {
 		e.stream.t.ack(e.stream, e.seq)
+	}
+	if e.OnDone != nil {
+		e.OnDone()
 	}
 }
 

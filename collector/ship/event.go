@@ -1,0 +1,183 @@
+// Package ship delivers the tailer's events: to Kafka (franz-go, batched,
+// compressed, idempotent, acks from all in-sync replicas) or as JSON lines
+// to stdout or a file. Each output marks an event done only once it is
+// delivered (acknowledged by Kafka, written and flushed), which is what
+// lets the tailer checkpoint it.
+//
+// An event is one JSON object:
+//
+//	{"time":"2026-11-22T00:15:00.123456789Z","host":"web-1","path":"/var/log/app.log",
+//	 "file":"803-1a2b-187a...","offset":4096,"line":"GET / 200","fields":{"app":"shop"}}
+//
+// "truncated":true marks a line cut at the maximum line length. A line
+// that is not valid UTF-8 has each bad byte replaced by U+FFFD in "line"
+// and its exact bytes in "raw" (base64), so nothing is lost.
+package ship
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/opskit/opskit/collector/tail"
+)
+
+// Message is an event as decoded from its JSON form (the sink's view).
+type Message struct {
+	Time      time.Time         `json:"time"`
+	Host      string            `json:"host"`
+	Path      string            `json:"path"`
+	File      string            `json:"file"`
+	Offset    int64             `json:"offset"`
+	Line      string            `json:"line"`
+	Truncated bool              `json:"truncated,omitempty"`
+	Fields    map[string]string `json:"fields,omitempty"`
+	Raw       []byte            `json:"raw,omitempty"`
+}
+
+// maxMessage bounds what Decode accepts.
+const maxMessage = 64 << 20
+
+// Decode parses one event. It rejects what is not an event object (no
+// line, or no time) with the reason.
+func Decode(data []byte) (Message, error) {
+	var m Message
+	if len(data) > maxMessage {
+		return m, fmt.Errorf("event of %d bytes, over the limit", len(data))
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Message{}, fmt.Errorf("event: %w", err)
+	}
+	if m.Time.IsZero() {
+		return Message{}, fmt.Errorf("event without a time")
+	}
+	if len(m.Raw) > 0 {
+		m.Line = string(m.Raw)
+	}
+	return m, nil
+}
+
+// Encoder writes events as JSON. It caches each input's encoded fields, so
+// one Encoder serves one goroutine.
+type Encoder struct {
+	Host string
+	// InvalidUTF8 counts lines that were not valid UTF-8 (may be nil).
+	InvalidUTF8 *metrics.Counter
+
+	fields map[*tail.Input][]byte
+}
+
+// Append appends ev's JSON object (without a newline) to dst.
+func (e *Encoder) Append(dst []byte, ev *tail.Event) []byte {
+	dst = append(dst, `{"time":"`...)
+	dst = ev.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, `","host":`...)
+	dst = appendString(dst, e.Host)
+	dst = append(dst, `,"path":`...)
+	dst = appendString(dst, ev.Path)
+	dst = append(dst, `,"file":"`...)
+	dst = append(dst, ev.FileID...)
+	dst = append(dst, `","offset":`...)
+	dst = strconv.AppendInt(dst, ev.Offset, 10)
+	dst = append(dst, `,"line":`...)
+	dst = appendString(dst, string(ev.Line))
+	if ev.Truncated {
+		dst = append(dst, `,"truncated":true`...)
+	}
+	if ev.Input != nil && len(ev.Input.Fields) > 0 {
+		dst = append(dst, e.encodedFields(ev.Input)...)
+	}
+	if !utf8.Valid(ev.Line) {
+		if e.InvalidUTF8 != nil {
+			e.InvalidUTF8.Inc()
+		}
+		dst = append(dst, `,"raw":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, ev.Line)
+		dst = append(dst, '"')
+	}
+	return append(dst, '}')
+}
+
+func (e *Encoder) encodedFields(in *tail.Input) []byte {
+	if b, ok := e.fields[in]; ok {
+		return b
+	}
+	keys := make([]string, 0, len(in.Fields))
+	for k := range in.Fields {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b := []byte(`,"fields":{`)
+	for i, k := range keys {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		b = appendString(b, in.Fields[k])
+	}
+	b = append(b, '}')
+	if e.fields == nil {
+		e.fields = map[*tail.Input][]byte{}
+	}
+	e.fields[in] = b
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. Bytes that are not valid UTF-8
+// become U+FFFD (the event's "raw" keeps them).
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

@@ -1,0 +1,221 @@
+package ship
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/opskit/opskit/collector/tail"
+)
+
+// KafkaConfig configures the Kafka output.
+type KafkaConfig struct {
+	Brokers []string
+	// Compression is zstd (default), lz4, snappy, gzip or none.
+	Compression string
+	// Linger is how long a batch may wait to fill (default 5ms).
+	Linger time.Duration
+	// BatchBytes bounds one record batch (default 1 MiB).
+	BatchBytes int32
+	// BufferBytes bounds the records buffered and in flight (default 16
+	// MiB). When it is full, Emit blocks: the tailer stops reading until
+	// Kafka takes more, so a broker outage costs waiting, not memory.
+	BufferBytes int
+	// RetryWait is the pause before producing again a record that Kafka
+	// refused for good (e.g. a missing topic); default 1s.
+	RetryWait time.Duration
+	// Host is the event's host and the record key of inputs keyed by host.
+	Host string
+}
+
+// Kafka produces events to the topics of their inputs.
+type Kafka struct {
+	cfg    KafkaConfig
+	client *kgo.Client
+	enc    *Encoder
+	log    *slog.Logger
+
+	produced, failed *metrics.Counter
+	// space is signalled when a record leaves the buffer.
+	space chan struct{}
+	// prodCtx outlives the tailer's context, so records buffered when the
+	// daemon stops are still sent by Close rather than failed.
+	prodCtx    context.Context
+	prodCancel context.CancelFunc
+	closing    chan struct{}
+	closeOnce        sync.Once
+	retries          sync.WaitGroup
+
+	logMu   sync.Mutex
+	lastLog time.Time
+}
+
+// Compression codecs by name.
+func codec(name string) (kgo.CompressionCodec, error) {
+	switch strings.ToLower(name) {
+	case "", "zstd":
+		return kgo.ZstdCompression(), nil
+	case "lz4":
+		return kgo.Lz4Compression(), nil
+	case "snappy":
+		return kgo.SnappyCompression(), nil
+	case "gzip":
+		return kgo.GzipCompression(), nil
+	case "none":
+		return kgo.NoCompression(), nil
+	}
+	return kgo.CompressionCodec{}, fmt.Errorf("compression %q: want zstd, lz4, snappy, gzip or none", name)
+}
+
+// NewKafka returns the Kafka output. It does not wait for the brokers: an
+// unreachable cluster only delays delivery.
+func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("kafka: no brokers")
+	}
+	c, err := codec(cfg.Compression)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 5 * time.Millisecond
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = 1 << 20
+	}
+	if cfg.BufferBytes <= 0 {
+		cfg.BufferBytes = 16 << 20
+	}
+	if cfg.RetryWait <= 0 {
+		cfg.RetryWait = time.Second
+	}
+	client, err := kgo.NewClient(
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ProducerBatchCompression(c),
+		kgo.ProducerLinger(cfg.Linger),
+		kgo.ProducerBatchMaxBytes(cfg.BatchBytes),
+		// Emit waits below BufferBytes; the margin keeps Produce itself
+		// from blocking.
+		kgo.MaxBufferedBytes(cfg.BufferBytes+2*int(cfg.BatchBytes)),
+		kgo.MaxBufferedRecords(1<<20),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// Retries without end: an outage is waited out with the buffer
+		// full and reading paused.
+		kgo.RecordRetries(1<<30),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: %w", err)
+	}
+	if set == nil {
+		set = metrics.NewSet()
+	}
+	prodCtx, prodCancel := context.WithCancel(context.Background())
+	return &Kafka{cfg: cfg, client: client, log: log, closing: make(chan struct{}),
+		space: make(chan struct{}, 1), prodCtx: prodCtx, prodCancel: prodCancel,
+		enc:      &Encoder{Host: cfg.Host, InvalidUTF8: set.GetOrCreateCounter("opskit_collector_logs_invalid_utf8_lines_total")},
+		produced: set.GetOrCreateCounter("opskit_collector_logs_kafka_acked_events_total"),
+		failed:   set.GetOrCreateCounter("opskit_collector_logs_kafka_failed_events_total"),
+	}, nil
+}
+
+// Key returns the record key of ev by its input's key rule.
+func Key(ev *tail.Event, host string) []byte {
+	if ev.Input == nil {
+		return []byte(ev.Path)
+	}
+	switch k := ev.Input.Key; {
+	case k == "host":
+		return []byte(host)
+	case k == "none":
+		return nil
+	case strings.HasPrefix(k, "field:"):
+		return []byte(ev.Input.Fields[k[len("field:"):]])
+	}
+	return []byte(ev.Path)
+}
+
+// Emit produces ev; it blocks while the buffer is full.
+func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
+	topic := ""
+	if ev.Input != nil {
+		topic = ev.Input.Topic
+	}
+	rec := &kgo.Record{Topic: topic, Key: Key(ev, k.cfg.Host), Value: k.enc.Append(nil, ev)}
+	for k.client.BufferedProduceBytes() >= int64(k.cfg.BufferBytes) {
+		select {
+		case <-k.space:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	k.produce(k.prodCtx, rec, ev)
+	return nil
+}
+
+func (k *Kafka) produce(ctx context.Context, rec *kgo.Record, ev *tail.Event) {
+	k.client.Produce(ctx, rec, func(r *kgo.Record, err error) {
+		select {
+		case k.space <- struct{}{}:
+		default:
+		}
+		if err == nil {
+			k.produced.Inc()
+			ev.Done()
+			return
+		}
+		if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			// Stopping: the event stays undelivered and is read again
+			// after the restart.
+			return
+		}
+		k.failed.Inc()
+		k.warn("kafka refused an event; producing it again", "topic", r.Topic, "err", err)
+		k.retries.Add(1)
+		go func() {
+			defer k.retries.Done()
+			select {
+			case <-k.closing:
+				return
+			case <-time.After(k.cfg.RetryWait):
+			}
+			r.Partition, r.Offset = 0, 0
+			k.produce(k.prodCtx, r, ev)
+		}()
+	})
+}
+
+// warn logs at most once per 10 s.
+func (k *Kafka) warn(msg string, args ...any) {
+	k.logMu.Lock()
+	defer k.logMu.Unlock()
+	if time.Since(k.lastLog) < 10*time.Second {
+		return
+	}
+	k.lastLog = time.Now()
+	k.log.Warn(msg, args...)
+}
+
+// Flush does nothing: batches go out on their linger.
+func (k *Kafka) Flush(context.Context) error { return nil }
+
+// Close waits until what is buffered is acknowledged or ctx ends, then
+// closes the client.
+func (k *Kafka) Close(ctx context.Context) error {
+	err := k.client.Flush(ctx)
+	k.closeOnce.Do(func() { close(k.closing) })
+	k.prodCancel()
+	k.client.Close()
+	k.retries.Wait()
+	return err
+}
+
+// Buffered returns the records produced and not yet acknowledged.
+func (k *Kafka) Buffered() int64 { return k.client.BufferedProduceRecords() }
