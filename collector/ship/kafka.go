@@ -50,8 +50,8 @@ type Kafka struct {
 	prodCtx    context.Context
 	prodCancel context.CancelFunc
 	closing    chan struct{}
-	closeOnce        sync.Once
-	retries          sync.WaitGroup
+	closeOnce  sync.Once
+	retries    sync.WaitGroup
 
 	logMu   sync.Mutex
 	lastLog time.Time
