@@ -69,7 +69,7 @@ type Config struct {
 	// per destination.
 	Outbox OutboxOptions
 	// Client sends forwarded points and queries to peers. Default: a
-	// client with a 30s timeout.
+	// client keeping connections to each peer alive.
 	Client *http.Client
 	// QueryTimeout bounds one remote query call (default 30s).
 	QueryTimeout time.Duration
@@ -108,7 +108,9 @@ func New(cfg Config, local intake.Appender) (*Cluster, error) {
 		cfg.Replicas = 1
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}}
+		// No client-wide timeout: every call carries a context bounded by
+		// Outbox.Timeout or QueryTimeout.
+		cfg.Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}}
 	}
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = 30 * time.Second
