@@ -430,3 +430,58 @@ routes:
 		}
 	}
 }
+
+// TestRatelimitCluster: two gateways given each other as peers enforce one
+// 20r/s together on traffic spread evenly over them; when one stops the
+// other takes the whole rate.
+func TestRatelimitCluster(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer backend.Close()
+	routes := filepath.Join(t.TempDir(), "routes.yaml")
+	os.WriteFile(routes, []byte(fmt.Sprintf(`zones:
+  all: {rate: 20r/s, key: route}
+upstreams:
+  app: {servers: [%s]}
+routes:
+  - {name: api, upstream: app, limits: [{zone: all}]}
+`, strings.TrimPrefix(backend.URL, "http://"))), 0o600)
+	adminA, adminB := rlFreeAddr(t), rlFreeAddr(t)
+	proxyA, proxyB := rlFreeAddr(t), rlFreeAddr(t)
+	// testkit puts its own --listen first; the last one given wins.
+	a := testkit.Start(t, "ratelimit", testkit.StartOptions{}, "--listen", adminA, "--proxy-listen", proxyA, "--routes", routes, "--cluster-peers", adminB, "--cluster-interval", "100ms")
+	b := testkit.Start(t, "ratelimit", testkit.StartOptions{}, "--listen", adminB, "--proxy-listen", proxyB, "--routes", routes, "--cluster-peers", adminA, "--cluster-interval", "100ms")
+	for _, p := range []*testkit.Proc{a, b} {
+		rlWaitFor(t, "both gateways to see each other", func() bool { return strings.Contains(p.Logs(), "live_gateways=2") })
+	}
+
+	// 100 requests a second for 3 s, alternating between the gateways.
+	client := &http.Client{Timeout: 5 * time.Second}
+	send := func(targets []string, d time.Duration) int {
+		admitted := 0
+		start := time.Now()
+		for i := 0; time.Since(start) < d; i++ {
+			time.Sleep(time.Until(start.Add(time.Duration(i) * 10 * time.Millisecond)))
+			if code, _ := rlGet(t, client, "http://"+targets[i%len(targets)]+"/"); code == 200 {
+				admitted++
+			}
+		}
+		return admitted
+	}
+	got := send([]string{proxyA, proxyB}, 3*time.Second)
+	// 20r/s over 3 s is 60; each gateway also admits its first request
+	// without waiting.
+	t.Logf("two gateways admitted %d in 3 s at a configured 20r/s (60 expected)", got)
+	if got < 54 || got > 66 {
+		t.Errorf("two gateways admitted %d, want 60 ± 10%%", got)
+	}
+
+	if code := b.Stop(t, 10*time.Second); code != 0 {
+		t.Fatalf("b exit %d", code)
+	}
+	rlWaitFor(t, "a to take the whole rate", func() bool { return strings.Contains(a.Logs(), "live_gateways=1") })
+	got = send([]string{proxyA}, 2*time.Second)
+	t.Logf("one gateway alone admitted %d in 2 s (40 expected)", got)
+	if got < 36 || got > 44 {
+		t.Errorf("alone: admitted %d, want 40 ± 10%%", got)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/opskit/opskit/internal/kit"
+	"github.com/opskit/opskit/ratelimit/cluster"
 	"github.com/opskit/opskit/ratelimit/gateway"
 	"github.com/opskit/opskit/ratelimit/pipe"
 )
@@ -28,6 +29,10 @@ type config struct {
 	readTimeout   time.Duration
 	idleTimeout   time.Duration
 	drainTimeout  time.Duration
+
+	clusterPeers    string
+	clusterInterval time.Duration
+	clusterTimeout  time.Duration
 }
 
 func main() {
@@ -64,6 +69,9 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.accessLog, "access-log", false, "log every proxied request with its limit status (dyed requests are always logged)")
 	fs.DurationVar(&c.readTimeout, "proxy-read-header-timeout", 10*time.Second, "longest a client may take to send request headers")
 	fs.DurationVar(&c.idleTimeout, "proxy-idle-timeout", 2*time.Minute, "close a client's keep-alive connection idle this long")
+	fs.StringVar(&c.clusterPeers, "cluster-peers", "", "admin addresses (host:port,...) of the other gateways enforcing the same rates; each live gateway enforces its share")
+	fs.DurationVar(&c.clusterInterval, "cluster-interval", time.Second, "how often the peers' /readyz are polled")
+	fs.DurationVar(&c.clusterTimeout, "cluster-timeout", 500*time.Millisecond, "a peer not ready within this long counts as gone")
 	fs.DurationVar(&c.drainTimeout, "proxy-drain-timeout", 5*time.Second, "on stop, how long requests in flight may take to finish (keep below --shutdown-timeout)")
 }
 
@@ -88,6 +96,20 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		}
 	} else {
 		d.Log.Warn("no --routes file: every request gets 404")
+	}
+
+	if c.clusterPeers != "" {
+		peers, err := cluster.ParsePeers(c.clusterPeers)
+		if err != nil {
+			g.Close()
+			return fmt.Errorf("--cluster-peers: %w", err)
+		}
+		members := cluster.New(peers, c.clusterInterval, c.clusterTimeout, d.Log)
+		d.Go(ctx, "cluster", func(ctx context.Context) error {
+			members.Run(ctx, g.SetShare)
+			return nil
+		})
+		d.Metrics.NewGauge("ratelimit_cluster_live_gateways", func() float64 { return float64(members.Live()) })
 	}
 
 	ln, err := net.Listen("tcp", c.proxyListen)

@@ -94,6 +94,7 @@ type Zone struct {
 
 	mu    sync.Mutex
 	table *lru.Table[entry]
+	rate  float64 // now: Config.Rate unless SetRate changed it
 
 	expired atomic.Uint64
 	evicted atomic.Uint64
@@ -121,7 +122,35 @@ func NewZone(cfg Config, now func() time.Time) (*Zone, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Zone{cfg: cfg, now: now, table: lru.New[entry](cfg.MaxKeys)}, nil
+	return &Zone{cfg: cfg, now: now, table: lru.New[entry](cfg.MaxKeys), rate: cfg.Rate}, nil
+}
+
+// SetRate changes the rate of every key's bucket (and of new ones), keeping
+// their tokens and the burst. Cluster mode uses it to give each gateway its
+// share.
+func (z *Zone) SetRate(r float64) error {
+	if err := checkRate(r); err != nil {
+		return err
+	}
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	if r == z.rate {
+		return nil
+	}
+	z.rate = r
+	now := z.now()
+	z.table.Range(func(_ string, e *entry) bool {
+		e.lim.SetLimitAt(now, rate.Limit(r))
+		return true
+	})
+	return nil
+}
+
+// Rate is the zone's rate now.
+func (z *Zone) Rate() float64 {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.rate
 }
 
 // Name is the zone's name.
@@ -179,7 +208,7 @@ func (z *Zone) limiter(key string, now time.Time) *rate.Limiter {
 		z.evicted.Add(1)
 	}
 	e := z.table.Insert(key)
-	e.lim = rate.NewLimiter(rate.Limit(z.cfg.Rate), z.cfg.Burst)
+	e.lim = rate.NewLimiter(rate.Limit(z.rate), z.cfg.Burst)
 	e.seen = now
 	return e.lim
 }
@@ -270,5 +299,5 @@ func refill(z *Zone, lim *rate.Limiter, now time.Time) time.Duration {
 	if missing <= 0 {
 		return 0
 	}
-	return time.Duration(math.Ceil(missing / z.cfg.Rate * float64(time.Second)))
+	return time.Duration(math.Ceil(missing / float64(lim.Limit()) * float64(time.Second)))
 }

@@ -130,3 +130,23 @@ func FuzzParseRate(f *testing.F) {
 		}
 	})
 }
+
+func TestSetRateKeepsTokens(t *testing.T) {
+	c := newClock()
+	z, _ := NewZone(Config{Name: "z", Rate: 10, Burst: 2, MaxKeys: 10}, c.now)
+	set, _ := NewSet([]*Zone{z})
+	set.Decide([]string{"a"})
+	set.Decide([]string{"a"})
+	if err := z.SetRate(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := z.SetRate(0); err == nil {
+		t.Fatal("rate 0 accepted")
+	}
+	if d := set.Decide([]string{"a"}); d.Allowed || d.RetryAfter != time.Second {
+		t.Fatalf("after SetRate(1): %+v", d)
+	}
+	if d := set.Decide([]string{"b"}); !d.Allowed || d.Remaining != 1 {
+		t.Fatalf("new key: %+v", d)
+	}
+}

@@ -71,6 +71,7 @@ type Gateway struct {
 	state  atomic.Pointer[state]
 
 	seenZones sync.Map // zone names with metrics registered
+	share     atomic.Int32
 }
 
 type state struct {
@@ -217,6 +218,7 @@ func (g *Gateway) Load(cfg *Config) error {
 		st.routes = append(st.routes, r)
 	}
 	g.state.Store(st)
+	g.applyShare(st)
 	for name, p := range old.pools {
 		if st.pools[name] != p {
 			p.close()
@@ -226,6 +228,31 @@ func (g *Gateway) Load(cfg *Config) error {
 		}
 	}
 	return nil
+}
+
+// SetShare makes this gateway enforce 1/n of every zone's rate: n gateways
+// behind one load balancer then enforce the configured rate together.
+func (g *Gateway) SetShare(n int) {
+	if n < 1 {
+		n = 1
+	}
+	g.loadMu.Lock()
+	defer g.loadMu.Unlock()
+	g.share.Store(int32(n))
+	g.applyShare(g.state.Load())
+}
+
+func (g *Gateway) applyShare(st *state) {
+	n := max(int(g.share.Load()), 1)
+	for _, z := range st.zones {
+		if z.ng != nil {
+			rate, _ := nginx.ParseRate(z.cfg.Rate)
+			z.ng.SetRate(rate / nginx.Rate(n))
+		} else {
+			rate, _ := bucket.ParseRate(z.cfg.Rate)
+			z.bk.SetRate(rate / float64(n))
+		}
+	}
 }
 
 // Close stops the pools' health checks.

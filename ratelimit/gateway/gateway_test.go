@@ -356,3 +356,41 @@ routes:
 		t.Fatalf("snapshot %s", s)
 	}
 }
+
+func TestShareDividesTheRate(t *testing.T) {
+	b := newBackend(t, "b1")
+	c := &clock{}
+	c.ms.Store(100_000)
+	g, srv := newGateway(t, fmt.Sprintf(`
+zones:
+  z: {rate: 10r/s, key: ip}
+  t: {mode: bucket, rate: 10/s, burst: 1, key: ip}
+upstreams:
+  app: {servers: [%s]}
+routes:
+  - {name: a, upstream: app, limits: [{zone: z}]}
+`, b.addr()), c)
+	g.SetShare(4)
+	rep := g.Limits("", "")
+	if rep.Zones[1].RateNow != "2.500r/s" || rep.Zones[0].RateNow != "2.5/s" {
+		t.Fatalf("shares %+v", rep.Zones)
+	}
+	get(t, srv.URL+"/")
+	c.ms.Add(100) // a full rate would admit one more after 100 ms; a quarter does not
+	if resp, _ := get(t, srv.URL+"/"); resp.StatusCode != 429 {
+		t.Fatalf("at a quarter of 10r/s, 100 ms later: %d", resp.StatusCode)
+	}
+	c.ms.Add(300)
+	if resp, _ := get(t, srv.URL+"/"); resp.StatusCode != 200 {
+		t.Fatalf("400 ms later: %d", resp.StatusCode)
+	}
+	// A reload keeps the share for new and kept zones.
+	cfg, _ := Parse("r", []byte(fmt.Sprintf("zones: {z: {rate: 10r/s, key: ip}, n: {rate: 20r/s, key: ip}}\nupstreams: {app: {servers: [%s]}}\n", b.addr())))
+	if err := g.Load(cfg); err != nil {
+		t.Fatal(err)
+	}
+	rep = g.Limits("", "")
+	if rep.Zones[0].RateNow != "5r/s" || rep.Zones[1].RateNow != "2.500r/s" {
+		t.Fatalf("after reload %+v", rep.Zones)
+	}
+}

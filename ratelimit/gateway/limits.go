@@ -1,5 +1,7 @@
 package gateway
 
+import "fmt"
+
 // Report is what /admin/limits shows.
 type Report struct {
 	Zones     []ZoneReport     `json:"zones"`
@@ -11,9 +13,11 @@ type Report struct {
 
 // ZoneReport is one zone's definition and table.
 type ZoneReport struct {
-	Name    string `json:"name"`
-	Mode    string `json:"mode"`
-	Rate    string `json:"rate"`
+	Name string `json:"name"`
+	Mode string `json:"mode"`
+	Rate string `json:"rate"`
+	// RateNow is this gateway's share of Rate in cluster mode.
+	RateNow string `json:"rate_now"`
 	Burst   int    `json:"burst,omitempty"`
 	Key     string `json:"key"`
 	Keys    int    `json:"keys"`
@@ -66,9 +70,11 @@ func (g *Gateway) Limits(zoneName, key string) Report {
 		z := st.zones[name]
 		zr := ZoneReport{Name: name, Mode: modeOf(z.cfg), Rate: z.cfg.Rate, Burst: z.cfg.Burst, Key: z.cfg.Key.String()}
 		if z.ng != nil {
+			zr.RateNow = z.ng.Rate().String()
 			s := z.ng.Stats()
 			zr.Keys, zr.MaxKeys, zr.Expired, zr.Evicted, zr.Full = s.Keys, s.MaxKeys, s.Expired, s.Evicted, s.Full
 		} else {
+			zr.RateNow = fmt.Sprintf("%g/s", z.bk.Rate())
 			s := z.bk.Stats()
 			zr.Keys, zr.MaxKeys, zr.Expired, zr.Evicted = s.Keys, s.MaxKeys, s.Expired, s.Evicted
 		}

@@ -115,7 +115,7 @@ type ZoneConfig struct {
 // Zone holds one rate and the state of every key it has seen.
 type Zone struct {
 	name     string
-	rate     uint64
+	rate     atomic.Uint64 // thousandths a second; changed by SetRate
 	failOpen bool
 	clock    Clock
 
@@ -145,14 +145,26 @@ func NewZone(cfg ZoneConfig, clock Clock) (*Zone, error) {
 	if clock == nil {
 		clock = MonotonicClock()
 	}
-	return &Zone{name: cfg.Name, rate: uint64(cfg.Rate), failOpen: cfg.FailOpen, clock: clock, table: lru.New[node](cfg.MaxKeys)}, nil
+	z := &Zone{name: cfg.Name, failOpen: cfg.FailOpen, clock: clock, table: lru.New[node](cfg.MaxKeys)}
+	z.rate.Store(uint64(cfg.Rate))
+	return z, nil
+}
+
+// SetRate changes the zone's rate, keeping every key's excess (as nginx
+// does when a reload changes the rate of a zone it keeps). Cluster mode
+// uses it to give each gateway its share.
+func (z *Zone) SetRate(r Rate) {
+	if r == 0 {
+		r = 1
+	}
+	z.rate.Store(uint64(r))
 }
 
 // Name is the zone's name.
 func (z *Zone) Name() string { return z.name }
 
 // Rate is the zone's rate.
-func (z *Zone) Rate() Rate { return Rate(z.rate) }
+func (z *Zone) Rate() Rate { return Rate(z.rate.Load()) }
 
 // ZoneStats are a zone's counters.
 type ZoneStats struct {
@@ -177,7 +189,7 @@ func (z *Zone) Excess(key string) (uint64, bool) {
 	if !ok {
 		return 0, false
 	}
-	e := int64(n.excess - z.rate*uint64(elapsed(z.clock(), n.last))/1000)
+	e := int64(n.excess - z.rate.Load()*uint64(elapsed(z.clock(), n.last))/1000)
 	if e < 0 {
 		e = 0
 	}
@@ -199,7 +211,7 @@ func elapsed(now, last uint64) int64 {
 
 // charge is the excess after one more request ms after the last one.
 func (z *Zone) charge(n *node, ms int64) uint64 {
-	e := int64(n.excess - z.rate*uint64(ms)/1000 + 1000)
+	e := int64(n.excess - z.rate.Load()*uint64(ms)/1000 + 1000)
 	if e < 0 {
 		e = 0
 	}
@@ -276,7 +288,7 @@ func (z *Zone) expire(now uint64, force bool) {
 			if ms < 60000 {
 				return
 			}
-			if int64(n.excess-z.rate*uint64(ms)/1000) > 0 {
+			if int64(n.excess-z.rate.Load()*uint64(ms)/1000) > 0 {
 				return
 			}
 			z.expired.Add(1)
@@ -469,8 +481,9 @@ func (s *Set) Decide(keys []string) Decision {
 		}
 		if rc == busy {
 			l := &s.limits[n]
-			d.RetryAfter = ceilMillis((excess-l.burst)*1000, l.zone.rate)
-			d.Reset = ceilMillis(excess*1000, l.zone.rate)
+			rate := l.zone.rate.Load()
+			d.RetryAfter = ceilMillis((excess-l.burst)*1000, rate)
+			d.Reset = ceilMillis(excess*1000, rate)
 		}
 		return d
 	}
@@ -502,7 +515,7 @@ func (s *Set) note(d *Decision, i int, excess uint64) {
 	}
 	if d.Tightest < 0 || remaining < d.Remaining {
 		d.Remaining, d.Tightest = remaining, i
-		d.Reset = ceilMillis(excess*1000, l.zone.rate)
+		d.Reset = ceilMillis(excess*1000, l.zone.rate.Load())
 	}
 }
 
@@ -512,7 +525,7 @@ func (s *Set) note(d *Decision, i int, excess uint64) {
 func (s *Set) account(held []*node, n int, excess *uint64, li *int, d *Decision) uint64 {
 	var maxDelay uint64
 	if l := &s.limits[*li]; *excess > l.delay {
-		maxDelay = (*excess - l.delay) * 1000 / l.zone.rate
+		maxDelay = (*excess - l.delay) * 1000 / l.zone.rate.Load()
 	}
 	for i := n - 1; i >= 0; i-- {
 		if held[i] == nil {
@@ -524,7 +537,7 @@ func (s *Set) account(held []*node, n int, excess *uint64, li *int, d *Decision)
 		if e <= l.delay {
 			continue
 		}
-		if delay := (e - l.delay) * 1000 / l.zone.rate; delay > maxDelay {
+		if delay := (e - l.delay) * 1000 / l.zone.rate.Load(); delay > maxDelay {
 			maxDelay, *excess, *li = delay, e, i
 		}
 	}
