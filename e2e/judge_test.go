@@ -274,3 +274,28 @@ func TestJudgeRefillsFromTransfer(t *testing.T) {
 		t.Fatalf("not firing after the refill: %s", body)
 	}
 }
+
+// TestJudgeKafkaTransitions: with --kafka-brokers every transition is also
+// produced to Kafka, firing then resolved, keyed by the alert's labels.
+func TestJudgeKafkaTransitions(t *testing.T) {
+	k := testkit.Kafka(t, testkit.KafkaTopic("judge-transitions", 1))
+	j := testkit.Start(t, "judge", testkit.StartOptions{}, "--strategies", writeJudgeFile(t, "s.yaml", judgeStrategies),
+		"--kafka-brokers", strings.Join(k.Addrs(), ","))
+	ts := time.Now().Unix() - 600
+	for i, v := range []float64{95, 97, 10} {
+		judgePush(t, j.Addr, "web-3", ts+int64(30*i), v)
+	}
+	recs := k.ReadTopic(t, "judge-transitions", 2, 15*time.Second)
+	var got []string
+	for _, r := range recs {
+		var tr struct{ Status, Alertname string }
+		json.Unmarshal(r.Value, &tr)
+		got = append(got, tr.Status+" "+tr.Alertname)
+		if !strings.Contains(string(r.Key), `endpoint="web-3"`) {
+			t.Fatalf("record key %s", r.Key)
+		}
+	}
+	if strings.Join(got, ",") != "firing CPUBusy,resolved CPUBusy" {
+		t.Fatalf("records %v", got)
+	}
+}

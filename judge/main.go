@@ -15,6 +15,7 @@ import (
 	"github.com/opskit/opskit/judge/check"
 	"github.com/opskit/opskit/judge/engine"
 	"github.com/opskit/opskit/judge/history"
+	"github.com/opskit/opskit/judge/kafkaout"
 	"github.com/opskit/opskit/judge/node"
 	"github.com/opskit/opskit/judge/notify"
 	"github.com/opskit/opskit/transfer/intake"
@@ -35,6 +36,8 @@ type config struct {
 	maxBodyBytes      int64
 	refill            bool
 	historyTimeout    time.Duration
+	kafkaBrokers      []string
+	kafkaTopic        string
 }
 
 func main() {
@@ -69,6 +72,8 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.saveInterval, "save-interval", 5*time.Second, "how often changed alert state is saved (transitions are saved before a push is answered)")
 	fs.DurationVar(&c.watchInterval, "watch-interval", 2*time.Second, "how often the strategy and groups files are checked for changes (0 = only on reload)")
 	fs.DurationVar(&c.resolvedRetention, "resolved-retention", 15*time.Minute, "how long a delivered recovery is still sent before it is forgotten")
+	fs.StringSliceVar(&c.kafkaBrokers, "kafka-brokers", nil, "also produce every alert transition as JSON to Kafka (seed brokers, comma separated)")
+	fs.StringVar(&c.kafkaTopic, "kafka-topic", "judge-transitions", "Kafka topic of the transitions")
 	fs.Int64Var(&c.maxBodyBytes, "max-body-bytes", intake.DefaultMaxBodyBytes, "largest /api/push body accepted (413 beyond)")
 }
 
@@ -92,7 +97,19 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	}
 	lim := intake.DefaultLimits()
 	lim.MaxBodyBytes = c.maxBodyBytes
+	var onTransitions func([]engine.Transition)
+	if len(c.kafkaBrokers) > 0 {
+		k, err := kafkaout.New(kafkaout.Options{Brokers: c.kafkaBrokers, Topic: c.kafkaTopic})
+		if err != nil {
+			return err
+		}
+		onTransitions = k.Send
+		d.OnStop("kafka output", k.Close)
+		d.Metrics.NewGauge(`judge_kafka_records_total{result="ok"}`, func() float64 { ok, _ := k.Counts(); return float64(ok) })
+		d.Metrics.NewGauge(`judge_kafka_records_total{result="failed"}`, func() float64 { _, f := k.Counts(); return float64(f) })
+	}
 	n, err := node.Open(node.Config{
+		OnTransitions: onTransitions,
 		DataDir:       d.DataDir,
 		Strategies:    c.strategies,
 		Groups:        c.groups,

@@ -41,6 +41,9 @@ type Config struct {
 	// checked for changes (0 = only on reload).
 	WatchInterval time.Duration
 	Limits        intake.Limits
+	// OnTransitions, when set, also gets every batch of transitions, after
+	// they are journaled (e.g. the Kafka output).
+	OnTransitions func([]engine.Transition)
 }
 
 // Node is a running judge.
@@ -146,6 +149,9 @@ func (n *Node) after(trs []engine.Transition) {
 	}
 	n.journal()
 	n.sender.Kick()
+	if n.cfg.OnTransitions != nil {
+		n.cfg.OnTransitions(trs)
+	}
 }
 
 // journal appends the alerts' state changes to the journal (fsynced).
