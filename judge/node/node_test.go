@@ -155,3 +155,21 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestFileChangeReloads(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.yaml")
+	os.WriteFile(path, []byte("strategies:\n- name: a\n  metric: m\n  condition: all(#1) > 1\n"), 0o600)
+	n, err := Open(Config{DataDir: dir, Strategies: path, WatchInterval: 10 * time.Millisecond}, metrics.NewSet(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go n.Run(ctx)
+	os.WriteFile(path, []byte("strategies:\n- name: b\n  metric: m\n  condition: all(#1) > 1\n- name: c\n  metric: m\n  nodata: 1m\n"), 0o600)
+	waitFor(t, func() bool { return len(n.StrategiesStatus().Strategies) == 2 })
+	if st := n.StrategiesStatus(); st.Strategies[0] != "b" || st.LastError != "" {
+		t.Fatalf("status %+v", st)
+	}
+}

@@ -114,3 +114,13 @@ func TestParseMatcher(t *testing.T) {
 		}
 	}
 }
+
+func TestExamplesLoad(t *testing.T) {
+	set, err := Load("../examples/strategies.yaml", "../examples/groups.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.List) != 4 || set.List[1].Expr == nil || !set.List[1].Matches(series("df.bytes.used", "web-2", "mount", "/")) {
+		t.Fatalf("examples: %+v", set.List)
+	}
+}
