@@ -116,9 +116,10 @@ awk -v j=$((j1 - j0)) -v p=$((p1 - p0)) -v hz="$HZ" -v n="$POINTS" 'BEGIN {
 	printf "paced: points=%d judge_cpu_s=%.2f prometheus_cpu_s=%.2f\n", n, j/hz, p/hz
 	printf "paced: judge_cpu_s_per_Mpoints=%.3f prometheus_cpu_s_per_Mpoints=%.3f ratio=%.1f\n", j/hz/(n/1e6), p/hz/(n/1e6), (j > 0 ? p/j : 0)
 }'
-FIRING=$(curl -fsS "http://127.0.0.1:$JPORT/metrics" | awk '/^judge_alerts_firing / {print $2}' || true)
-PFIRING=$(curl -fsS "http://127.0.0.1:$PPORT/api/v1/alerts" | grep -o '"state":"firing"' | wc -l || true)
-echo "paced: judge_alerts_firing=$FIRING prometheus_alerts_firing=$PFIRING"
+# What each did: judge's firing transitions; Prometheus's rule evaluations.
+JFIRED=$(curl -fsS "http://127.0.0.1:$JPORT/metrics" | awk '/^judge_transitions_total\{status="firing"/ {s += $2} END {print s+0}' || true)
+PEVALS=$(curl -fsS "http://127.0.0.1:$PPORT/metrics" | awk '/^prometheus_rule_evaluations_total/ {s += $2} END {print s+0}' || true)
+echo "paced: judge_firing_transitions=$JFIRED prometheus_rule_evaluations=$PEVALS"
 
 kill -TERM "$PPID_"
 wait "$PPID_" 2>/dev/null || true
