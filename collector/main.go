@@ -62,6 +62,8 @@ type config struct {
 
 	pluginDir     string
 	pluginTimeout time.Duration
+
+	logs logsConfig
 }
 
 func main() {
@@ -73,17 +75,22 @@ func main() {
 	}
 	var c config
 	kit.Main(kit.Spec{
-		Name:    "collector",
-		Listen:  "127.0.0.1:7110",
-		Summary: "host agent: host metrics, app push intake (open-falcon JSON, Graphite, StatsD), plugins, relay to transfer with a disk spool",
-		Flags:   func(fs *pflag.FlagSet) { c.flags(fs) },
-		Start:   func(ctx context.Context, d *kit.Daemon) error { return c.start(ctx, d) },
+		Name:     "collector",
+		Listen:   "127.0.0.1:7110",
+		Summary:  "host agent: host metrics, app push intake (open-falcon JSON, Graphite, StatsD), plugins, relay to transfer with a disk spool",
+		Flags:    func(fs *pflag.FlagSet) { c.flags(fs); c.logs.flags(fs) },
+		Sections: []string{"logs"},
+		Start:    func(ctx context.Context, d *kit.Daemon) error { return c.start(ctx, d) },
 		Commands: []kit.Command{{
 			Name:    "once",
 			Summary: "print one round of host metrics as open-falcon JSON lines (for transfer push)",
 			Run: func(ctx context.Context, args []string, io kit.IO) int {
 				return agent.Once(ctx, args, io.Out, io.Err)
 			},
+		}, {
+			Name:    "tail",
+			Summary: "follow log files and print their lines as JSON events (no config, no checkpoints)",
+			Run:     tailCommand,
 		}},
 	})
 }
@@ -212,6 +219,9 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 			pr.Rescan()
 			return nil
 		})
+	}
+	if err := c.logs.start(ctx, d, endpoint); err != nil {
+		return err
 	}
 	d.Log.Info("collector running", "endpoint", endpoint, "interval", c.interval, "transfer", strings.Join(c.transfer, ","))
 	return nil

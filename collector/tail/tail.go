@@ -167,6 +167,9 @@ type Config struct {
 	// CloseRemovedAfter closes a file gone from the globs (renamed away
 	// or deleted) once it has stayed at its end for this long (2s).
 	CloseRemovedAfter time.Duration
+	// StopAtEOF makes Run return once every file found by the first scan
+	// is read to its end (for `collector tail --once`).
+	StopAtEOF bool
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -323,6 +326,9 @@ func (t *Tailer) Run(ctx context.Context) error {
 		}
 		if ctx.Err() != nil {
 			return t.drain(context.WithoutCancel(ctx))
+		}
+		if !progressed && t.cfg.StopAtEOF {
+			return t.drain(ctx)
 		}
 		if !progressed {
 			select {

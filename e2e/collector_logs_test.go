@@ -1,0 +1,312 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/opskit/opskit/collector/ship"
+	"github.com/opskit/opskit/internal/testkit"
+)
+
+// logsCollector starts a collector that ships the logs of dir/*.log to
+// topic "logs" on brokers, with short timers, and nothing else.
+func logsCollector(t *testing.T, dataDir, logDir string, brokers []string, extra ...string) *testkit.Proc {
+	t.Helper()
+	cfg := filepath.Join(dataDir, "collector.yaml")
+	if _, err := os.Stat(cfg); err != nil {
+		yaml := fmt.Sprintf("logs:\n  inputs:\n    - name: app\n      paths: [%q]\n      topic: logs\n      fields: {app: shop}\n", filepath.Join(logDir, "*.log"))
+		if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	args := append([]string{"--config", cfg, "--hostname", "e2e-host", "--host-metrics=false",
+		"--graphite-listen", "", "--statsd-listen", "", "--transfer", "127.0.0.1:1",
+		"--kafka-brokers", strings.Join(brokers, ","), "--kafka-linger", "2ms",
+		"--logs-poll-interval", "10ms", "--logs-scan-interval", "100ms",
+		"--logs-checkpoint-interval", "50ms", "--logs-close-removed-after", "300ms"}, extra...)
+	return testkit.Start(t, "collector", testkit.StartOptions{DataDir: dataDir}, args...)
+}
+
+// lineWriter appends numbered lines to a log file, rotating it by rename
+// every `every` lines, until stopped.
+type lineWriter struct {
+	dir     string
+	every   int
+	written atomic.Int64
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func startLineWriter(t *testing.T, dir string, every int, pause time.Duration) *lineWriter {
+	w := &lineWriter{dir: dir, every: every, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		path := filepath.Join(dir, "app.log")
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			panic(err)
+		}
+		defer func() { f.Close() }()
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			if i > 0 && i%every == 0 {
+				os.Rename(path, fmt.Sprintf("%s.%d", path, i/every))
+				f.Close()
+				f, _ = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+			}
+			fmt.Fprintf(f, "%08d GET /api/orders/%d 200 %dms\n", i, i, i%97)
+			w.written.Store(int64(i + 1))
+			if i%20 == 0 {
+				time.Sleep(pause)
+			}
+		}
+	}()
+	t.Cleanup(w.halt)
+	return w
+}
+
+func (w *lineWriter) halt() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+// topicReader consumes topic "logs" in the background and counts each
+// numbered line.
+type topicReader struct {
+	mu    sync.Mutex
+	seen  map[int]int
+	total int
+	order map[string]int // last seq per file id
+	bad   []string
+}
+
+func readTopic(t *testing.T, brokers []string) *topicReader {
+	r := &topicReader{seen: map[int]int{}, order: map[string]int{}}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("logs"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			fs.EachRecord(func(rec *kgo.Record) {
+				m, err := ship.Decode(rec.Value)
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				r.total++
+				if err != nil {
+					r.bad = append(r.bad, err.Error())
+					return
+				}
+				seq, err := strconv.Atoi(strings.Fields(m.Line)[0])
+				if err != nil || m.Host != "e2e-host" || m.Fields["app"] != "shop" || string(rec.Key) != m.Path {
+					r.bad = append(r.bad, string(rec.Value))
+					return
+				}
+				r.seen[seq]++
+				r.order[m.File] = seq
+			})
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done; cl.Close() })
+	return r
+}
+
+// waitAll waits until lines 0..n-1 have all arrived and returns how many
+// records arrived in all.
+func (r *topicReader) waitAll(t *testing.T, n int, within time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r.mu.Lock()
+		got, total, bad := len(r.seen), r.total, r.bad
+		r.mu.Unlock()
+		if len(bad) > 0 {
+			t.Fatalf("bad records: %v", bad[:min(3, len(bad))])
+		}
+		if got == n {
+			return total
+		}
+		if time.Now().After(deadline) {
+			r.mu.Lock()
+			var missing []int
+			for i := 0; i < n && len(missing) < 10; i++ {
+				if r.seen[i] == 0 {
+					missing = append(missing, i)
+				}
+			}
+			r.mu.Unlock()
+			t.Fatalf("%d of %d lines arrived; first missing %v", got, n, missing)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCollectorLogsToKafkaReadByKcat ships a file with a rotation to
+// kfake and reads the topic with kcat (librdkafka), an outside client.
+func TestCollectorLogsToKafkaReadByKcat(t *testing.T) {
+	kcat := testkit.RequireBinary(t, "kcat", "kcat")
+	kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 3))
+	logDir := t.TempDir()
+	os.WriteFile(filepath.Join(logDir, "app.log"), []byte("first line\nsecond \"quoted\" line\n"), 0o644)
+	co := logsCollector(t, t.TempDir(), logDir, kc.Addrs())
+	// Rotation by rename: the old name leaves the glob (*.log).
+	time.Sleep(300 * time.Millisecond)
+	os.Rename(filepath.Join(logDir, "app.log"), filepath.Join(logDir, "app.log.1"))
+	os.WriteFile(filepath.Join(logDir, "app.log"), []byte("after rotation\n"), 0o644)
+
+	var out []byte
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		cmd := exec.Command(kcat, "-C", "-b", strings.Join(kc.Addrs(), ","), "-t", "logs", "-o", "beginning", "-e", "-q", "-f", "%k\t%s\n")
+		var err error
+		out, err = cmd.Output()
+		if err == nil && strings.Count(string(out), "\n") >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kcat read %q (%v); collector log:\n%s", out, err, co.Logs())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	lines := map[string]ship.Message{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		key, value, _ := strings.Cut(l, "\t")
+		m, err := ship.Decode([]byte(value))
+		if err != nil {
+			t.Fatalf("kcat printed %q: %v", l, err)
+		}
+		if key != filepath.Join(logDir, "app.log") || m.Path != key || m.Host != "e2e-host" || m.Fields["app"] != "shop" {
+			t.Errorf("record key %q, event %+v", key, m)
+		}
+		lines[m.Line] = m
+	}
+	if len(lines) != 3 || lines[`second "quoted" line`].Offset != 11 || lines["after rotation"].Offset != 0 {
+		t.Fatalf("events: %+v", lines)
+	}
+	if lines["first line"].File == lines["after rotation"].File {
+		t.Error("the rotated file and the new one share a file id")
+	}
+	if _, m := get(t, co.URL("/metrics")); !regexp.MustCompile(`opskit_collector_logs_kafka_acked_events_total 3\b`).MatchString(m) {
+		t.Errorf("metrics:\n%s", m)
+	}
+}
+
+// TestCollectorLogsKillNine kills the collector with SIGKILL at random
+// moments while lines are written and rotated; after the last restart
+// every line is in Kafka, and duplicates stay within what was in flight.
+func TestCollectorLogsKillNine(t *testing.T) {
+	kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 3))
+	logDir, dataDir := t.TempDir(), t.TempDir()
+	reader := readTopic(t, kc.Addrs())
+	w := startLineWriter(t, logDir, 2000, time.Millisecond)
+	co := logsCollector(t, dataDir, logDir, kc.Addrs())
+	const kills = 3
+	for range kills {
+		time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
+		co.Kill()
+		co = logsCollector(t, dataDir, logDir, kc.Addrs())
+	}
+	time.Sleep(300 * time.Millisecond)
+	w.halt()
+	n := int(w.written.Load())
+	total := reader.waitAll(t, n, 30*time.Second)
+	dups := total - n
+	t.Logf("%d lines written across %d kills: %d records, %d duplicates (%.2f%%)", n, kills, total, dups, 100*float64(dups)/float64(n))
+	// The in-flight window is what was read and not yet acknowledged when
+	// the process died: at most the output buffer (16 MiB), in practice
+	// a few checkpoint intervals of lines. Bound it well below that.
+	if dups > kills*5000 {
+		t.Errorf("%d duplicates for %d kills", dups, kills)
+	}
+}
+
+// TestCollectorLogsBrokerOutage stops the Kafka broker while lines keep
+// coming, with a small output buffer: reading pauses, memory stays
+// bounded, and every line arrives once the broker is back.
+func TestCollectorLogsBrokerOutage(t *testing.T) {
+	port := logsFreePort(t)
+	kafkaDir := t.TempDir()
+	startKafka := func() *kfake.Cluster {
+		var c *kfake.Cluster
+		var err error
+		for range 50 { // the port may linger briefly after Close
+			c, err = kfake.NewCluster(kfake.Ports(port), kfake.DataDir(kafkaDir), kfake.SeedTopics(3, "logs"))
+			if err == nil {
+				return c
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatal(err)
+		return nil
+	}
+	kc := startKafka()
+	brokers := []string{fmt.Sprintf("127.0.0.1:%d", port)}
+	logDir := t.TempDir()
+	w := startLineWriter(t, logDir, 1_000_000, 2*time.Millisecond)
+	co := logsCollector(t, t.TempDir(), logDir, brokers, "--logs-buffer-bytes", "262144")
+	time.Sleep(500 * time.Millisecond)
+	kc.Close()
+	before := w.written.Load()
+	outage := 3 * time.Second
+	var peakRSS float64
+	for end := time.Now().Add(outage); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		_, m := get(t, co.URL("/metrics"))
+		if v := metricValue(t, m, "process_resident_memory_bytes"); v > peakRSS {
+			peakRSS = v
+		}
+	}
+	_, m := get(t, co.URL("/metrics"))
+	buffered := metricValue(t, m, "opskit_collector_logs_inflight_events")
+	kc = startKafka()
+	defer kc.Close()
+	time.Sleep(500 * time.Millisecond)
+	w.halt()
+	n := int(w.written.Load())
+	t.Logf("%d lines written during the %v outage; %v events in flight at its end; peak RSS %.1f MiB", n-int(before), outage, buffered, peakRSS/(1<<20))
+	if n-int(before) < 500 {
+		t.Fatalf("only %d lines written during the outage", n-int(before))
+	}
+	if peakRSS > 64<<20 {
+		t.Errorf("RSS %.1f MiB during the outage", peakRSS/(1<<20))
+	}
+	reader := readTopic(t, brokers)
+	reader.waitAll(t, n, 30*time.Second)
+}
+
+func logsFreePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
