@@ -18,7 +18,7 @@ import (
 	"github.com/golang/snappy"
 
 	"github.com/opskit/opskit/collector/falconfmt"
-		"github.com/opskit/opskit/internal/metric"
+	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/internal/spool"
 	"github.com/opskit/opskit/transfer/intake"
 	"github.com/opskit/opskit/transfer/intake/falcon"
