@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -498,6 +499,18 @@ func TestTransferKafkaSinkOutage(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("the newest point (%s) never reached Kafka", want)
+	}
+	// kcat (librdkafka), an outside client, reads the same records.
+	kcat := testkit.RequireBinary(t, "kcat", "kcat")
+	out, err := exec.Command(kcat, "-C", "-b", strings.Join(kc.Addrs(), ","), "-t", "samples", "-o", "beginning", "-e", "-q", "-c", "50", "-f", "%k\t%s\n").Output()
+	if err != nil {
+		t.Fatalf("kcat: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		key, value, _ := strings.Cut(line, "\t")
+		if !strings.HasPrefix(key, `e2e.cluster{endpoint="w0-h`) || !strings.Contains(value, `"metric":"e2e.cluster"`) {
+			t.Fatalf("kcat read %q", line)
+		}
 	}
 }
 
