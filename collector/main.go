@@ -91,6 +91,14 @@ func main() {
 			Name:    "tail",
 			Summary: "follow log files and print their lines as JSON events (no config, no checkpoints)",
 			Run:     tailCommand,
+		}, {
+			Name:    "sink",
+			Summary: "move log events from Kafka into ClickHouse (consumer group; offsets committed after each insert)",
+			Run:     sinkCommand,
+		}, {
+			Name:    "grep",
+			Summary: "search the log lines stored in ClickHouse, newest last",
+			Run:     grepCommand,
 		}},
 	})
 }
