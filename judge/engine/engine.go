@@ -100,6 +100,9 @@ type Engine struct {
 	// last Changes, for the journal; value updates alone are not here.
 	changed map[string]*Alert
 	removed map[string]Alert
+	// fresh are the alerts to send at once (fired, resolved, changed
+	// annotations) since the last Fresh.
+	fresh map[string]struct{}
 
 	history chan historyRequest
 
@@ -194,7 +197,7 @@ func New(cfg Config) *Engine {
 		cfg.ResolvedRetention = 15 * time.Minute
 	}
 	e := &Engine{cfg: cfg, seed: maphash.MakeSeed(), alerts: map[string]*Alert{}, groups: map[string]*exprGroup{},
-		changed: map[string]*Alert{}, removed: map[string]Alert{}}
+		changed: map[string]*Alert{}, removed: map[string]Alert{}, fresh: map[string]struct{}{}}
 	e.shards = make([]*shard, cfg.Shards)
 	for i := range e.shards {
 		e.shards[i] = &shard{series: map[uint64]*series{}}
@@ -622,7 +625,7 @@ func (e *Engine) apply(r *rule, key string, labels func() metric.Labels, held bo
 			a.Notified++
 			a.LastNotified = at
 			a.Annotations = r.st.Render(v, a.Labels)
-			e.touchLocked(a)
+			e.announceLocked(a)
 			out = append(out, a.transition("repeat", at))
 		}
 		return out
@@ -651,7 +654,7 @@ func (e *Engine) apply(r *rule, key string, labels func() metric.Labels, held bo
 				f.holding, f.lastHeld = true, false
 				a.Value = v
 				a.Annotations["flapping"] = "true"
-				e.touchLocked(a)
+				e.announceLocked(a)
 				return out
 			}
 		}
@@ -701,7 +704,7 @@ func (e *Engine) fireLocked(st *strategy.Strategy, a *Alert, at time.Time) Trans
 	a.LastNotified = at
 	a.Delivered = false
 	a.Annotations = st.Render(a.Value, a.Labels)
-	e.touchLocked(a)
+	e.announceLocked(a)
 	return a.transition("firing", at)
 }
 
@@ -710,7 +713,7 @@ func (e *Engine) resolveLocked(a *Alert, value float64, at time.Time) Transition
 	a.EndsAt = at
 	a.ResolvedValue = value
 	a.Delivered = false
-	e.touchLocked(a)
+	e.announceLocked(a)
 	return a.transition("resolved", at)
 }
 
@@ -813,6 +816,28 @@ func (e *Engine) touchLocked(a *Alert) {
 	e.changed[a.Key] = a
 	delete(e.removed, a.Key)
 	e.dirty = true
+}
+
+// announceLocked records a change receivers must hear of at once.
+func (e *Engine) announceLocked(a *Alert) {
+	e.touchLocked(a)
+	e.fresh[a.Key] = struct{}{}
+}
+
+// Fresh returns the alerts that changed for receivers since the last
+// call, as they are now (firing or resolved), and forgets them.
+func (e *Engine) Fresh() []Alert {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Alert, 0, len(e.fresh))
+	for k := range e.fresh {
+		delete(e.fresh, k)
+		if a := e.alerts[k]; a != nil && (a.State == StateFiring || a.State == StateResolved) {
+			out = append(out, copyAlert(a))
+		}
+	}
+	sortAlerts(out)
+	return out
 }
 
 func (e *Engine) removeLocked(a *Alert) {

@@ -131,6 +131,9 @@ func (n *Node) countTransitions(trs []engine.Transition) {
 	}
 }
 
+// maxLoggedTransitions is the most transitions of one batch logged one by one.
+const maxLoggedTransitions = 20
+
 // Push evaluates points that arrived now; transitions are saved before it
 // returns, then sent.
 func (n *Node) Push(now time.Time, pts []metric.Point) []engine.Transition {
@@ -144,8 +147,17 @@ func (n *Node) after(trs []engine.Transition) {
 		return
 	}
 	n.countTransitions(trs)
-	for _, t := range trs {
-		n.log.Info("alert "+t.Status, "alertname", t.Alert, "kind", t.Kind, "endpoint", t.Labels["endpoint"], "metric", t.Labels["metric"], "value", t.Value, "duration", t.Duration)
+	if len(trs) > maxLoggedTransitions {
+		// A storm: one line, not thousands (the counts are on /metrics).
+		counts := map[string]int{}
+		for _, t := range trs {
+			counts[t.Status]++
+		}
+		n.log.Info("alerts changed", "firing", counts["firing"], "resolved", counts["resolved"], "repeat", counts["repeat"])
+	} else {
+		for _, t := range trs {
+			n.log.Info("alert "+t.Status, "alertname", t.Alert, "kind", t.Kind, "endpoint", t.Labels["endpoint"], "metric", t.Labels["metric"], "value", t.Value, "duration", t.Duration)
+		}
 	}
 	n.journal()
 	n.sender.Kick()

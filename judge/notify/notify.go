@@ -26,7 +26,10 @@ import (
 
 // Source gives the alerts to send and learns which recoveries arrived.
 type Source interface {
+	// Outgoing is every alert to send: all firing, recent recoveries.
 	Outgoing() []engine.Alert
+	// Fresh is what changed since the last call: sent at once on a kick.
+	Fresh() []engine.Alert
 	MarkDelivered(sent []engine.Alert)
 }
 
@@ -112,20 +115,42 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(s.cfg.ResendInterval)
 	defer tick.Stop()
-	s.SendOnce(ctx, time.Now())
+	// After a failed send everything is sent again soon, not only at the
+	// next resend: what failed may be a recovery.
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	s.src.Fresh()
+	failed := s.SendOnce(ctx, time.Now()) != nil
 	for {
+		if failed {
+			retry.Reset(min(s.cfg.ResendInterval, retryDelay))
+		}
+		var err error
 		select {
 		case <-ctx.Done():
 			last, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+			s.src.Fresh()
 			s.SendOnce(last, time.Now())
 			cancel()
 			return nil
 		case <-s.kick:
+			if failed {
+				continue // the retry sends everything
+			}
+			err = s.send(ctx, s.src.Fresh(), time.Now())
 		case <-tick.C:
+			s.src.Fresh()
+			err = s.SendOnce(ctx, time.Now())
+		case <-retry.C:
+			s.src.Fresh()
+			err = s.SendOnce(ctx, time.Now())
 		}
-		s.SendOnce(ctx, time.Now())
+		failed = err != nil
 	}
 }
+
+// retryDelay is the wait before sending everything again after a failure.
+const retryDelay = time.Second
 
 // Alert is one alert in Alertmanager's v2 API.
 type Alert struct {
@@ -140,7 +165,10 @@ type Alert struct {
 // first error. Recoveries are marked delivered only when every receiver
 // took them.
 func (s *Sender) SendOnce(ctx context.Context, now time.Time) error {
-	alerts := s.src.Outgoing()
+	return s.send(ctx, s.src.Outgoing(), now)
+}
+
+func (s *Sender) send(ctx context.Context, alerts []engine.Alert, now time.Time) error {
 	if len(alerts) == 0 {
 		return nil
 	}

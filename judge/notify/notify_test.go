@@ -17,10 +17,18 @@ import (
 type fakeSource struct {
 	mu        sync.Mutex
 	alerts    []engine.Alert
+	fresh     []engine.Alert
 	delivered []string
 }
 
 func (f *fakeSource) Outgoing() []engine.Alert { f.mu.Lock(); defer f.mu.Unlock(); return f.alerts }
+func (f *fakeSource) Fresh() []engine.Alert {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.fresh
+	f.fresh = nil
+	return out
+}
 func (f *fakeSource) MarkDelivered(sent []engine.Alert) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -112,8 +120,11 @@ func TestKickSendsAndStopSendsLast(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
+	time.Sleep(200 * time.Millisecond) // Run's first, full send (of nothing) is over
 	src.mu.Lock()
-	src.alerts = []engine.Alert{{Key: "a", State: engine.StateFiring, Labels: map[string]string{"alertname": "x"}}}
+	src.alerts = []engine.Alert{{Key: "a", State: engine.StateFiring, Labels: map[string]string{"alertname": "x"}},
+		{Key: "b", State: engine.StateFiring, Labels: map[string]string{"alertname": "y"}}}
+	src.fresh = src.alerts[1:]
 	src.mu.Unlock()
 	s.Kick()
 	deadline := time.Now().Add(5 * time.Second)
@@ -129,17 +140,50 @@ func TestKickSendsAndStopSendsLast(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	r.mu.Lock()
+	if len(r.bodies[0]) != 1 || r.bodies[0][0].Labels["alertname"] != "y" {
+		t.Fatalf("a kick sent %+v; want only the fresh alert", r.bodies[0])
+	}
+	r.mu.Unlock()
 	cancel()
 	<-done
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.bodies) < 2 {
-		t.Fatalf("no last send at stop: %d posts", len(r.bodies))
+	if len(r.bodies) < 2 || len(r.bodies[len(r.bodies)-1]) != 2 {
+		t.Fatalf("no full last send at stop: %v", r.bodies)
 	}
 }
 
 func TestBadAddress(t *testing.T) {
 	if _, err := New(Config{Addrs: []string{"http://"}}, &fakeSource{}); err == nil {
 		t.Fatal("empty host accepted")
+	}
+}
+
+func TestFailedSendIsRetriedInFull(t *testing.T) {
+	r := &receiver{status: http.StatusServiceUnavailable}
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	src := &fakeSource{alerts: []engine.Alert{{Key: "a", State: engine.StateResolved, Labels: map[string]string{"alertname": "x"}}}}
+	s, _ := New(Config{Addrs: []string{srv.URL}, ResendInterval: time.Hour}, src)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	time.Sleep(100 * time.Millisecond)
+	r.mu.Lock()
+	r.status = 0
+	r.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		src.mu.Lock()
+		n := len(src.delivered)
+		src.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a failed send was not retried within a few seconds")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
