@@ -6,7 +6,7 @@
 //
 // Memory per series: the series struct (96 bytes), its key (the labels
 // encoded once, name and values with a separator byte each), a map slot,
-// one rule entry per matching strategy (24 bytes), and a window of 2×W
+// one rule entry per matching strategy (40 bytes), and a window of 2×W
 // float64 values, W being the largest window among its strategies (the
 // doubled ring keeps the window contiguous, newest first, without copying).
 package engine
