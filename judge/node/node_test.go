@@ -173,3 +173,30 @@ func TestFileChangeReloads(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 }
+
+// TestRecoveryNotDeliveredSurvivesCrash: a recovery that no receiver took
+// before a crash is sent after the restart.
+func TestRecoveryNotDeliveredSurvivesCrash(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "s.yaml"), []byte("strategies:\n- name: busy\n  metric: cpu.busy\n  condition: all(#1) > 90\n"), 0o600)
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
+	defer down.Close()
+	n, srv := open(t, dir, down.URL)
+	push(t, srv, points(1_700_000_000, 95))
+	push(t, srv, points(1_700_000_030, 5))
+	if as := n.Alerts(); len(as) != 1 || as[0].State != engine.StateResolved || as[0].Delivered {
+		t.Fatalf("before the crash: %+v", as)
+	}
+	// Crash (no Close), restart with a receiver that works.
+	am := &amFake{}
+	amSrv := httptest.NewServer(am)
+	defer amSrv.Close()
+	n2, _ := open(t, dir, amSrv.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go n2.Run(ctx)
+	waitFor(t, func() bool {
+		return am.count(func(a notify.Alert) bool { return a.Annotations["recovery_value"] == "5" && !a.EndsAt.IsZero() }) == 1
+	})
+	waitFor(t, func() bool { as := n2.Alerts(); return len(as) == 1 && as[0].Delivered })
+}
