@@ -163,7 +163,9 @@ func TestTransferPipeQueryAndPromtool(t *testing.T) {
 // and remote-writing into transfer.
 func TestTransferPrometheusRemoteWrite(t *testing.T) {
 	prom := testkit.RequireBinary(t, "prometheus", "prometheus")
-	p := testkit.Start(t, "transfer", testkit.StartOptions{}, "--graphite-listen", "")
+	// 5 s slots: a slot is readable once a later point closes it, so a
+	// fine archive keeps the wait short.
+	p := testkit.Start(t, "transfer", testkit.StartOptions{}, "--graphite-listen", "", "--retentions", "5s:2h,1m:1d")
 	promAddr := testkit.FreeAddr(t)
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global:
@@ -206,18 +208,24 @@ remote_write:
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	now := time.Now().Unix()
-	pr := queryRange(t, base, `up{job="self"}`, now-300, now+60, 60)
-	found := false
-	for _, r := range pr.Data.Result {
-		for _, v := range r.Values {
-			if v[1] == "1" {
-				found = true
+	for {
+		now := time.Now().Unix()
+		pr := queryRange(t, base, `up{job="self"}`, now-300, now+60, 5)
+		found := false
+		for _, r := range pr.Data.Result {
+			for _, v := range r.Values {
+				if v[1] == "1" {
+					found = true
+				}
 			}
 		}
-	}
-	if !found {
-		t.Fatalf("up{job=self} has no sample of 1: %+v", pr.Data.Result)
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("up{job=self} has no sample of 1: %+v", pr.Data.Result)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	_, metrics := get(t, base+"/metrics")
 	if !strings.Contains(metrics, `opskit_transfer_points_received_total{proto="remote_write"}`) {
