@@ -36,6 +36,7 @@ type config struct {
 	maxBodyBytes      int64
 	refill            bool
 	historyTimeout    time.Duration
+	idleExpiry        time.Duration
 	kafkaBrokers      []string
 	kafkaTopic        string
 }
@@ -68,6 +69,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.refill, "refill", true, "with --transfer-url, fill a new series' window from transfer so all(#3) need not wait three points")
 	fs.DurationVar(&c.historyTimeout, "history-timeout", 5*time.Second, "deadline of one query to transfer")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most series kept; points of new series beyond it are dropped and counted (0 = no limit)")
+	fs.DurationVar(&c.idleExpiry, "series-idle-expiry", 0, "forget a series silent for this long and resolve its alerts, nodata included (0 = keep series forever)")
 	fs.DurationVar(&c.sweepInterval, "sweep-interval", time.Second, "how often nodata is checked")
 	fs.DurationVar(&c.saveInterval, "save-interval", 5*time.Second, "how often changed alert state is saved (transitions are saved before a push is answered)")
 	fs.DurationVar(&c.watchInterval, "watch-interval", 2*time.Second, "how often the strategy and groups files are checked for changes (0 = only on reload)")
@@ -90,7 +92,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	if len(addrs) == 0 {
 		d.Log.Warn("no --alarm receivers: alerts are evaluated and kept, but sent nowhere")
 	}
-	ec := engine.Config{MaxSeries: c.maxSeries, ResolvedRetention: c.resolvedRetention}
+	ec := engine.Config{MaxSeries: c.maxSeries, ResolvedRetention: c.resolvedRetention, SeriesIdleExpiry: c.idleExpiry}
 	if c.transferURL != "" {
 		ec.History = history.New(c.transferURL, c.historyTimeout)
 		ec.NoRefill = !c.refill

@@ -39,6 +39,9 @@ type Config struct {
 	// HistoryQueue bounds the history requests waiting (excess dropped
 	// and counted).
 	HistoryQueue int
+	// SeriesIdleExpiry forgets a series that has not reported for this
+	// long, resolving its alerts (0 = keep series forever).
+	SeriesIdleExpiry time.Duration
 	// ResolvedRetention is how long a delivered resolved alert is still
 	// sent (so a receiver that missed it learns it), then forgotten.
 	ResolvedRetention time.Duration
@@ -77,6 +80,7 @@ type Stats struct {
 	Unwatched     uint64 `json:"unwatched"`
 	OutOfOrder    uint64 `json:"out_of_order"`
 	SeriesDropped uint64 `json:"series_dropped"`
+	SeriesExpired uint64 `json:"series_expired"`
 	HistoryDone   uint64 `json:"history_done"`
 	HistoryFailed uint64 `json:"history_failed"`
 	HistoryDrop   uint64 `json:"history_dropped"`
@@ -109,9 +113,11 @@ type Engine struct {
 	exprMu sync.Mutex // guards groups; taken after a shard's lock, before mu
 	groups map[string]*exprGroup
 
-	points, unwatched, outOfOrder, dropped atomic.Uint64
-	histDone, histFailed, histDropped      atomic.Uint64
-	nseries                                atomic.Int64
+	lastExpiry atomic.Int64 // Unix nanoseconds of the last expiry pass
+
+	points, unwatched, outOfOrder, dropped, expired atomic.Uint64
+	histDone, histFailed, histDropped               atomic.Uint64
+	nseries                                         atomic.Int64
 }
 
 type ruleSet struct {
@@ -141,6 +147,25 @@ func (sh *shard) get(h uint64, key []byte) *series {
 func (sh *shard) add(h uint64, s *series) {
 	s.next = sh.series[h]
 	sh.series[h] = s
+}
+
+// remove takes a series out of its chain.
+func (sh *shard) remove(h uint64, s *series) {
+	p := sh.series[h]
+	if p == s {
+		if s.next == nil {
+			delete(sh.series, h)
+		} else {
+			sh.series[h] = s.next
+		}
+		return
+	}
+	for ; p != nil; p = p.next {
+		if p.next == s {
+			p.next = s.next
+			return
+		}
+	}
 }
 
 // each calls fn for every series.
@@ -724,6 +749,7 @@ func (e *Engine) resolveLocked(a *Alert, value float64, at time.Time) Transition
 // older than the retention.
 func (e *Engine) Sweep(now time.Time) []Transition {
 	rs := e.set.Load()
+	out := e.expire(now)
 	type hostKey struct{ strategy, endpoint string }
 	type hostCount struct {
 		st           *strategy.Strategy
@@ -758,7 +784,6 @@ func (e *Engine) Sweep(now time.Time) []Transition {
 		})
 		sh.mu.Unlock()
 	}
-	var out []Transition
 	for _, sh := range e.shards {
 		if !rs.nodata {
 			break
@@ -816,6 +841,47 @@ func (e *Engine) touchLocked(a *Alert) {
 	e.changed[a.Key] = a
 	delete(e.removed, a.Key)
 	e.dirty = true
+}
+
+// expire forgets series idle for longer than SeriesIdleExpiry, resolving
+// their alerts; it runs at most every tenth of the expiry (and at least
+// once a minute).
+func (e *Engine) expire(now time.Time) []Transition {
+	idle := e.cfg.SeriesIdleExpiry
+	if idle <= 0 || now.UnixNano()-e.lastExpiry.Load() < int64(min(idle/10, time.Minute)) {
+		return nil
+	}
+	e.lastExpiry.Store(now.UnixNano())
+	var out []Transition
+	for _, sh := range e.shards {
+		sh.mu.Lock()
+		var victims []*series
+		sh.each(func(s *series) {
+			if time.Duration(now.UnixNano()-s.lastSeen) > idle {
+				victims = append(victims, s)
+			}
+		})
+		for _, s := range victims {
+			e.mu.Lock()
+			for _, r := range s.rules {
+				for _, a := range []*Alert{r.alert, r.nodata} {
+					switch {
+					case a == nil:
+					case a.State == StateFiring:
+						out = append(out, e.resolveLocked(a, a.Value, now))
+					case a.State == StatePending:
+						e.removeLocked(a)
+					}
+				}
+			}
+			e.mu.Unlock()
+			sh.remove(maphash.String(e.seed, s.key), s)
+			e.nseries.Add(-1)
+			e.expired.Add(1)
+		}
+		sh.mu.Unlock()
+	}
+	return out
 }
 
 // announceLocked records a change receivers must hear of at once.
@@ -979,7 +1045,7 @@ func (e *Engine) Restore(alerts []Alert, now time.Time) {
 // Stats returns the counters.
 func (e *Engine) Stats() Stats {
 	st := Stats{Points: e.points.Load(), Unwatched: e.unwatched.Load(), OutOfOrder: e.outOfOrder.Load(),
-		SeriesDropped: e.dropped.Load(), Series: e.nseries.Load(),
+		SeriesDropped: e.dropped.Load(), SeriesExpired: e.expired.Load(), Series: e.nseries.Load(),
 		HistoryDone: e.histDone.Load(), HistoryFailed: e.histFailed.Load(), HistoryDrop: e.histDropped.Load()}
 	e.mu.Lock()
 	st.Alerts = len(e.alerts)

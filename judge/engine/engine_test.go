@@ -380,3 +380,33 @@ func TestExpressionAcrossMetrics(t *testing.T) {
 		t.Fatalf("evaluated with a stale input: %v", trs)
 	}
 }
+
+func TestIdleSeriesExpire(t *testing.T) {
+	set, _ := strategy.Parse("t", []byte("strategies:\n- name: s\n  metric: m\n  condition: all(#1) > 90\n  nodata: 1m\n"), nil)
+	e := New(Config{SeriesIdleExpiry: time.Hour, Shards: 1})
+	e.SetStrategies(set, t0)
+	e.Ingest(t0, []metric.Point{pt("m", "h1", t0, 95), pt("m", "h2", t0, 5)})
+	e.Ingest(t0.Add(50*time.Minute), []metric.Point{pt("m", "h2", t0.Add(50*time.Minute), 5)})
+	var got []string
+	for _, tr := range e.Sweep(t0.Add(61 * time.Minute)) {
+		got = append(got, tr.Status+" "+string(tr.Kind)+" "+tr.Labels["endpoint"])
+	}
+	// h1, silent for over an hour, is forgotten: its firing alert resolves
+	// and no nodata alert is raised for it; h2, silent for 11 minutes, gets
+	// its host nodata alert.
+	if strings.Join(got, ",") != "resolved condition h1,firing host_nodata h2" {
+		t.Fatalf("sweep at 61m: %v", got)
+	}
+	if st := e.Stats(); st.Series != 1 || st.SeriesExpired != 1 {
+		t.Fatalf("stats %+v; transitions %v", st, got)
+	}
+	for _, a := range e.Outgoing() {
+		if a.Labels["endpoint"] == "h1" && a.State != StateResolved {
+			t.Fatalf("alert of an expired series still %s: %+v", a.State, a)
+		}
+	}
+	// It reports again: a new series, judged afresh.
+	if trs := e.Ingest(t0.Add(63*time.Minute), []metric.Point{pt("m", "h1", t0.Add(63*time.Minute), 96)}); len(trs) != 1 || trs[0].Status != "firing" {
+		t.Fatalf("returning series: %v", trs)
+	}
+}

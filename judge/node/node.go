@@ -110,6 +110,7 @@ func (n *Node) registerMetrics(set *metrics.Set) {
 	set.NewGauge("judge_points_evaluated_total", stat(func(s engine.Stats) float64 { return float64(s.Points - s.Unwatched - s.OutOfOrder - s.SeriesDropped) }))
 	set.NewGauge("judge_points_unwatched_total", stat(func(s engine.Stats) float64 { return float64(s.Unwatched) }))
 	set.NewGauge("judge_points_out_of_order_total", stat(func(s engine.Stats) float64 { return float64(s.OutOfOrder) }))
+	set.NewGauge("judge_series_expired_total", stat(func(s engine.Stats) float64 { return float64(s.SeriesExpired) }))
 	set.NewGauge("judge_series_dropped_total", stat(func(s engine.Stats) float64 { return float64(s.SeriesDropped) }))
 	set.NewGauge(`judge_history_requests_total{result="ok"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryDone) }))
 	set.NewGauge(`judge_history_requests_total{result="failed"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryFailed) }))
