@@ -50,7 +50,8 @@ type Alert struct {
 	Notified     int       `json:"notified"`
 	LastNotified time.Time `json:"last_notified,omitzero"`
 	// Delivered is set once a resolved alert reached every destination.
-	Delivered bool `json:"delivered,omitempty"`
+	Delivered   bool      `json:"delivered,omitempty"`
+	DeliveredAt time.Time `json:"delivered_at,omitzero"`
 	// ResolvedValue is the value when the alert recovered.
 	ResolvedValue float64 `json:"resolved_value,omitempty"`
 }

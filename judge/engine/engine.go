@@ -829,7 +829,7 @@ func (e *Engine) Sweep(now time.Time) []Transition {
 			if hc == nil || hc.stale < hc.total {
 				out = append(out, e.resolveLocked(a, 0, now))
 			}
-		case a.State == StateResolved && a.Delivered && now.Sub(a.EndsAt) > e.cfg.ResolvedRetention:
+		case a.State == StateResolved && a.Delivered && now.Sub(a.DeliveredAt) > e.cfg.ResolvedRetention:
 			e.removeLocked(a)
 
 		}
@@ -960,13 +960,14 @@ func (e *Engine) Outgoing() []Alert {
 }
 
 // MarkDelivered records that the resolved alerts among sent reached every
-// destination.
-func (e *Engine) MarkDelivered(sent []Alert) {
+// destination at now; they are forgotten ResolvedRetention later.
+func (e *Engine) MarkDelivered(sent []Alert, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, s := range sent {
 		if a := e.alerts[s.Key]; a != nil && a.State == StateResolved && a.EndsAt.Equal(s.EndsAt) && !a.Delivered {
 			a.Delivered = true
+			a.DeliveredAt = now
 			e.touchLocked(a)
 		}
 	}

@@ -243,8 +243,12 @@ func TestRemovedStrategyResolvesAndDeliveredAlertsExpire(t *testing.T) {
 	if len(e.Outgoing()) != 1 {
 		t.Fatal("undelivered resolved alert was forgotten")
 	}
-	e.MarkDelivered(out)
-	e.Sweep(t0.Add(time.Hour))
+	e.MarkDelivered(out, t0.Add(time.Hour))
+	e.Sweep(t0.Add(time.Hour + 14*time.Minute))
+	if len(e.Outgoing()) != 1 {
+		t.Fatal("delivered resolved alert forgotten before the retention")
+	}
+	e.Sweep(t0.Add(time.Hour + 16*time.Minute))
 	if got := e.Outgoing(); len(got) != 0 {
 		t.Fatalf("delivered resolved alert kept past retention: %+v", got)
 	}

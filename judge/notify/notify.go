@@ -30,7 +30,7 @@ type Source interface {
 	Outgoing() []engine.Alert
 	// Fresh is what changed since the last call: sent at once on a kick.
 	Fresh() []engine.Alert
-	MarkDelivered(sent []engine.Alert)
+	MarkDelivered(sent []engine.Alert, now time.Time)
 }
 
 // Config tunes a Sender.
@@ -193,7 +193,7 @@ func (s *Sender) send(ctx context.Context, alerts []engine.Alert, now time.Time)
 			s.sent.Add(1)
 		}
 		if ok {
-			s.src.MarkDelivered(batch)
+			s.src.MarkDelivered(batch, time.Now())
 		}
 	}
 	return firstErr

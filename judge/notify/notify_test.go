@@ -29,7 +29,7 @@ func (f *fakeSource) Fresh() []engine.Alert {
 	f.fresh = nil
 	return out
 }
-func (f *fakeSource) MarkDelivered(sent []engine.Alert) {
+func (f *fakeSource) MarkDelivered(sent []engine.Alert, _ time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, a := range sent {
