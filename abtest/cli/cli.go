@@ -9,12 +9,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/opskit/opskit/abtest/ramp"
 	"github.com/opskit/opskit/abtest/report"
 	"github.com/opskit/opskit/abtest/sdk"
 	"github.com/opskit/opskit/abtest/server"
@@ -38,6 +40,7 @@ func Assign(_ context.Context, args []string, in io.Reader, out, errOut io.Write
 	experiment := fs.String("experiment", "", "experiment key (required)")
 	attrs := fs.StringArray("attr", nil, "attribute of every unit as key=value (repeatable)")
 	at := fs.String("time", "", "evaluate at this RFC 3339 time instead of now")
+	dataDir := fs.String("data-dir", filepath.Join("var", "abtest"), "the daemon's data directory, for ramped experiments' current coverage (first step if absent)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitOK
@@ -66,7 +69,7 @@ func Assign(_ context.Context, args []string, in io.Reader, out, errOut io.Write
 		}
 		attributes[k] = server.QueryValue(v)
 	}
-	a, err := sdk.LoadFile(*file)
+	a, err := loadRamped(*file, filepath.Join(*dataDir, "ramp.json"))
 	if err != nil {
 		fmt.Fprintf(errOut, "assign: %v\n", err)
 		return exitFailure
@@ -104,6 +107,28 @@ func Assign(_ context.Context, args []string, in io.Reader, out, errOut io.Write
 		return exitFailure
 	}
 	return exitOK
+}
+
+// loadRamped compiles the config with ramped experiments at the coverage
+// the daemon's ramp state gives them.
+func loadRamped(file, stateFile string) (*sdk.Assigner, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read experiment config: %w", err)
+	}
+	cfg, err := sdk.ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	states, err := ramp.LoadStates(stateFile)
+	if err != nil {
+		return nil, err
+	}
+	a, err := sdk.New(ramp.Effective(cfg, states))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return a, nil
 }
 
 // Report is `abtest report --experiment E [--metric M] [--format table|json|html]`,

@@ -68,18 +68,11 @@ func New(o Options) (*Controller, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	c := &Controller{path: o.StateFile, report: o.Report, iqrK: o.IQRK, log: o.Log, now: o.Now, apply: o.Apply, states: map[string]*State{}}
-	b, err := os.ReadFile(o.StateFile)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("read ramp state: %w", err)
-	default:
-		if err := json.Unmarshal(b, &c.states); err != nil {
-			return nil, fmt.Errorf("ramp state %s: %w", o.StateFile, err)
-		}
+	states, err := LoadStates(o.StateFile)
+	if err != nil {
+		return nil, err
 	}
-	return c, nil
+	return &Controller{path: o.StateFile, report: o.Report, iqrK: o.IQRK, log: o.Log, now: o.Now, apply: o.Apply, states: states}, nil
 }
 
 // SetConfig takes a new config and applies it with the ramps' coverages.
@@ -96,11 +89,8 @@ func (c *Controller) rebuild() error {
 	if c.config == nil {
 		return nil
 	}
-	eff := *c.config
-	eff.Experiments = append([]sdk.ExperimentConfig(nil), c.config.Experiments...)
 	now := c.now()
-	for i := range eff.Experiments {
-		e := &eff.Experiments[i]
+	for _, e := range c.config.Experiments {
 		if len(e.Ramp) == 0 {
 			continue
 		}
@@ -111,10 +101,8 @@ func (c *Controller) rebuild() error {
 		}
 		st.Step = min(st.Step, len(e.Ramp)-1)
 		st.Coverage = e.Ramp[st.Step].Coverage
-		cov := st.Coverage
-		e.Coverage = &cov
 	}
-	a, err := sdk.New(&eff)
+	a, err := sdk.New(Effective(c.config, c.states))
 	if err != nil {
 		return err
 	}
@@ -125,6 +113,43 @@ func (c *Controller) rebuild() error {
 		c.apply(a)
 	}
 	return nil
+}
+
+// Effective is cfg with each ramped experiment's coverage set to its
+// current step's (the first step when it has no state yet).
+func Effective(cfg *sdk.Config, states map[string]*State) *sdk.Config {
+	eff := *cfg
+	eff.Experiments = append([]sdk.ExperimentConfig(nil), cfg.Experiments...)
+	for i := range eff.Experiments {
+		e := &eff.Experiments[i]
+		if len(e.Ramp) == 0 {
+			continue
+		}
+		step := 0
+		if st, ok := states[e.Key]; ok {
+			step = min(max(st.Step, 0), len(e.Ramp)-1)
+		}
+		cov := e.Ramp[step].Coverage
+		e.Coverage = &cov
+	}
+	return &eff
+}
+
+// LoadStates reads a state file without taking it over (a missing file
+// is no state).
+func LoadStates(path string) (map[string]*State, error) {
+	states := map[string]*State{}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return states, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read ramp state: %w", err)
+	}
+	if err := json.Unmarshal(b, &states); err != nil {
+		return nil, fmt.Errorf("ramp state %s: %w", path, err)
+	}
+	return states, nil
 }
 
 func (c *Controller) save() error {
