@@ -77,7 +77,7 @@ func Open(cfg Config, set *metrics.Set, log *slog.Logger) (*Node, error) {
 	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	n := &Node{cfg: cfg, log: log, eng: engine.New(cfg.Engine), transitions: set}
-	strategies, err := strategy.Load(cfg.Strategies, cfg.Groups)
+	strategies, err := n.load()
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +268,7 @@ func (n *Node) Reload(context.Context) error {
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
 	n.fileStamp = n.stamp()
-	set, err := strategy.Load(n.cfg.Strategies, n.cfg.Groups)
+	set, err := n.load()
 	n.lastReload = err
 	if err != nil {
 		n.reloadErrors.Inc()
@@ -278,6 +278,14 @@ func (n *Node) Reload(context.Context) error {
 	n.log.Info("strategies reloaded", "strategies", len(set.List), "max_window", set.MaxWindow(), "resolved", len(trs))
 	n.after(trs)
 	return nil
+}
+
+// load reads the strategy files; with none configured the set is empty.
+func (n *Node) load() (*strategy.Set, error) {
+	if n.cfg.Strategies == "" {
+		return strategy.Parse("(none)", nil, nil)
+	}
+	return strategy.Load(n.cfg.Strategies, n.cfg.Groups)
 }
 
 // stamp identifies the files' versions by size and modification time.
