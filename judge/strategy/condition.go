@@ -363,6 +363,11 @@ func (c *Condition) Eval(vs []float64, baseline float64) (value float64, trigger
 			if Compare(v, c.Op, c.Threshold) {
 				hits++
 				if hits == c.M {
+					// open-falcon's lookup reports the newest point,
+					// Nightingale's happen the M-th that satisfied.
+					if c.Func == FuncHappen {
+						return v, true, true
+					}
 					return vs[0], true, true
 				}
 			}

@@ -59,7 +59,7 @@ func TestConditionSemantics(t *testing.T) {
 		{"lookup(#2,3) > 5", []float64{6, 1, 1, 7}, 0, 6, false, true},
 		{"lookup(#2,3) > 5", []float64{6, 7}, 0, 0, false, false},
 		// happen(#N,M): Nightingale's order, window first.
-		{"happen(#3,2) > 5", []float64{6, 1, 7}, 0, 6, true, true},
+		{"happen(#3,2) > 5", []float64{6, 1, 7}, 0, 7, true, true}, // reports the M-th satisfying point
 		{"happen(#3,3) > 5", []float64{6, 1, 7}, 0, 6, false, true},
 		// kdiff(#M,N), kpdiff(#M,N): at least M of the N differences.
 		{"kdiff(#2,3) > 5", []float64{10, 1, 9, 2}, 0, 8, true, true},
