@@ -299,3 +299,31 @@ func TestJudgeKafkaTransitions(t *testing.T) {
 		t.Fatalf("records %v", got)
 	}
 }
+
+// TestJudgeDayOverDay: c_avg_rate compares with the same window a day
+// earlier, read from a real transfer.
+func TestJudgeDayOverDay(t *testing.T) {
+	tr := testkit.Start(t, "transfer", testkit.StartOptions{}, "--graphite-listen", "", "--retentions", "30s:2d")
+	now := time.Now().Unix() / 30 * 30
+	day := int64(24 * 3600)
+	var lines []string
+	for i := range 2 {
+		lines = append(lines, fmt.Sprintf(`{"endpoint":"web-9","metric":"cpu.busy","timestamp":%d,"step":30,"value":10,"tags":"core=all"}`, now-day-60+int64(30*i)))
+	}
+	if out, errs, code := testkit.Run(t, "transfer", strings.Join(lines, "\n")+"\n", "push", "--addr", tr.Addr); code != 0 {
+		t.Fatalf("transfer push: exit %d %s %s", code, out, errs)
+	}
+	strategies := writeJudgeFile(t, "s.yaml", "strategies:\n- name: Busier\n  metric: cpu.busy\n  condition: c_avg_rate(#2,1d) > 50\n")
+	j := testkit.Start(t, "judge", testkit.StartOptions{}, "--strategies", strategies, "--transfer-url", "http://"+tr.Addr)
+	judgePush(t, j.Addr, "web-9", now-30, 20)
+	judgeWait(t, 10*time.Second, "baseline fetched", func() bool {
+		_, m := get(t, j.URL("/metrics"))
+		return strings.Contains(m, `judge_history_requests_total{result="ok"} 2`)
+	})
+	judgePush(t, j.Addr, "web-9", now, 20)
+	_, body := get(t, j.URL("/api/alerts"))
+	// avg(20, 20) against yesterday's avg(10): +100%.
+	if !strings.Contains(body, `"state":"firing"`) || !strings.Contains(body, `"value":100`) {
+		t.Fatalf("not firing at +100%%: %s", body)
+	}
+}
