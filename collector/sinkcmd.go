@@ -51,6 +51,7 @@ func sinkCommand(ctx context.Context, args []string, stdio kit.IO) int {
 	clickhouseFlags(fs, &cfg.ClickHouse)
 	fs.IntVar(&cfg.BatchRows, "batch-rows", 50000, "most rows in one insert")
 	fs.DurationVar(&cfg.BatchWait, "batch-wait", time.Second, "how long a batch may wait to fill")
+	fs.DurationVar(&cfg.SessionTimeout, "session-timeout", 45*time.Second, "consumer group session timeout: how long the partitions of a sink that died wait before another takes them")
 	logFormat := fs.String("log-format", "text", "log format on stderr: text or json")
 	if code, stop := parseCommandFlags(fs, args, stdio, "collector sink --kafka-brokers HOST:PORT [--topics logs] --clickhouse-addr HOST:PORT\nmove log events from Kafka into a ClickHouse table; offsets are committed after each insert"); stop {
 		return code

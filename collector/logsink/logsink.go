@@ -63,6 +63,9 @@ type Config struct {
 	BatchWait time.Duration
 	// BackoffMin and BackoffMax bound the wait between failed inserts.
 	BackoffMin, BackoffMax time.Duration
+	// SessionTimeout is the consumer group session timeout (default 45s):
+	// how long the partitions of a member that died wait for it.
+	SessionTimeout time.Duration
 }
 
 var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -127,6 +130,9 @@ func New(cfg Config, set *metrics.Set, log *slog.Logger) (*Sink, error) {
 	if cfg.BatchRows <= 0 {
 		cfg.BatchRows = 50000
 	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 45 * time.Second
+	}
 	if cfg.BatchWait <= 0 {
 		cfg.BatchWait = time.Second
 	}
@@ -166,6 +172,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
 		kgo.FetchMaxBytes(64<<20),
+		kgo.SessionTimeout(s.cfg.SessionTimeout),
 	)
 	if err != nil {
 		return fmt.Errorf("sink: %w", err)

@@ -188,8 +188,8 @@ type Tailer struct {
 	truncated  []Checkpoint // heads of files cut by copytruncate, for their copies
 	lastScan   time.Time
 	scannedYet bool
-	// atFirstScan holds files found by the first scan that could not be
-	// opened then (too many open): start_at still applies to them.
+	// atFirstScan holds files found by the first scan and not opened yet
+	// (too many open): start_at applies to them.
 	atFirstScan map[fileKey]bool
 
 	// ackMu guards every stream's ack window, committed offset, path and
@@ -284,6 +284,9 @@ func New(cfg Config, out Emitter, set *metrics.Set, log *slog.Logger) (*Tailer, 
 		return float64(n)
 	})
 	if cfg.CheckpointPath != "" {
+		if err := os.MkdirAll(filepath.Dir(cfg.CheckpointPath), 0o755); err != nil {
+			return nil, fmt.Errorf("checkpoints: %w", err)
+		}
 		cps, err := ReadCheckpoints(cfg.CheckpointPath)
 		if err != nil {
 			return nil, err
@@ -422,9 +425,53 @@ func (t *Tailer) scan(ctx context.Context) {
 		}
 	}
 	if first {
+		t.recoverRotated(seen)
 		t.saved = nil // only a first sight resumes from the checkpoint file
 	}
 	_ = ctx
+}
+
+// recoverRotated finds the checkpointed files the globs no longer match
+// (rotated away while the collector was down: app.log became app.log.1)
+// in their directory by device and inode, and reads the rest of them.
+func (t *Tailer) recoverRotated(seen map[fileKey]bool) {
+	for key, cp := range t.saved {
+		if seen[key] {
+			continue
+		}
+		entries, err := os.ReadDir(filepath.Dir(cp.Path))
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			path := filepath.Join(filepath.Dir(cp.Path), e.Name())
+			fi, err := os.Stat(path)
+			if err != nil || !fi.Mode().IsRegular() || keyOf(fi) != key || fi.Size() <= cp.Offset {
+				continue
+			}
+			in := t.inputOf(cp.Path)
+			if in == nil {
+				break
+			}
+			if s := t.open1(in, path, fi, &cp); s != nil {
+				s.gone, s.goneAt = true, t.now()
+				t.log.Info("reading the rest of a file rotated while stopped", "path", path, "was", cp.Path, "offset", cp.Offset)
+			}
+			break
+		}
+	}
+}
+
+// inputOf returns the input whose globs match path.
+func (t *Tailer) inputOf(path string) *Input {
+	for _, in := range t.cfg.Inputs {
+		for _, p := range in.Paths {
+			if ok, _ := filepath.Match(p, path); ok {
+				return in
+			}
+		}
+	}
+	return nil
 }
 
 func excluded(in *Input, path string) bool {
@@ -474,46 +521,55 @@ func (t *Tailer) makeRoom() bool {
 
 // discover starts reading a file not seen before.
 func (t *Tailer) discover(in *Input, path string, fi os.FileInfo, first bool) {
+	key := keyOf(fi)
+	if first {
+		t.atFirstScan[key] = true
+	}
 	if !t.makeRoom() {
-		if first {
-			t.atFirstScan[keyOf(fi)] = true
-		}
 		return // a later scan tries again
 	}
-	if t.atFirstScan[keyOf(fi)] {
-		delete(t.atFirstScan, keyOf(fi))
-		first = true
+	var cp *Checkpoint
+	if c, ok := t.saved[key]; ok {
+		cp = &c
 	}
+	t.open1(in, path, fi, cp)
+}
+
+// open1 opens a file and starts a stream for it: from the checkpoint cp if
+// it is this file, else from where a file it copies was left, else per
+// the input's start_at if this is the first scan, else from its start.
+func (t *Tailer) open1(in *Input, path string, fi os.FileInfo, cp *Checkpoint) *stream {
 	f, err := os.Open(path)
 	if err != nil {
 		t.log.Warn("cannot open log file", "path", path, "err", err)
-		return
+		return nil
 	}
 	fi, err = f.Stat()
 	if err != nil {
 		f.Close()
-		return
+		return nil
 	}
 	key := keyOf(fi)
 	size := fi.Size()
 	fpLen, fp, err := fingerprint(f, int(min(size, FingerprintBytes)))
 	if err != nil {
 		f.Close()
-		return
+		return nil
 	}
 	id := Identity{Dev: key.dev, Inode: key.ino, FPLen: fpLen, FP: fp, Born: t.now().UnixNano()}
 	offset := int64(0)
 	how := "beginning"
-	if cp, ok := t.saved[key]; ok && matches(f, size, cp) {
+	if cp != nil && matches(f, size, *cp) {
 		offset, id, how = cp.Offset, cp.Identity, "checkpoint"
 	} else if off, ok := t.copyOf(f, size, key); ok {
 		offset, how = off, "copy"
-	} else if first && in.StartAt == "end" {
+	} else if t.atFirstScan[key] && in.StartAt == "end" {
 		offset, how = size, "end"
 	}
+	delete(t.atFirstScan, key)
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		f.Close()
-		return
+		return nil
 	}
 	s := &stream{t: t, input: in, key: key, f: f, off: offset, readBytes: offset, grewAt: t.now(),
 		path: path, id: id, committed: offset, buf: make([]byte, 64<<10)}
@@ -526,6 +582,7 @@ func (t *Tailer) discover(in *Input, path string, fi os.FileInfo, first bool) {
 	t.streams = append(t.streams, s)
 	t.ackMu.Unlock()
 	t.log.Debug("following log file", "path", path, "from", how, "offset", offset)
+	return s
 }
 
 // minCopyFingerprint is the least fingerprint length trusted to recognize
