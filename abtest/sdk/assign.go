@@ -1,4 +1,4 @@
-// Package sdk assigns units (users, sessions, devices) to experiment arms
+// Package sdk assigns units (users, visits, devices) to experiment arms
 // in process, from an experiment config, with no network. Assignments are
 // GrowthBook's: the same hashes, bucket ranges, namespaces, filters and
 // targeting conditions, so a unit gets the same arm here as in GrowthBook's
