@@ -30,9 +30,15 @@ func Main(ctx context.Context, args []string, in io.Reader, out, errw io.Writer)
 	fs.SetOutput(errw)
 	strategies := fs.String("strategies", "", "strategy file (required)")
 	groups := fs.String("groups", "", "host groups file")
-	sweep := fs.Duration("sweep-every", 0, "check nodata whenever the points' clock passes this step (0 = on every new second)")
+	sweep := fs.Duration("sweep-every", 0, "check nodata only when the points' clock has moved this much (0 = whenever it moves)")
+	helpOut := errw
+	for _, a := range args {
+		if a == "-h" || a == "--help" {
+			helpOut = out // help that was asked for goes to stdout
+		}
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(errw, "Usage: judge check --strategies FILE [--groups FILE] < points.jsonl > transitions.jsonl\n\n"+
+		fmt.Fprintf(helpOut, "Usage: judge check --strategies FILE [--groups FILE] < points.jsonl > transitions.jsonl\n\n"+
 			"Reads open-falcon items, one JSON object a line, evaluates the strategies on them\n"+
 			"and prints each alert transition (firing, repeat, resolved) as a JSON line.\n\n%s", fs.FlagUsages())
 	}

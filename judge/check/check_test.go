@@ -90,3 +90,10 @@ func TestCheckUsage(t *testing.T) {
 		t.Fatalf("bad file: exit %d %q", code, errs)
 	}
 }
+
+func TestCheckHelpGoesToStdout(t *testing.T) {
+	out, _, code := run(t, []string{"--help"}, "")
+	if code != 0 || !strings.Contains(out, "--strategies") {
+		t.Fatalf("--help: exit %d, stdout %q", code, out)
+	}
+}
