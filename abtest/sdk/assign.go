@@ -418,56 +418,69 @@ func (a *Assigner) evaluate(e *experiment, u Unit, now time.Time) Result {
 	if len(e.variants) > 0 {
 		r.Variant = e.variants[0]
 	}
-	out := func(reason Reason) Result { r.Reason = reason; return r }
 	if len(e.variants) < 2 {
-		return out(ReasonSingleVariant)
+		r.Reason = ReasonSingleVariant
+		return r
 	}
 	if e.inactive {
-		return out(ReasonInactive)
+		r.Reason = ReasonInactive
+		return r
 	}
 	if (!e.start.IsZero() && now.Before(e.start)) || (!e.stop.IsZero() && !now.Before(e.stop)) {
-		return out(ReasonOutsideWindow)
+		r.Reason = ReasonOutsideWindow
+		return r
 	}
 	hv := hashValue(u, e.hashAttribute)
 	r.HashValue = hv
 	if hv == "" {
-		return out(ReasonNoHashValue)
+		r.Reason = ReasonNoHashValue
+		return r
 	}
 	if i, ok := e.whitelist[hv]; ok {
 		r.Index, r.Variant, r.InExperiment, r.Forced = i, e.variants[i], true, true
-		return out(ReasonWhitelisted)
+		r.Reason = ReasonWhitelisted
+		return r
 	}
 	if e.domain != nil && !inSlot(hv, e.domainSalt, e.domainHash, *e.domain) {
-		return out(ReasonOtherDomain)
+		r.Reason = ReasonOtherDomain
+		return r
 	}
 	if e.slot != nil && !inSlot(hv, e.layerSalt, e.layerHash, *e.slot) {
-		return out(ReasonOtherLayerSlot)
+		r.Reason = ReasonOtherLayerSlot
+		return r
 	}
 	if len(e.filters) > 0 {
 		if a.filteredOut(e, u) {
-			return out(ReasonFiltered)
+			r.Reason = ReasonFiltered
+			return r
 		}
 	} else if e.namespace != nil && !InNamespace(hv, *e.namespace) {
-		return out(ReasonNamespace)
+		r.Reason = ReasonNamespace
+		return r
 	}
 	if !e.condition.Empty() && !e.condition.Eval(u.Attributes, a.groups) {
-		return out(ReasonTargeting)
+		r.Reason = ReasonTargeting
+		return r
 	}
 	n, _ := Hash(e.seed, hv, e.hashVersion)
 	r.Bucket = n
 	i := ChooseVariation(n, e.ranges)
 	if i < 0 {
-		return out(ReasonCoverage)
+		r.Reason = ReasonCoverage
+		return r
 	}
 	if e.force != noForce {
 		if e.force < 0 || e.force >= len(e.variants) {
-			return out(ReasonForced)
+			r.Reason = ReasonForced
+			return r
 		}
 		r.Index, r.Variant, r.InExperiment, r.Forced = e.force, e.variants[e.force], true, true
-		return out(ReasonForced)
+		r.Reason = ReasonForced
+		return r
 	}
 	r.Index, r.Variant, r.InExperiment, r.HashUsed = i, e.variants[i], true, true
-	return out(ReasonAssigned)
+	r.Reason = ReasonAssigned
+	return r
 }
 
 func (a *Assigner) filteredOut(e *experiment, u Unit) bool {
@@ -497,6 +510,12 @@ func (a *Assigner) filteredOut(e *experiment, u Unit) bool {
 // hashValue is the unit's value of a hash attribute: the id for "id"
 // (unless the attributes hold one), else the attribute as a string.
 func hashValue(u Unit, attribute string) string {
+	if len(u.Attributes) == 0 {
+		if attribute == "id" {
+			return u.ID
+		}
+		return ""
+	}
 	if v, ok := u.Attributes[attribute]; ok {
 		switch x := v.(type) {
 		case string:

@@ -1,9 +1,6 @@
 package sdk
 
-import (
-	"strconv"
-	"unicode/utf8"
-)
+import "unicode/utf8"
 
 // FNV-1a 32-bit parameters.
 const (
@@ -41,6 +38,22 @@ func fnvString(h uint32, s string) uint32 {
 	return h
 }
 
+// fnvDecimal is the FNV-1a hash of v written in decimal, without
+// formatting it into a string first.
+func fnvDecimal(v uint32) uint32 {
+	var digits [10]byte
+	i := len(digits)
+	for {
+		i--
+		digits[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return fnvBytes(fnvOffset32, digits[i:])
+}
+
 // fnvBytes continues an FNV-1a hash over ASCII bytes.
 func fnvBytes(h uint32, b []byte) uint32 {
 	for _, c := range b {
@@ -69,9 +82,7 @@ func hashSeeded(prefix, seed, value string, version int) (float64, bool) {
 		return float64(h%1000) / 1000, true
 	case 2:
 		inner := fnvString(fnvString(fnvString(fnvOffset32, prefix), seed), value)
-		var digits [10]byte
-		h := fnvBytes(fnvOffset32, strconv.AppendUint(digits[:0], uint64(inner), 10))
-		return float64(h%10000) / 10000, true
+		return float64(fnvDecimal(inner)%10000) / 10000, true
 	}
 	return 0, false
 }
