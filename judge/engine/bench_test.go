@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,4 +107,45 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkIngestParallel is the same workload from two goroutines (each
+// its half of the series), as concurrent push requests are handled.
+func BenchmarkIngestParallel(b *testing.B) {
+	e, pts := benchSetup(b)
+	ts := int64(1_700_000_000)
+	now := time.Now()
+	half := len(pts) / 2
+	round := func() {
+		ts += 10
+		var wg sync.WaitGroup
+		for part := range 2 {
+			wg.Add(1)
+			go func(mine []metric.Point) {
+				defer wg.Done()
+				for i := range mine {
+					mine[i].Time = ts
+					mine[i].Value = float64(i % 97)
+				}
+				for start := 0; start < len(mine); start += 1000 {
+					e.Ingest(now, mine[start:min(start+1000, len(mine))])
+				}
+			}(pts[part*half : (part+1)*half])
+		}
+		wg.Wait()
+	}
+	for range 5 {
+		round()
+	}
+	runtime.GC()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	n := 0
+	for b.Loop() {
+		round()
+		n += len(pts)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "points/s")
+	b.ReportMetric((cpuTime()-cpu0).Seconds()/(float64(n)/1e6), "cpu-s/Mpoints")
 }
