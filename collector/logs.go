@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/opskit/opskit/collector/agent"
+	"github.com/opskit/opskit/collector/logmetrics"
 	"github.com/opskit/opskit/collector/ship"
 	"github.com/opskit/opskit/collector/tail"
 	"github.com/opskit/opskit/internal/kit"
@@ -65,7 +66,7 @@ type emitter interface {
 }
 
 // startLogs wires the log inputs of the config file, if any.
-func (c *logsConfig) start(ctx context.Context, d *kit.Daemon, host string) error {
+func (c *logsConfig) start(ctx context.Context, d *kit.Daemon, host string, points logmetrics.Writer, interval time.Duration) error {
 	var sec logsSection
 	if d.ConfigFile != "" {
 		if err := kit.DecodeSection(d.ConfigFile, "logs", &sec); err != nil {
@@ -109,11 +110,21 @@ func (c *logsConfig) start(ctx context.Context, d *kit.Daemon, host string) erro
 	default:
 		return fmt.Errorf("--logs-output %q: want kafka, stdout or file", c.output)
 	}
+	// Log to metrics: rules count events on their way to the output.
+	var emit tail.Emitter = out
+	counter, err := logmetrics.New(sec.Inputs, out)
+	if err != nil {
+		return err
+	}
+	if counter != nil {
+		emit = counter
+		d.Go(ctx, "logs-metrics", func(ctx context.Context) error { return counter.Run(ctx, interval, points, d.Log) })
+	}
 	tl, err := tail.New(tail.Config{
 		Inputs: sec.Inputs, CheckpointPath: filepath.Join(d.DataDir, "logs", "checkpoints.json"),
 		MaxLineBytes: c.maxLineBytes, MaxOpenFiles: c.maxOpenFiles, PollInterval: c.pollInterval,
 		ScanInterval: c.scanInterval, IdleTimeout: c.idleTimeout, CloseRemovedAfter: c.closeRemovedAfter,
-	}, out, d.Metrics, d.Log)
+	}, emit, d.Metrics, d.Log)
 	if err != nil {
 		return err
 	}

@@ -228,7 +228,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 			return nil
 		})
 	}
-	if err := c.logs.start(ctx, d, endpoint); err != nil {
+	if err := c.logs.start(ctx, d, endpoint, writer, c.interval); err != nil {
 		return err
 	}
 	d.Log.Info("collector running", "endpoint", endpoint, "interval", c.interval, "transfer", strings.Join(c.transfer, ","))

@@ -474,3 +474,45 @@ func (p *logsProxy) setCut(cut bool) {
 		p.conns = nil
 	}
 }
+
+// TestCollectorLogsToFileAndMetrics: --logs-output file writes JSON lines,
+// and a log-to-metrics rule reaches transfer as a series per file.
+func TestCollectorLogsToFileAndMetrics(t *testing.T) {
+	transferAddr := testkit.FreeAddr(t)
+	tr := testkit.Start(t, "transfer", testkit.StartOptions{}, "--listen", transferAddr, "--graphite-listen", "")
+	dataDir, logDir := t.TempDir(), t.TempDir()
+	cfg := filepath.Join(dataDir, "collector.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`logs:
+  inputs:
+    - name: web
+      paths: [%q]
+      metrics:
+        - {name: errors, pattern: ' 500 '}
+        - {name: latency, pattern: '(\d+)ms$', value: "1", aggregate: avg}
+`, filepath.Join(logDir, "*.log"))), 0o644)
+	out := filepath.Join(t.TempDir(), "events.jsonl")
+	os.WriteFile(filepath.Join(logDir, "a.log"), []byte("GET / 200 10ms\nGET /x 500 30ms\n"), 0o644)
+	testkit.Start(t, "collector", testkit.StartOptions{DataDir: dataDir}, "--config", cfg, "--hostname", "e2e-host",
+		"--host-metrics=false", "--graphite-listen", "", "--statsd-listen", "", "--interval", "1s",
+		"--transfer", transferAddr, "--transfer-backoff-min", "50ms",
+		"--logs-output", "file", "--logs-file", out, "--logs-poll-interval", "10ms")
+	series := collectorWaitSeries(t, tr.Addr, `{__name__=~"log.*"}`, 3, 20*time.Second)
+	names := map[string]bool{}
+	for _, s := range series {
+		if s["endpoint"] != "e2e-host" || s["input"] != "web" || s["path"] != filepath.Join(logDir, "a.log") {
+			t.Errorf("series %v", s)
+		}
+		names[s["__name__"]] = true
+	}
+	if !names["log.errors.count"] || !names["log.latency.count"] || !names["log.latency.avg"] {
+		t.Errorf("series %v", names)
+	}
+	data, _ := os.ReadFile(out)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("events file: %q", data)
+	}
+	if m, err := ship.Decode([]byte(lines[1])); err != nil || m.Line != "GET /x 500 30ms" || m.Offset != 15 {
+		t.Errorf("event %+v, %v", m, err)
+	}
+}
