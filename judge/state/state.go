@@ -8,7 +8,8 @@
 // alert). Loading reads the snapshot and replays the journal; a torn last
 // line (a crash mid-write) is ignored. Compact writes a new snapshot and
 // empties the journal, so a change costs one small append, not a rewrite
-// of every alert.
+// of every alert. Records are numbered and the snapshot names the last one
+// it holds, so a crash between the two steps replays nothing twice.
 package state
 
 import (
@@ -37,11 +38,16 @@ const (
 )
 
 type snapshot struct {
-	Version int            `json:"version"`
-	Alerts  []engine.Alert `json:"alerts"`
+	Version int `json:"version"`
+	// Seq is the last journal record the snapshot holds: a crash between
+	// writing it and emptying the journal leaves records it already has,
+	// which replay skips.
+	Seq    uint64         `json:"seq"`
+	Alerts []engine.Alert `json:"alerts"`
 }
 
 type record struct {
+	Seq   uint64       `json:"seq"`
 	Op    string       `json:"op"` // put or del
 	Alert engine.Alert `json:"alert"`
 }
@@ -51,11 +57,12 @@ type Store struct {
 	dir     string
 	journal *os.File
 	size    int64
+	seq     uint64 // the last record's sequence number
 }
 
 // Open loads the state in dir and opens the journal for appending.
 func Open(dir string) (*Store, []engine.Alert, error) {
-	alerts, err := load(dir)
+	alerts, seq, err := load(dir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -68,23 +75,24 @@ func Open(dir string) (*Store, []engine.Alert, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("open alert journal: %w", err)
 	}
-	return &Store{dir: dir, journal: f, size: fi.Size()}, alerts, nil
+	return &Store{dir: dir, journal: f, size: fi.Size(), seq: seq}, alerts, nil
 }
 
-func load(dir string) ([]engine.Alert, error) {
+// load returns the alerts and the last sequence number used.
+func load(dir string) ([]engine.Alert, uint64, error) {
 	byKey := map[string]engine.Alert{}
+	var snap snapshot
 	b, err := os.ReadFile(filepath.Join(dir, SnapshotFile))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, fmt.Errorf("load alert state: %w", err)
+		return nil, 0, fmt.Errorf("load alert state: %w", err)
 	default:
-		var snap snapshot
 		if err := json.Unmarshal(b, &snap); err != nil {
-			return nil, fmt.Errorf("load alert state %s: %w", SnapshotFile, err)
+			return nil, 0, fmt.Errorf("load alert state %s: %w", SnapshotFile, err)
 		}
 		if snap.Version != Version {
-			return nil, fmt.Errorf("load alert state %s: version %d, want %d", SnapshotFile, snap.Version, Version)
+			return nil, 0, fmt.Errorf("load alert state %s: version %d, want %d", SnapshotFile, snap.Version, Version)
 		}
 		for _, a := range snap.Alerts {
 			if k := a.Identity(); k != "" {
@@ -92,14 +100,15 @@ func load(dir string) ([]engine.Alert, error) {
 			}
 		}
 	}
+	seq := snap.Seq
 	j, err := os.Open(filepath.Join(dir, JournalFile))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("load alert journal: %w", err)
+		return nil, 0, fmt.Errorf("load alert journal: %w", err)
 	}
 	if err == nil {
 		defer j.Close()
-		if err := replay(j, byKey); err != nil {
-			return nil, err
+		if seq, err = replay(j, byKey, snap.Seq); err != nil {
+			return nil, 0, err
 		}
 	}
 	out := make([]engine.Alert, 0, len(byKey))
@@ -111,20 +120,22 @@ func load(dir string) ([]engine.Alert, error) {
 	for _, k := range keys {
 		out = append(out, byKey[k])
 	}
-	return out, nil
+	return out, seq, nil
 }
 
-// replay applies journal records in order. Only a final line without its
-// newline may be damaged (a crash mid-append); it is ignored.
-func replay(r io.Reader, byKey map[string]engine.Alert) error {
+// replay applies journal records newer than after, in order, and returns
+// the last sequence number seen. Only a final line without its newline may
+// be damaged (a crash mid-append); it is ignored.
+func replay(r io.Reader, byKey map[string]engine.Alert, after uint64) (uint64, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
+	last := after
 	for n := 1; ; n++ {
 		line, err := br.ReadBytes('\n')
 		if err == io.EOF {
-			return nil // a torn or empty tail
+			return last, nil // a torn or empty tail
 		}
 		if err != nil {
-			return fmt.Errorf("load alert journal: %w", err)
+			return 0, fmt.Errorf("load alert journal: %w", err)
 		}
 		line = bytes.TrimSpace(line)
 		if len(line) == 0 {
@@ -132,11 +143,12 @@ func replay(r io.Reader, byKey map[string]engine.Alert) error {
 		}
 		var rec record
 		if err := json.Unmarshal(line, &rec); err != nil {
-			return fmt.Errorf("load alert journal line %d: %w", n, err)
+			return 0, fmt.Errorf("load alert journal line %d: %w", n, err)
 		}
+		last = max(last, rec.Seq)
 		k := rec.Alert.Identity()
-		if k == "" {
-			continue
+		if k == "" || rec.Seq <= after {
+			continue // already in the snapshot
 		}
 		switch rec.Op {
 		case "put":
@@ -144,7 +156,7 @@ func replay(r io.Reader, byKey map[string]engine.Alert) error {
 		case "del":
 			delete(byKey, k)
 		default:
-			return fmt.Errorf("load alert journal line %d: unknown op %q", n, rec.Op)
+			return 0, fmt.Errorf("load alert journal line %d: unknown op %q", n, rec.Op)
 		}
 	}
 }
@@ -156,16 +168,20 @@ func (s *Store) Append(put, removed []engine.Alert) error {
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
+	seq := s.seq
 	for _, a := range put {
-		if err := enc.Encode(record{Op: "put", Alert: a}); err != nil {
+		seq++
+		if err := enc.Encode(record{Seq: seq, Op: "put", Alert: a}); err != nil {
 			return fmt.Errorf("encode alert: %w", err)
 		}
 	}
 	for _, a := range removed {
-		if err := enc.Encode(record{Op: "del", Alert: a}); err != nil {
+		seq++
+		if err := enc.Encode(record{Seq: seq, Op: "del", Alert: a}); err != nil {
 			return fmt.Errorf("encode alert: %w", err)
 		}
 	}
+	s.seq = seq
 	n, err := s.journal.Write(buf.Bytes())
 	s.size += int64(n)
 	if err != nil {
@@ -180,10 +196,10 @@ func (s *Store) Append(put, removed []engine.Alert) error {
 // JournalSize is the journal's length in bytes.
 func (s *Store) JournalSize() int64 { return s.size }
 
-// Compact replaces the snapshot with alerts (every alert held) and empties
-// the journal.
+// Compact replaces the snapshot with alerts (every alert held, including
+// every change journaled so far) and empties the journal.
 func (s *Store) Compact(alerts []engine.Alert) error {
-	b, err := json.Marshal(snapshot{Version: Version, Alerts: alerts})
+	b, err := json.Marshal(snapshot{Version: Version, Seq: s.seq, Alerts: alerts})
 	if err != nil {
 		return fmt.Errorf("encode alert state: %w", err)
 	}
