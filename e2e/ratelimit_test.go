@@ -161,6 +161,18 @@ routes:
 		t.Fatalf("after a bad file: %d", code)
 	}
 
+	// HTTP/2 without TLS (prior knowledge) is served too.
+	h2 := &http.Transport{Protocols: new(http.Protocols)}
+	h2.Protocols.SetUnencryptedHTTP2(true)
+	resp, err := (&http.Client{Transport: h2, Timeout: 5 * time.Second}).Get(proxy + "/open")
+	if err != nil {
+		t.Fatalf("h2c: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("h2c: %d over %s", resp.StatusCode, resp.Proto)
+	}
+
 	out, errs, exit := testkit.Run(t, "ratelimit", "", "ctl", "limits", "perip", "127.0.0.1", "--addr", p.Addr)
 	if exit != 0 || !strings.Contains(out, `"held":true,"excess":1.9`) || !strings.Contains(out, `"max_keys":512`) {
 		t.Fatalf("ctl limits: exit %d\n%s%s", exit, out, errs)
@@ -443,7 +455,7 @@ func TestRatelimitCluster(t *testing.T) {
 upstreams:
   app: {servers: [%s]}
 routes:
-  - {name: api, upstream: app, limits: [{zone: all}]}
+  - {name: api, upstream: app, limits: [{zone: all, burst: 2, nodelay: true}]}
 `, strings.TrimPrefix(backend.URL, "http://"))), 0o600)
 	adminA, adminB := rlFreeAddr(t), rlFreeAddr(t)
 	proxyA, proxyB := rlFreeAddr(t), rlFreeAddr(t)
@@ -468,11 +480,11 @@ routes:
 		return admitted
 	}
 	got := send([]string{proxyA, proxyB}, 3*time.Second)
-	// 20r/s over 3 s is 60; each gateway also admits its first request
-	// without waiting.
-	t.Logf("two gateways admitted %d in 3 s at a configured 20r/s (60 expected)", got)
-	if got < 54 || got > 66 {
-		t.Errorf("two gateways admitted %d, want 60 ± 10%%", got)
+	// 20r/s over 3 s is 60, plus each gateway's burst of 2 and first
+	// request: 66 at most.
+	t.Logf("two gateways admitted %d in 3 s at a configured 20r/s, burst 2 (60 + 6 at most)", got)
+	if got < 56 || got > 66 {
+		t.Errorf("two gateways admitted %d, want 56..66", got)
 	}
 
 	if code := b.Stop(t, 10*time.Second); code != 0 {
@@ -480,8 +492,8 @@ routes:
 	}
 	rlWaitFor(t, "a to take the whole rate", func() bool { return strings.Contains(a.Logs(), "live_gateways=1") })
 	got = send([]string{proxyA}, 2*time.Second)
-	t.Logf("one gateway alone admitted %d in 2 s (40 expected)", got)
-	if got < 36 || got > 44 {
-		t.Errorf("alone: admitted %d, want 40 ± 10%%", got)
+	t.Logf("one gateway alone admitted %d in 2 s (40 + 3 at most)", got)
+	if got < 36 || got > 43 {
+		t.Errorf("alone: admitted %d, want 36..43", got)
 	}
 }

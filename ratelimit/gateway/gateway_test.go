@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -392,5 +393,85 @@ routes:
 	rep = g.Limits("", "")
 	if rep.Zones[0].RateNow != "5r/s" || rep.Zones[1].RateNow != "2.500r/s" {
 		t.Fatalf("after reload %+v", rep.Zones)
+	}
+}
+
+// TestUpgradePassesThrough: an Upgrade (as WebSocket uses) reaches the
+// upstream and the connection then carries bytes both ways.
+func TestUpgradePassesThrough(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "want Upgrade: echo", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(brw, buf); err == nil {
+			conn.Write(buf)
+		}
+	}))
+	defer up.Close()
+	_, srv := newGateway(t, fmt.Sprintf(`
+upstreams:
+  app: {servers: [%s]}
+routes:
+  - {name: ws, upstream: app}
+`, strings.TrimPrefix(up.URL, "http://")), nil)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	io.WriteString(conn, "ping")
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo over the upgraded connection: %q %v", buf, err)
+	}
+}
+
+// TestStreamingResponse: a response written in pieces reaches the client
+// piece by piece, not once the upstream is done.
+func TestStreamingResponse(t *testing.T) {
+	next := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		<-next
+		io.WriteString(w, "second\n")
+	}))
+	defer up.Close()
+	_, srv := newGateway(t, fmt.Sprintf(`
+upstreams:
+  app: {servers: [%s]}
+routes:
+  - {name: s, upstream: app}
+`, strings.TrimPrefix(up.URL, "http://")), nil)
+	resp, err := http.Get(srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first piece: %q %v", line, err)
+	}
+	close(next)
+	if line, _ := br.ReadString('\n'); line != "second\n" {
+		t.Fatalf("second piece: %q", line)
 	}
 }
