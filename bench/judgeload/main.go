@@ -53,8 +53,8 @@ type target struct {
 	encode func(round int, ts int64, from, to int) ([]byte, error)
 	// wallClock: the points carry the time they are sent, not the step.
 	wallClock bool
-	url    string
-	header map[string]string
+	url       string
+	header    map[string]string
 }
 
 func run(ctx context.Context, o options) error {

@@ -4,7 +4,7 @@
 // repeats under max_step, resolved with value and duration), nodata per
 // series and per host, and the alert registry that is persisted and sent.
 //
-// Memory per series: the series struct (96 bytes), its key (the labels
+// Memory per series: the series struct (112 bytes), its key (the labels
 // encoded once, name and values with a separator byte each), a map slot,
 // one rule entry per matching strategy (40 bytes), and a window of 2×W
 // float64 values, W being the largest window among its strategies (the
