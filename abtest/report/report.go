@@ -6,6 +6,7 @@
 package report
 
 import (
+	"bytes"
 	"math"
 	"slices"
 	"time"
@@ -105,6 +106,8 @@ type Builder struct {
 	discover   bool
 	index      map[string]int32
 	units      []unitState
+	lastUnit   []byte // the previous record's unit and its index: a unit's
+	lastIndex  int32  // events often come together, saving the map lookup
 	events     int
 	conv, met  int
 	preEnd     int64
@@ -127,12 +130,17 @@ func NewBuilder(experiment string, opt Options) *Builder {
 }
 
 func (b *Builder) unit(id []byte) *unitState {
-	if i, ok := b.index[string(id)]; ok {
-		return &b.units[i]
+	if b.lastUnit != nil && bytes.Equal(id, b.lastUnit) {
+		return &b.units[b.lastIndex]
 	}
-	b.index[string(id)] = int32(len(b.units))
-	b.units = append(b.units, unitState{variant: -1})
-	return &b.units[len(b.units)-1]
+	i, ok := b.index[string(id)]
+	if !ok {
+		i = int32(len(b.units))
+		b.index[string(id)] = i
+		b.units = append(b.units, unitState{variant: -1})
+	}
+	b.lastUnit, b.lastIndex = append(b.lastUnit[:0], id...), i
+	return &b.units[i]
 }
 
 // Add takes one stored event.

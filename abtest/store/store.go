@@ -282,35 +282,40 @@ func scanFile(f *os.File, limit int64, fn func(r *Record, end int64) error) erro
 	}
 	br := bufio.NewReaderSize(f, readBufSize)
 	var off int64
-	var header [headerLen]byte
-	payload := make([]byte, maxRecord)
 	var r Record
 	for off < limit {
-		if _, err := io.ReadFull(br, header[:]); err != nil {
-			if err == io.EOF {
+		// Records are parsed in place in the read buffer (Peek), without
+		// copying; maxRecord is far below the buffer's size.
+		header, err := br.Peek(headerLen)
+		if err != nil {
+			if err == io.EOF && len(header) == 0 {
 				return nil
 			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
+			if err == io.EOF {
 				return errTorn
 			}
 			return err
 		}
-		n := binary.LittleEndian.Uint32(header[:4])
+		n := int(binary.LittleEndian.Uint32(header[:4]))
 		if n < fixedLen || n > maxRecord {
 			return errTorn
 		}
-		p := payload[:n]
-		if _, err := io.ReadFull(br, p); err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
+		whole, err := br.Peek(headerLen + n)
+		if err != nil {
+			if err == io.EOF {
 				return errTorn
 			}
 			return err
 		}
-		if crc32.Checksum(p, castagnoli) != binary.LittleEndian.Uint32(header[4:]) || !decode(p, &r) {
+		p := whole[headerLen:]
+		if crc32.Checksum(p, castagnoli) != binary.LittleEndian.Uint32(whole[4:]) || !decode(p, &r) {
 			return errTorn
 		}
-		off += headerLen + int64(n)
+		off += int64(headerLen + n)
 		if err := fn(&r, off); err != nil {
+			return err
+		}
+		if _, err := br.Discard(headerLen + n); err != nil {
 			return err
 		}
 	}
