@@ -110,6 +110,8 @@ type policy struct {
 	name string
 	q    int64
 	w    int64
+	// the header texts, made once
+	quoted, header, limit string
 }
 
 // New returns a gateway with no routes (every request gets 404).
@@ -199,6 +201,7 @@ func (g *Gateway) Load(cfg *Config) error {
 		}
 		p := newPool(name, uc, g.log)
 		p.fingerpr = fp
+		p.errors = g.metrics.GetOrCreateCounter(fmt.Sprintf(`ratelimit_upstream_errors_total{upstream=%q}`, name))
 		if uc.Adaptive != nil {
 			lim, err := adaptive.New(uc.Adaptive.limiterConfig())
 			if err != nil {
@@ -360,10 +363,14 @@ func (g *Gateway) newRoute(rc RouteConfig, st *state) (*route, error) {
 // q per second from 1/s up, else 1 per ⌈1/rate⌉ seconds (nginx's 1r/m is
 // 16 thousandths a second: one per 63 s, not 60).
 func quota(name string, perSecond float64) policy {
+	p := policy{name: name, q: 1, w: int64(math.Ceil(1/perSecond - 1e-9))}
 	if perSecond >= 1 {
-		return policy{name: name, q: int64(math.Floor(perSecond)), w: 1}
+		p.q, p.w = int64(math.Floor(perSecond)), 1
 	}
-	return policy{name: name, q: 1, w: int64(math.Ceil(1/perSecond - 1e-9))}
+	p.quoted = strconv.Quote(name)
+	p.header = fmt.Sprintf("%s;q=%d;w=%d", p.quoted, p.q, p.w)
+	p.limit = strconv.FormatInt(p.q, 10)
+	return p
 }
 
 func (r *route) matches(req *http.Request) bool {
@@ -590,19 +597,20 @@ func contains(list []string, v string) bool {
 }
 
 // limitHeaders sets RateLimit-Policy and RateLimit (the IETF httpapi draft)
-// and the legacy X-RateLimit-* for the tightest limit.
+// and the legacy X-RateLimit-* for the tightest limit. The header map is
+// written directly with canonical names: this runs on every request.
 func (g *Gateway) limitHeaders(h http.Header, rt *route, o outcome) {
 	if o.tightest < 0 {
 		return
 	}
-	p := rt.policy[o.tightest]
-	reset := int64(math.Ceil(o.reset.Seconds()))
-	remaining := max(o.remaining, 0)
-	h.Set("RateLimit-Policy", fmt.Sprintf("%q;q=%d;w=%d", p.name, p.q, p.w))
-	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", p.name, remaining, reset))
-	h.Set("X-RateLimit-Limit", strconv.FormatInt(p.q, 10))
-	h.Set("X-RateLimit-Remaining", strconv.FormatInt(remaining, 10))
-	h.Set("X-RateLimit-Reset", strconv.FormatInt(reset, 10))
+	p := &rt.policy[o.tightest]
+	reset := strconv.FormatInt(int64(math.Ceil(o.reset.Seconds())), 10)
+	remaining := strconv.FormatInt(max(o.remaining, 0), 10)
+	h["Ratelimit-Policy"] = []string{p.header}
+	h["Ratelimit"] = []string{p.quoted + ";r=" + remaining + ";t=" + reset}
+	h["X-Ratelimit-Limit"] = []string{p.limit}
+	h["X-Ratelimit-Remaining"] = []string{remaining}
+	h["X-Ratelimit-Reset"] = []string{reset}
 }
 
 func (g *Gateway) access(req *http.Request, rt *route, ri *requestInfo, limitStatus string, code int, upstream string, start time.Time, dye string) {
@@ -628,8 +636,15 @@ func (g *Gateway) proxyError(w http.ResponseWriter, req *http.Request, err error
 		code = 499 // the client went away, as nginx logs it
 	}
 	if at, _ := req.Context().Value(attemptKey).(*attempt); at != nil {
-		g.metrics.GetOrCreateCounter(fmt.Sprintf(`ratelimit_upstream_errors_total{upstream=%q}`, at.pool.name)).Inc()
-		g.log.Warn("upstream error", "upstream", at.pool.name, "uri", req.RequestURI, "err", err)
+		at.pool.errors.Inc()
+		// One line a second per pool at most: a dead upstream must not
+		// turn every request into a log line.
+		now := g.opts.Now().UnixNano()
+		last := at.pool.lastErrLog.Load()
+		if now-last >= int64(time.Second) && at.pool.lastErrLog.CompareAndSwap(last, now) {
+			g.log.Warn("upstream error", "upstream", at.pool.name, "uri", req.RequestURI, "err", err,
+				"errors_total", at.pool.errors.Get())
+		}
 	}
 	w.WriteHeader(code)
 }

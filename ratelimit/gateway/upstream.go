@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 )
 
 // Defaults of an upstream pool.
@@ -48,13 +50,16 @@ type pool struct {
 	transport *http.Transport
 	limiter   concurrencyLimiter // nil without adaptive concurrency
 	log       *slog.Logger
+	errors    *metrics.Counter
+	// lastErrLog (unix ns) paces the pool's error log lines.
+	lastErrLog atomic.Int64
 
 	stop context.CancelFunc
 	done chan struct{}
 }
 
 func newPool(name string, cfg UpstreamConfig, log *slog.Logger) *pool {
-	p := &pool{name: name, cfg: cfg, log: log, done: make(chan struct{})}
+	p := &pool{name: name, cfg: cfg, log: log, done: make(chan struct{}), errors: new(metrics.Counter)}
 	for _, a := range cfg.Servers {
 		s := &server{addr: a}
 		s.healthy.Store(true)
