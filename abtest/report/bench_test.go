@@ -11,7 +11,13 @@ import (
 
 // BenchmarkCompute reports over 1,000,000 events of 100,000 units (the
 // whole-system figure for 10,000,000 events is bench/abtest-report.sh).
-func BenchmarkCompute(b *testing.B) {
+func BenchmarkCompute(b *testing.B) { benchCompute(b, false) }
+
+// BenchmarkComputeInterleaved writes the same events in rounds over all
+// units, so consecutive events never share a unit.
+func BenchmarkComputeInterleaved(b *testing.B) { benchCompute(b, true) }
+
+func benchCompute(b *testing.B, interleaved bool) {
 	s, err := store.Open(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
@@ -19,10 +25,16 @@ func BenchmarkCompute(b *testing.B) {
 	defer s.Close()
 	t0 := time.Unix(1700000000, 0)
 	var buf []events.Event
-	for u := range 100_000 {
+	const units, perUnit = 100_000, 10
+	for i := range units * perUnit {
+		u, k := i/perUnit, i%perUnit
+		if interleaved {
+			u, k = i%units, i/units
+		}
 		unit := "user-" + strconv.Itoa(u)
-		buf = append(buf, events.Event{Kind: events.Exposure, Experiment: "e", Unit: unit, Variant: []string{"c", "t"}[u%2], Time: t0})
-		for k := range 9 {
+		if k == 0 {
+			buf = append(buf, events.Event{Kind: events.Exposure, Experiment: "e", Unit: unit, Variant: []string{"c", "t"}[u%2], Time: t0})
+		} else {
 			buf = append(buf, events.Event{Kind: events.Metric, Experiment: "e", Unit: unit, Name: "m", Value: float64(k + u%5), Time: t0})
 		}
 		if len(buf) > 10_000 {

@@ -6,7 +6,6 @@
 package report
 
 import (
-	"bytes"
 	"math"
 	"slices"
 	"time"
@@ -90,6 +89,7 @@ type VariantResult struct {
 }
 
 type unitState struct {
+	seen      bool
 	variant   int32 // -1 not exposed, -2 unknown variant
 	mixed     bool
 	forced    bool
@@ -104,10 +104,7 @@ type Builder struct {
 	opt        Options
 	variantIdx map[string]int32
 	discover   bool
-	index      map[string]int32
-	units      []unitState
-	lastUnit   []byte // the previous record's unit and its index: a unit's
-	lastIndex  int32  // events often come together, saving the map lookup
+	units      []unitState // by the store's unit number (Add) or appended (AddUnit)
 	events     int
 	conv, met  int
 	preEnd     int64
@@ -118,7 +115,7 @@ func NewBuilder(experiment string, opt Options) *Builder {
 	if opt.Level == 0 {
 		opt.Level = 0.95
 	}
-	b := &Builder{experiment: experiment, opt: opt, variantIdx: map[string]int32{}, index: map[string]int32{}, preEnd: math.MinInt64}
+	b := &Builder{experiment: experiment, opt: opt, variantIdx: map[string]int32{}, preEnd: math.MinInt64}
 	if !opt.PreEnd.IsZero() {
 		b.preEnd = opt.PreEnd.UnixNano()
 	}
@@ -129,26 +126,26 @@ func NewBuilder(experiment string, opt Options) *Builder {
 	return b
 }
 
-func (b *Builder) unit(id []byte) *unitState {
-	if b.lastUnit != nil && bytes.Equal(id, b.lastUnit) {
-		return &b.units[b.lastIndex]
+// unit is the state of the unit numbered id by the store: a slice index,
+// no hashing of unit ids.
+func (b *Builder) unit(id uint32) *unitState {
+	if int(id) >= len(b.units) {
+		b.units = slices.Grow(b.units, int(id)+1-len(b.units))
+		for len(b.units) <= int(id) {
+			b.units = append(b.units, unitState{variant: -1})
+		}
 	}
-	i, ok := b.index[string(id)]
-	if !ok {
-		i = int32(len(b.units))
-		b.index[string(id)] = i
-		b.units = append(b.units, unitState{variant: -1})
-	}
-	b.lastUnit, b.lastIndex = append(b.lastUnit[:0], id...), i
-	return &b.units[i]
+	u := &b.units[id]
+	u.seen = true
+	return u
 }
 
-// Add takes one stored event.
+// Add takes one stored event. Do not mix with AddUnit in one report.
 func (b *Builder) Add(r *store.Record) {
 	b.events++
 	switch r.Kind {
 	case events.Exposure:
-		u := b.unit(r.Unit)
+		u := b.unit(r.UnitID)
 		v, ok := b.variantIdx[string(r.Variant)]
 		if !ok {
 			if b.discover {
@@ -171,7 +168,7 @@ func (b *Builder) Add(r *store.Record) {
 		if b.opt.Metric == "" || string(r.Name) != b.opt.Metric {
 			return
 		}
-		u := b.unit(r.Unit)
+		u := b.unit(r.UnitID)
 		if r.Time < b.preEnd {
 			u.pre += r.Value
 			return
@@ -216,6 +213,8 @@ func (b *Builder) Build() *Report {
 	for i := range b.units {
 		u := &b.units[i]
 		switch {
+		case !u.seen:
+			continue
 		case u.variant == -1:
 			rep.Excluded.Unexposed++
 			continue
@@ -382,7 +381,7 @@ func (b *Builder) AddUnit(row UnitRow) {
 	b.events += row.Events
 	b.conv += row.Conversions
 	b.met += row.Metrics
-	u := unitState{variant: -1, forced: row.Forced, value: row.Value, pre: row.Pre, converted: row.Conversions > 0}
+	u := unitState{seen: true, variant: -1, forced: row.Forced, value: row.Value, pre: row.Pre, converted: row.Conversions > 0}
 	for _, name := range row.Variants {
 		v, ok := b.variantIdx[name]
 		if !ok {
