@@ -497,3 +497,97 @@ routes:
 		t.Errorf("alone: admitted %d, want 36..43", got)
 	}
 }
+
+// rlSlots is an in-test backend of n slots, each busy `service` per
+// request; requests beyond n wait.
+func rlSlots(n int, service time.Duration) *httptest.Server {
+	sem := make(chan struct{}, n)
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case sem <- struct{}{}:
+		case <-r.Context().Done():
+			return
+		}
+		time.Sleep(service)
+		<-sem
+		io.WriteString(w, "ok")
+	}))
+}
+
+// rlOpenLoop sends rate requests a second for d, each at its intended time,
+// and returns the latencies (from the intended time) of the 200 answers
+// and the count of 503s.
+func rlOpenLoop(url string, rate int, d time.Duration) ([]time.Duration, int) {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1000}}
+	var mu sync.Mutex
+	var lat []time.Duration
+	refused := 0
+	var wg sync.WaitGroup
+	start := time.Now()
+	interval := time.Second / time.Duration(rate)
+	for i := 0; time.Duration(i)*interval < d; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		time.Sleep(time.Until(at))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get(url)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			switch resp.StatusCode {
+			case 200:
+				lat = append(lat, time.Since(at))
+			case 503:
+				refused++
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat, refused
+}
+
+// TestRatelimitOverload: a backend of 4 slots × 20 ms (200/s) behind the
+// gateway with brpc's auto limiter, offered 0.5× then 4× its capacity
+// open-loop: the gateway refuses the excess with 503 and the answered
+// requests stay fast; the same load without the limiter queues for
+// hundreds of milliseconds.
+func TestRatelimitOverload(t *testing.T) {
+	backend := rlSlots(4, 20*time.Millisecond)
+	defer backend.Close()
+	routes := filepath.Join(t.TempDir(), "routes.yaml")
+	os.WriteFile(routes, []byte(fmt.Sprintf(`upstreams:
+  limited: {servers: [%[1]s], adaptive: {algorithm: auto}}
+  open: {servers: [%[1]s]}
+routes:
+  - {name: limited, path_prefix: /limited, upstream: limited}
+  - {name: open, path_prefix: /open, upstream: open}
+`, strings.TrimPrefix(backend.URL, "http://"))), 0o600)
+	proxy := rlFreeAddr(t)
+	testkit.Start(t, "ratelimit", testkit.StartOptions{}, "--proxy-listen", proxy, "--routes", routes)
+
+	rlOpenLoop("http://"+proxy+"/limited", 100, 3*time.Second) // learn the no-load latency
+	lat, refused := rlOpenLoop("http://"+proxy+"/limited", 800, 3*time.Second)
+	if len(lat) == 0 {
+		t.Fatal("nothing answered at 4x")
+	}
+	goodput := float64(len(lat)) / 3
+	p99 := lat[len(lat)*99/100]
+	t.Logf("limited at 4x: goodput %.0f/s of 200, %d refused, p50 %v, p99 %v", goodput, refused, lat[len(lat)/2], p99)
+	if refused == 0 || goodput < 100 || p99 > 250*time.Millisecond {
+		t.Errorf("with the limiter at 4x: goodput %.0f/s, %d refused, p99 %v", goodput, refused, p99)
+	}
+	openLat, _ := rlOpenLoop("http://"+proxy+"/open", 800, time.Second)
+	if len(openLat) > 0 {
+		openP99 := openLat[len(openLat)*99/100]
+		t.Logf("without the limiter at 4x: %d answered in time, p99 %v", len(openLat), openP99)
+		if openP99 < 2*p99 {
+			t.Errorf("without the limiter p99 %v, with %v: no collapse shown", openP99, p99)
+		}
+	}
+}
