@@ -11,9 +11,10 @@ mkdir -p var/demo-logs
 # address (each daemon's default loopback port, see README.md), the binary
 # and its arguments.
 DEMO=(
-  "transfer       127.0.0.1:7120  transfer"                      # metrics intake, storage, query; Graphite on 7121
-  "collector      127.0.0.1:7110  collector --interval 30s"      # host metrics and app intake, relayed to transfer
   "alarm          127.0.0.1:7140  alarm --notify-config scripts/demo/alarm.yml"  # alerts in, notifications to var/demo-logs/notifications.jsonl
+  "judge          127.0.0.1:7130  judge --strategies scripts/demo/strategies.yaml --alarm 127.0.0.1:7140 --transfer-url http://127.0.0.1:7120"
+  "transfer       127.0.0.1:7120  transfer --judge j1=127.0.0.1:7130"  # metrics intake, storage, query; Graphite on 7121
+  "collector      127.0.0.1:7110  collector --interval 30s"      # host metrics and app intake, relayed to transfer
   "configd        127.0.0.1:7160  configd"                       # config server and naming service
   "configd-agent  127.0.0.1:7161  configd agent --app demo --namespace demo/prod/app"  # keeps demo/prod/app on disk
 )
@@ -78,6 +79,7 @@ Try, in another shell:
   printf 'port=8080\n' | bin/configd put demo/prod/app app.properties && bin/configd publish demo/prod/app -m first
   cat var/configd-agent/cache/demo/prod/app/current/app.properties   # the agent's atomic copy
   bin/configd hosts demo                                           # the naming service
+  echo "demo.latency;endpoint=web01 250 $(date +%s)" | bin/transfer push --addr 127.0.0.1:7120   # judge fires DemoLatencyHigh
   echo '{"labels":{"alertname":"DiskFull","instance":"web01"}}' | bin/alarm send
   amtool --alertmanager.url=http://127.0.0.1:7140 alert query     # a notification lands in var/demo-logs/notifications.jsonl after 5 s
   Grafana: add a Prometheus data source at http://127.0.0.1:7120 (examples/grafana/)

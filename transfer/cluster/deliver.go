@@ -88,11 +88,21 @@ type FalconItem struct {
 // ToFalcon converts a point to open-falcon's push item: the endpoint label,
 // the metric name and the other labels as tags "k=v,...".
 func ToFalcon(p metric.Point) FalconItem {
+	step := p.Step
+	if step <= 0 {
+		// Graphite and remote_write points carry no step, and open-falcon
+		// JSON requires one; judge's windows count points, so the default
+		// finest archive step serves.
+		step = defaultJudgeStep
+	}
 	return FalconItem{
 		Endpoint: p.Labels.Get(metric.EndpointLabel), Metric: p.Labels.Name(), Tags: p.Labels.FormatTags(),
-		Timestamp: p.Time, Step: p.Step, Value: p.Value, CounterType: p.Type.String(),
+		Timestamp: p.Time, Step: step, Value: p.Value, CounterType: p.Type.String(),
 	}
 }
+
+// defaultJudgeStep is the step sent to judge for points that have none.
+const defaultJudgeStep = 60
 
 // judgeDeliverer posts open-falcon JSON to a judge node's /api/push.
 type judgeDeliverer struct {

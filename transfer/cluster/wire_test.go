@@ -66,6 +66,12 @@ func TestToFalcon(t *testing.T) {
 	if got != want {
 		t.Fatalf("ToFalcon = %+v; want %+v", got, want)
 	}
+	// A Graphite point has no step; judge's intake requires one.
+	graphite := testPoints()[0]
+	graphite.Step = 0
+	if got := ToFalcon(graphite); got.Step != defaultJudgeStep {
+		t.Fatalf("ToFalcon of a stepless point: step %d; want %d", got.Step, defaultJudgeStep)
+	}
 }
 
 func FuzzDecodeBody(f *testing.F) {
