@@ -73,6 +73,15 @@ type Encoder struct {
 	fields map[*tail.Input][]byte
 }
 
+// Size is a close upper estimate of ev's encoded size, to size buffers.
+func (e *Encoder) Size(ev *tail.Event) int {
+	n := 120 + len(e.Host) + len(ev.Path) + len(ev.FileID) + len(ev.Line) + len(ev.Line)/8
+	if ev.Input != nil && len(ev.Input.Fields) > 0 {
+		n += len(e.encodedFields(ev.Input))
+	}
+	return n
+}
+
 // Append appends ev's JSON object (without a newline) to dst.
 func (e *Encoder) Append(dst []byte, ev *tail.Event) []byte {
 	dst = append(dst, `{"time":"`...)
@@ -86,7 +95,7 @@ func (e *Encoder) Append(dst []byte, ev *tail.Event) []byte {
 	dst = append(dst, `","offset":`...)
 	dst = strconv.AppendInt(dst, ev.Offset, 10)
 	dst = append(dst, `,"line":`...)
-	dst = appendString(dst, string(ev.Line))
+	dst = appendBytes(dst, ev.Line)
 	if ev.Truncated {
 		dst = append(dst, `,"truncated":true`...)
 	}
@@ -135,6 +144,63 @@ const hexDigits = "0123456789abcdef"
 // appendString appends s as a JSON string. Bytes that are not valid UTF-8
 // become U+FFFD (the event's "raw" keeps them).
 func appendString(dst []byte, s string) []byte {
+	return appendJSON(dst, s, utf8.ValidString(s))
+}
+
+// appendBytes is appendString for a byte slice, without copying it.
+func appendBytes(dst []byte, b []byte) []byte {
+	return appendJSON(dst, b, utf8.Valid(b))
+}
+
+// appendJSON escapes s, which valid says is valid UTF-8; the fast path
+// looks at bytes only.
+func appendJSON[T string | []byte](dst []byte, s T, valid bool) []byte {
+	if !valid {
+		return appendLossy(dst, string(s))
+	}
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c != 0xE2 {
+			continue
+		}
+		if c == 0xE2 {
+			// U+2028 and U+2029 (E2 80 A8/A9) are escaped, as
+			// encoding/json does, for JavaScript readers.
+			if i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xA8 || s[i+2] == 0xA9) {
+				dst = append(dst, s[start:i]...)
+				dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[s[i+2]&0xf])
+				i += 2
+				start = i + 1
+			}
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		dst = appendEscape(dst, c)
+		start = i + 1
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+func appendEscape(dst []byte, c byte) []byte {
+	switch c {
+	case '"', '\\':
+		return append(dst, '\\', c)
+	case '\n':
+		return append(dst, '\\', 'n')
+	case '\r':
+		return append(dst, '\\', 'r')
+	case '\t':
+		return append(dst, '\\', 't')
+	}
+	return append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+}
+
+// appendLossy escapes a string that is not valid UTF-8, replacing each bad
+// byte with U+FFFD.
+func appendLossy(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -145,18 +211,7 @@ func appendString(dst []byte, s string) []byte {
 				continue
 			}
 			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
+			dst = appendEscape(dst, c)
 			i++
 			start = i
 			continue

@@ -111,7 +111,9 @@ func (in *Input) Validate() error {
 	return nil
 }
 
-// Event is one line (or multiline event) read from a file.
+// Event is one line (or multiline event) read from a file. Line points
+// into the tailer's read buffer: it is valid only during Emit, and an
+// Emitter that keeps it must copy it.
 type Event struct {
 	Input     *Input
 	Path      string
@@ -188,6 +190,9 @@ type Tailer struct {
 	truncated  []Checkpoint // heads of files cut by copytruncate, for their copies
 	lastScan   time.Time
 	scannedYet bool
+	// readAt is the time of the current read, the events' read time (one
+	// clock reading per read, not per line).
+	readAt time.Time
 	// atFirstScan holds files found by the first scan and not opened yet
 	// (too many open): start_at applies to them.
 	atFirstScan map[fileKey]bool
@@ -225,6 +230,7 @@ type stream struct {
 	// Under ackMu.
 	path      string
 	id        Identity
+	fileID    string
 	committed int64
 	ends      []int64
 	acked     []bool
@@ -697,6 +703,7 @@ func (t *Tailer) readStream(ctx context.Context, s *stream) (int, error) {
 			}
 		}
 		n, err := s.f.Read(s.buf[s.w:])
+		t.readAt = t.now()
 		if n > 0 {
 			s.w += n
 			s.readBytes += int64(n)
@@ -768,7 +775,7 @@ func (t *Tailer) splitLines(ctx context.Context, s *stream) error {
 func (t *Tailer) line(ctx context.Context, s *stream, c Chunk) error {
 	t.lines.Inc()
 	if s.asm != nil {
-		if out, ok := s.asm.Add(c, t.now()); ok {
+		if out, ok := s.asm.Add(c, t.readAt); ok {
 			return t.emit(ctx, s, out)
 		}
 		return nil
@@ -779,9 +786,15 @@ func (t *Tailer) line(ctx context.Context, s *stream, c Chunk) error {
 // emit hands one chunk to the emitter as an event and opens its place in
 // the ack window.
 func (t *Tailer) emit(ctx context.Context, s *stream, c Chunk) error {
-	ev := &Event{Input: s.input, Offset: c.Start, Line: bytes.Clone(c.Text), Truncated: c.Truncated, Time: t.now(), stream: s}
+	if t.readAt.IsZero() {
+		t.readAt = t.now()
+	}
+	ev := &Event{Input: s.input, Offset: c.Start, Line: c.Text, Truncated: c.Truncated, Time: t.readAt, stream: s}
 	t.ackMu.Lock()
-	ev.Path, ev.FileID = s.path, s.id.ID()
+	if s.fileID == "" {
+		s.fileID = s.id.ID() // device, inode and birth never change
+	}
+	ev.Path, ev.FileID = s.path, s.fileID
 	ev.seq = s.next
 	s.next++
 	s.ends = append(s.ends, c.End)
@@ -814,6 +827,7 @@ func (t *Tailer) ack(s *stream, seq uint64) {
 // fingerprint widening, closing files gone or idle.
 func (t *Tailer) housekeep(ctx context.Context) error {
 	now := t.now()
+	t.readAt = now
 	for _, s := range t.live {
 		if s.asm != nil && s.asm.Due(now) {
 			if c, ok := s.asm.Flush(); ok {

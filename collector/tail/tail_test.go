@@ -1,6 +1,7 @@
 package tail
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -23,6 +24,7 @@ type collect struct {
 }
 
 func (c *collect) Emit(_ context.Context, ev *Event) error {
+	ev.Line = bytes.Clone(ev.Line)
 	c.mu.Lock()
 	c.events = append(c.events, ev)
 	hold := c.hold

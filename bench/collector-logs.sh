@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Log shipping throughput: one file of realistic access-log lines shipped
+# into a kfake broker running as its own process, by the collector, by
+# kcat -P (librdkafka) and by rsyslog (imfile + omkafka), each into a fresh
+# broker, all with zstd. Prints MB/s, lines/s, CPU seconds per GiB and
+# peak RSS of each shipper.
+#
+# Usage: bench/collector-logs.sh [bytes]   (default 1073741824 = 1 GiB)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${1:-1073741824}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+go build -o "$WORK/collector" ./collector
+go build -o "$WORK/kfake" ./internal/tools/kfake
+go build -o "$WORK/tool" ./bench/collector-logs
+
+LOG="$WORK/access.log"
+LINES=$("$WORK/tool" gen --bytes "$SIZE" --out "$LOG")
+BYTES=$(stat -c %s "$LOG")
+echo "file: $BYTES bytes, $LINES lines"
+HZ=$(getconf CLK_TCK)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_kafka() {
+	KPORT=$(free_port)
+	"$WORK/kfake" --listen "127.0.0.1:$KPORT" --topics logs:3 >"$WORK/kfake.out" 2>&1 &
+	KPID=$!
+	PIDS+=($KPID)
+	until [ -s "$WORK/kfake.out" ]; do sleep 0.1; done
+	BROKER="127.0.0.1:$KPORT"
+}
+stop_kafka() { kill "$KPID"; wait "$KPID" 2>/dev/null || true; }
+
+# report NAME SECONDS CPU_SECONDS PEAK_RSS_KB
+report() {
+	awk -v name="$1" -v s="$2" -v cpu="$3" -v rss="$4" -v bytes="$BYTES" -v lines="$LINES" 'BEGIN {
+		printf "%-10s %7.1f s  %7.1f MB/s  %9.0f lines/s  %6.1f CPU s/GiB  peak RSS %6.1f MB\n",
+			name, s, bytes / s / 1e6, lines / s, cpu / (bytes / 1073741824), rss / 1024 }'
+}
+
+proc_cpu() { awk -v hz="$HZ" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+proc_hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+# collector
+start_kafka
+CPORT=$(free_port)
+cat >"$WORK/collector.yaml" <<YAML
+logs:
+  inputs:
+    - name: bench
+      paths: ["$LOG"]
+      topic: logs
+      key: none
+YAML
+t0=$(date +%s.%N)
+"$WORK/collector" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector-data" --config "$WORK/collector.yaml" \
+	--host-metrics=false --graphite-listen "" --statsd-listen "" --transfer 127.0.0.1:1 \
+	--kafka-brokers "$BROKER" 2>"$WORK/collector.log" &
+CPID=$!
+PIDS+=($CPID)
+"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
+t1=$(date +%s.%N)
+report collector "$(echo "$t1 - $t0" | bc)" "$(proc_cpu $CPID)" "$(proc_hwm $CPID)"
+kill "$CPID"; wait "$CPID" 2>/dev/null || true
+stop_kafka
+
+# kcat -P (librdkafka)
+if command -v kcat >/dev/null; then
+	start_kafka
+	t0=$(date +%s.%N)
+	/usr/bin/time -f "%U %S %M" -o "$WORK/kcat.time" kcat -P -b "$BROKER" -t logs -z zstd -X compression.level=1 -l "$LOG"
+	"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
+	t1=$(date +%s.%N)
+	read -r u s m <"$WORK/kcat.time"
+	report kcat "$(echo "$t1 - $t0" | bc)" "$(echo "$u + $s" | bc)" "$m"
+	stop_kafka
+else
+	echo "kcat: not installed (apt-get install kcat)"
+fi
+
+# rsyslog imfile + omkafka
+if command -v rsyslogd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/omkafka.so ]; then
+	start_kafka
+	mkdir -p "$WORK/rsyslog"
+	cat >"$WORK/rsyslog.conf" <<CONF
+global(workDirectory="$WORK/rsyslog" maxMessageSize="64k")
+module(load="imfile")
+module(load="omkafka")
+template(name="line" type="string" string="%msg%")
+ruleset(name="ship" queue.type="LinkedList" queue.size="100000") {
+	action(type="omkafka" broker=["$BROKER"] topic="logs" template="line"
+		confParam=["compression.codec=zstd", "compression.level=1"])
+}
+input(type="imfile" File="$LOG" Tag="bench" ruleset="ship" freshStartTail="off")
+CONF
+	t0=$(date +%s.%N)
+	rsyslogd -n -f "$WORK/rsyslog.conf" -i "$WORK/rsyslog.pid" 2>"$WORK/rsyslog.log" &
+	RPID=$!
+	PIDS+=($RPID)
+	"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" --timeout 20m >/dev/null
+	t1=$(date +%s.%N)
+	report rsyslog "$(echo "$t1 - $t0" | bc)" "$(proc_cpu $RPID)" "$(proc_hwm $RPID)"
+	kill "$RPID"; wait "$RPID" 2>/dev/null || true
+	stop_kafka
+else
+	echo "rsyslog: not installed (apt-get install rsyslog rsyslog-kafka)"
+fi
