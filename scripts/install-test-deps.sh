@@ -22,6 +22,8 @@ PACKAGES=(
 	nginx # limit_req side by side with ratelimit, and its benchmark
 	wrk # HTTP load for the ratelimit benchmark
 	hey # HTTP load with latency percentiles for the ratelimit benchmark
+	rsyslog # imfile, beside the collector in its log shipping benchmark
+	rsyslog-kafka # omkafka, beside the collector in its log shipping benchmark
 )
 
 if (($# > 0)); then
