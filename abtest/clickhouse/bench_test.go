@@ -1,14 +1,25 @@
 package clickhouse
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/opskit/opskit/abtest/events"
+	"github.com/opskit/opskit/abtest/forward"
 	"github.com/opskit/opskit/abtest/report"
+	"github.com/opskit/opskit/abtest/sdk"
+	"github.com/opskit/opskit/abtest/server"
+	"github.com/opskit/opskit/abtest/store"
 	"github.com/opskit/opskit/internal/testkit"
 )
 
@@ -67,5 +78,90 @@ func BenchmarkIntakeAndReport(b *testing.B) {
 		if rep.Variants[0].Units+rep.Variants[1].Units != units {
 			b.Fatalf("report holds %d units, want %d", rep.Variants[0].Units+rep.Variants[1].Units, units)
 		}
+	}
+}
+
+// BenchmarkHTTPIntakeToClickHouse is the whole intake path: POST /v1/events
+// (10,000 events per request, 4 clients), the embedded store and the spool
+// (both fsynced before the answer), and the forwarder inserting into
+// ClickHouse. It reports events/s from the first request until every event
+// is in ab_events.
+func BenchmarkHTTPIntakeToClickHouse(b *testing.B) {
+	ch := testkit.SharedClickHouse(b)
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Addr: ch.NativeAddr(), Database: ch.Database()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	dir := b.TempDir()
+	st, err := store.Open(filepath.Join(dir, "events"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	fw, err := forward.New(s, forward.Options{Name: "clickhouse", Dir: filepath.Join(dir, "spool")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer fw.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- fw.Run(runCtx) }()
+	defer func() { cancel(); <-done }()
+	a, _ := sdk.New(nil)
+	srv := server.New(a, server.Options{Sink: forward.Sinks{st, fw}, Scanner: st})
+	mux := http.NewServeMux()
+	srv.Register(mux)
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+
+	n := benchEvents()
+	const perRequest, clients = 10_000, 4
+	bodies := make(chan []byte, clients)
+	go func() {
+		defer close(bodies)
+		var body bytes.Buffer
+		for i := range n {
+			fmt.Fprintf(&body, `{"type":"metric","unit":"u%d","experiment":"intake","name":"revenue","value":%d,"time":1793491200}`+"\n", i%100_000, i%7)
+			if (i+1)%perRequest == 0 || i == n-1 {
+				bodies <- bytes.Clone(body.Bytes())
+				body.Reset()
+			}
+		}
+	}()
+	for b.Loop() {
+		began := time.Now()
+		var wg sync.WaitGroup
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for body := range bodies {
+					resp, err := http.Post(ts.URL+"/v1/events", "application/x-ndjson", bytes.NewReader(body))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		acked := time.Since(began)
+		for fw.Pending() > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		total := time.Since(began)
+		var rows uint64
+		if err := ch.Conn(b).QueryRow(ctx, "SELECT count() FROM ab_events WHERE experiment = 'intake'").Scan(&rows); err != nil || rows != uint64(n) {
+			b.Fatalf("ab_events holds %d rows (%v), want %d", rows, err, n)
+		}
+		b.ReportMetric(float64(n)/acked.Seconds(), "acked-events/s")
+		b.ReportMetric(float64(n)/total.Seconds(), "events/s")
 	}
 }

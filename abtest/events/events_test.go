@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,53 @@ func FuzzUnmarshal(f *testing.F) {
 		var back Event
 		if err := json.Unmarshal(out, &back); err != nil {
 			t.Fatalf("re-reading %s: %v", out, err)
+		}
+	})
+}
+
+func TestBinaryRoundTrip(t *testing.T) {
+	in := []Event{
+		{Kind: Exposure, Unit: "ü", Experiment: "e", Variant: "t", Time: time.Unix(1, 2), Forced: true},
+		{Kind: Metric, Unit: "u", Experiment: "e", Name: "n", Value: -2.5, Time: time.Unix(3, 0)},
+	}
+	var buf []byte
+	for i := range in {
+		buf = AppendBinary(buf, &in[i])
+	}
+	for i := range in {
+		var e Event
+		var err error
+		if buf, err = DecodeBinary(buf, &e); err != nil || !e.Time.Equal(in[i].Time) {
+			t.Fatalf("event %d: %+v %v", i, e, err)
+		}
+		e.Time, in[i].Time = time.Time{}, time.Time{}
+		if e != in[i] {
+			t.Fatalf("event %d: %+v, want %+v", i, e, in[i])
+		}
+	}
+	if len(buf) != 0 {
+		t.Fatalf("%d bytes left", len(buf))
+	}
+	if _, err := DecodeBinary([]byte{1, 0, 0}, new(Event)); err == nil {
+		t.Fatal("short input accepted")
+	}
+}
+
+func FuzzDecodeBinary(f *testing.F) {
+	f.Add(AppendBinary(nil, &Event{Kind: Conversion, Unit: "u", Experiment: "e", Name: "buy", Value: 1}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var e Event
+		rest, err := DecodeBinary(b, &e)
+		if err != nil {
+			return
+		}
+		if len(rest) > len(b) {
+			t.Fatal("rest longer than the input")
+		}
+		var back Event
+		if _, err := DecodeBinary(AppendBinary(nil, &e), &back); err != nil || back.Unit != e.Unit || back.Name != e.Name ||
+			back.Variant != e.Variant || !back.Time.Equal(e.Time) || math.Float64bits(back.Value) != math.Float64bits(e.Value) {
+			t.Fatalf("round trip of %+v: %+v %v", e, back, err)
 		}
 	})
 }

@@ -5,9 +5,7 @@
 package forward
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -81,14 +79,11 @@ func New(dest Destination, o Options) (*Forwarder, error) {
 
 // Append puts events in the spool; they are durable when it returns nil.
 func (f *Forwarder) Append(evs []events.Event) error {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	var buf []byte
 	for i := range evs {
-		if err := enc.Encode(evs[i]); err != nil {
-			return err
-		}
+		buf = events.AppendBinary(buf, &evs[i])
 	}
-	return f.spool.Append(context.Background(), spool.Record{Count: len(evs), Data: buf.Bytes()})
+	return f.spool.Append(context.Background(), spool.Record{Count: len(evs), Data: buf})
 }
 
 // Run delivers spooled events until ctx ends, retrying failures with
@@ -138,10 +133,11 @@ func (f *Forwarder) Close() error { return f.spool.Close() }
 func decode(recs []spool.Record) ([]events.Event, error) {
 	var out []events.Event
 	for _, r := range recs {
-		dec := json.NewDecoder(bytes.NewReader(r.Data))
-		for dec.More() {
+		rest := r.Data
+		for len(rest) > 0 {
 			var e events.Event
-			if err := dec.Decode(&e); err != nil {
+			var err error
+			if rest, err = events.DecodeBinary(rest, &e); err != nil {
 				return nil, fmt.Errorf("spooled event: %w", err)
 			}
 			out = append(out, e)
