@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -98,4 +99,20 @@ func FuzzParse(f *testing.F) {
 		}
 		g.Close()
 	})
+}
+
+func TestDemoRoutesFileLoads(t *testing.T) {
+	data, err := os.ReadFile("../examples/demo-routes.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse("demo-routes.yaml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(Options{})
+	defer g.Close()
+	if err := g.Load(c); err != nil {
+		t.Fatal(err)
+	}
 }
