@@ -8,6 +8,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"math"
 	"regexp"
 	"time"
 
@@ -109,14 +110,20 @@ func (s *Store) Deliver(ctx context.Context, evs []events.Event) error {
 // ClickHouse.
 func (s *Store) Report(ctx context.Context, experiment string, opt report.Options) (*report.Report, error) {
 	b := report.NewBuilder(experiment, opt)
-	preSec, preNanos := int64(-1<<31), uint32(0)
+	// An event is in the experiment period when its time is at or after
+	// PreEnd, compared in nanoseconds (time and nanos together).
+	preEnd := int64(math.MinInt64)
 	if !opt.PreEnd.IsZero() {
-		preSec, preNanos = opt.PreEnd.Unix(), uint32(opt.PreEnd.Nanosecond())
+		preEnd = opt.PreEnd.UnixNano()
 	}
-	// An event is in the experiment period when (time, nanos) >= PreEnd.
-	inPeriod := fmt.Sprintf("(toInt64(time) > %d OR (toInt64(time) = %d AND nanos >= %d))", preSec, preSec, preNanos)
+	inPeriod := fmt.Sprintf("(toInt64(time) * 1000000000 + nanos >= %d)", preEnd)
+	// The first and last variant name of a unit's exposures: they differ
+	// for a unit exposed to several variants (cheaper than collecting
+	// the set).
 	query := fmt.Sprintf(`SELECT
-	groupUniqArrayIf(variant, kind = 'exposure') AS unit_variants,
+	minIf(variant, kind = 'exposure') AS unit_first_variant,
+	maxIf(variant, kind = 'exposure') AS unit_last_variant,
+	countIf(kind = 'exposure') AS unit_exposures,
 	maxIf(forced, kind = 'exposure') AS unit_forced,
 	sumIf(value, kind != 'exposure' AND name = ? AND %[1]s) AS unit_value,
 	sumIf(value, kind != 'exposure' AND name = ? AND NOT %[1]s) AS unit_pre,
@@ -135,16 +142,23 @@ FROM %[2]s WHERE experiment = ? GROUP BY unit`, inPeriod, s.table)
 	defer rows.Close()
 	for rows.Next() {
 		var (
-			variants          []string
-			forced            uint8
-			value, pre        float64
-			conv, met, events uint64
+			first, last                  string
+			exposures, conv, met, events uint64
+			forced                       uint8
+			value, pre                   float64
 		)
-		if err := rows.Scan(&variants, &forced, &value, &pre, &conv, &met, &events); err != nil {
+		if err := rows.Scan(&first, &last, &exposures, &forced, &value, &pre, &conv, &met, &events); err != nil {
 			return nil, fmt.Errorf("clickhouse report row: %w", err)
 		}
-		b.AddUnit(report.UnitRow{Variants: variants, Forced: forced == 1, Value: value, Pre: pre,
-			Conversions: int(conv), Metrics: int(met), Events: int(events)})
+		row := report.UnitRow{Forced: forced == 1, Value: value, Pre: pre, Conversions: int(conv), Metrics: int(met), Events: int(events)}
+		switch {
+		case exposures == 0:
+		case first == last:
+			row.Variants = []string{first}
+		default:
+			row.Variants = []string{first, last}
+		}
+		b.AddUnit(row)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("clickhouse report rows: %w", err)
