@@ -94,10 +94,6 @@ func MonotonicClock() Clock {
 	return func() uint64 { return headStart + uint64(time.Since(origin)/time.Millisecond) }
 }
 
-// ErrZoneFull is why a key could not be counted: the zone holds MaxKeys keys
-// and none can be dropped (all are in use by requests being decided).
-var ErrZoneFull = errors.New("limit_req zone is full")
-
 // ZoneConfig declares a zone.
 type ZoneConfig struct {
 	Name string
