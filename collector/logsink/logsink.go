@@ -227,57 +227,74 @@ func (s *Sink) poll(ctx context.Context, cl *kgo.Client) []*kgo.Record {
 	return recs
 }
 
-// row is one decoded event.
-type row struct {
-	date, time           time.Time
-	host, path, file     string
-	offset               uint64
-	line                 string
-	truncated            uint8
-	fieldKeys, fieldVals []string
+// columns are a batch of decoded events, column by column (the native
+// protocol's own shape: whole columns append without per-value
+// reflection).
+type columns struct {
+	date, time       []time.Time
+	host, path, file []string
+	offset           []uint64
+	line             []string
+	truncated        []uint8
+	keys, vals       [][]string
 }
 
-func (s *Sink) decode(recs []*kgo.Record) []row {
-	rows := make([]row, 0, len(recs))
+func (c *columns) len() int { return len(c.line) }
+
+func (s *Sink) decode(recs []*kgo.Record) *columns {
+	c := &columns{}
+	in := ship.Interner{}
 	for _, r := range recs {
-		m, err := ship.Decode(r.Value)
+		m, err := ship.DecodeInterned(r.Value, in)
 		if err != nil {
 			s.invalid.Inc()
 			s.log.Debug("record is not a log event; skipped", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
 		}
-		keys := make([]string, 0, len(m.Fields))
-		for k := range m.Fields {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		vals := make([]string, len(keys))
-		for i, k := range keys {
-			vals[i] = m.Fields[k]
-		}
-		t := m.Time.UTC()
-		var trunc uint8
-		if m.Truncated {
-			trunc = 1
-		}
-		rows = append(rows, row{date: t, time: t, host: m.Host, path: m.Path, file: m.File, offset: uint64(max(m.Offset, 0)),
-			line: m.Line, truncated: trunc, fieldKeys: keys, fieldVals: vals})
+		c.add(m)
 	}
-	return rows
+	return c
+}
+
+func (c *columns) add(m ship.Message) {
+	keys := make([]string, 0, len(m.Fields))
+	for k := range m.Fields {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	vals := make([]string, len(keys))
+	for i, k := range keys {
+		vals[i] = m.Fields[k]
+	}
+	var trunc uint8
+	if m.Truncated {
+		trunc = 1
+	}
+	t := m.Time.UTC()
+	c.date = append(c.date, t)
+	c.time = append(c.time, t)
+	c.host = append(c.host, m.Host)
+	c.path = append(c.path, m.Path)
+	c.file = append(c.file, m.File)
+	c.offset = append(c.offset, uint64(max(m.Offset, 0)))
+	c.line = append(c.line, m.Line)
+	c.truncated = append(c.truncated, trunc)
+	c.keys = append(c.keys, keys)
+	c.vals = append(c.vals, vals)
 }
 
 // deliver inserts the batch, retrying with backoff until it succeeds or
 // ctx ends.
 func (s *Sink) deliver(ctx context.Context, recs []*kgo.Record) error {
 	rows := s.decode(recs)
-	if len(rows) == 0 {
+	if rows.len() == 0 {
 		return nil
 	}
 	backoff := time.Duration(0)
 	for {
 		err := s.insert(ctx, rows)
 		if err == nil {
-			s.inserted.Add(len(rows))
+			s.inserted.Add(rows.len())
 			s.batches.Inc()
 			return nil
 		}
@@ -287,7 +304,7 @@ func (s *Sink) deliver(ctx context.Context, recs []*kgo.Record) error {
 		s.failures.Inc()
 		backoff = min(max(backoff*2, s.cfg.BackoffMin), s.cfg.BackoffMax)
 		backoff -= time.Duration(rand.Int64N(int64(backoff)/5 + 1))
-		s.log.Warn("clickhouse insert failed; consumption paused, retrying", "rows", len(rows), "retry_in", backoff.Round(time.Millisecond), "err", err)
+		s.log.Warn("clickhouse insert failed; consumption paused, retrying", "rows", rows.len(), "retry_in", backoff.Round(time.Millisecond), "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -296,7 +313,7 @@ func (s *Sink) deliver(ctx context.Context, recs []*kgo.Record) error {
 	}
 }
 
-func (s *Sink) insert(ctx context.Context, rows []row) error {
+func (s *Sink) insert(ctx context.Context, rows *columns) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if !s.created {
@@ -310,10 +327,10 @@ func (s *Sink) insert(ctx context.Context, rows []row) error {
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
-	for _, r := range rows {
-		if err := batch.Append(r.date, r.time, r.host, r.path, r.file, r.offset, r.line, r.truncated, r.fieldKeys, r.fieldVals); err != nil {
+	for i, col := range []any{rows.date, rows.time, rows.host, rows.path, rows.file, rows.offset, rows.line, rows.truncated, rows.keys, rows.vals} {
+		if err := batch.Column(i).Append(col); err != nil {
 			batch.Abort()
-			return fmt.Errorf("append: %w", err)
+			return fmt.Errorf("append column %d: %w", i, err)
 		}
 	}
 	if err := batch.Send(); err != nil {

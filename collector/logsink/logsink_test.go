@@ -82,13 +82,22 @@ func (p *cutProxy) setCut(cut bool) {
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // produce writes n events of host h into topic "logs".
-func produce(t *testing.T, kc *testkit.KafkaCluster, n int, base time.Time) {
+func produce(t testing.TB, kc *testkit.KafkaCluster, n int, base time.Time) {
 	t.Helper()
 	cl := kc.Client(t)
 	enc := &ship.Encoder{Host: "web-1"}
 	in := &tail.Input{Fields: map[string]string{"app": "shop", "env": "prod"}}
 	var recs []*kgo.Record
+	flush := func() {
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		recs = recs[:0]
+	}
 	for i := range n {
+		if len(recs) == 10000 {
+			flush()
+		}
 		path := fmt.Sprintf("/var/log/app-%d.log", i%2)
 		ev := &tail.Event{Input: in, Path: path, FileID: fmt.Sprintf("f%d", i%2), Offset: int64(i * 100),
 			Line: []byte(fmt.Sprintf("line %05d level=%s", i, map[bool]string{true: "ERROR", false: "INFO"}[i%10 == 0])),
@@ -96,9 +105,7 @@ func produce(t *testing.T, kc *testkit.KafkaCluster, n int, base time.Time) {
 		recs = append(recs, &kgo.Record{Topic: "logs", Key: []byte(path), Value: enc.Append(nil, ev)})
 	}
 	recs = append(recs, &kgo.Record{Topic: "logs", Value: []byte("not an event")})
-	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	flush()
 }
 
 func runSink(t *testing.T, cfg Config, set *metrics.Set) (*Sink, func()) {
@@ -212,10 +219,9 @@ func TestRepeatsAreHarmless(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := []row{
-		{date: time.Now(), time: time.Now(), host: "h", path: "/p", file: "f1", offset: 0, line: "one"},
-		{date: time.Now(), time: time.Now(), host: "h", path: "/p", file: "f1", offset: 4, line: "two", truncated: 1, fieldKeys: []string{"a"}, fieldVals: []string{"b"}},
-	}
+	rows := &columns{}
+	rows.add(ship.Message{Time: time.Now(), Host: "h", Path: "/p", File: "f1", Offset: 0, Line: "one"})
+	rows.add(ship.Message{Time: time.Now(), Host: "h", Path: "/p", File: "f1", Offset: 4, Line: "two", Truncated: true, Fields: map[string]string{"a": "b"}})
 	for range 2 {
 		if err := s.insert(context.Background(), rows); err != nil {
 			t.Fatal(err)

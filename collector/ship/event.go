@@ -46,13 +46,20 @@ const maxMessage = 64 << 20
 
 // Decode parses one event. It rejects what is not an event object (no
 // line, or no time) with the reason.
-func Decode(data []byte) (Message, error) {
-	var m Message
+func Decode(data []byte) (Message, error) { return DecodeInterned(data, nil) }
+
+// DecodeInterned is Decode sharing repeated strings through in (may be
+// nil).
+func DecodeInterned(data []byte, in Interner) (Message, error) {
 	if len(data) > maxMessage {
-		return m, fmt.Errorf("event of %d bytes, over the limit", len(data))
+		return Message{}, fmt.Errorf("event of %d bytes, over the limit", len(data))
 	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		return Message{}, fmt.Errorf("event: %w", err)
+	m, ok := decodeFast(data, in)
+	if !ok {
+		m = Message{}
+		if err := json.Unmarshal(data, &m); err != nil {
+			return Message{}, fmt.Errorf("event: %w", err)
+		}
 	}
 	if m.Time.IsZero() {
 		return Message{}, fmt.Errorf("event without a time")

@@ -2,6 +2,7 @@ package ship
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -25,6 +26,31 @@ func FuzzDecode(f *testing.F) {
 		m, err := Decode(out)
 		if err != nil || m.Line != string(line) {
 			t.Fatalf("line %q came back as %q, %v", line, m.Line, err)
+		}
+	})
+}
+
+// FuzzDecodeFast checks the reflection-free decoder against encoding/json:
+// whatever it accepts, encoding/json must accept and read the same way.
+func FuzzDecodeFast(f *testing.F) {
+	f.Add([]byte(`{"time":"2026-11-22T00:15:00.5Z","host":"h","path":"/p","file":"1-2-3","offset":12,"line":"a\"b\\u00e9\ud83d\ude00","truncated":true,"fields":{"a":"b"},"raw":"/w=="}`))
+	f.Add([]byte(` { "offset" : -0 , "time":"2026-11-22T00:15:00Z" } `))
+	f.Add([]byte(`{"fields":{"a":"1","a":"2"},"line":"\u2028","time":"2026-11-22T00:15:00+02:00"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := decodeFast(data, Interner{})
+		if !ok {
+			return
+		}
+		var slow Message
+		if err := json.Unmarshal(data, &slow); err != nil {
+			t.Fatalf("fast decoder accepted what encoding/json refuses (%v): %q", err, data)
+		}
+		if !fast.Time.Equal(slow.Time) {
+			t.Fatalf("time %v vs %v", fast.Time, slow.Time)
+		}
+		fast.Time, slow.Time = time.Time{}, time.Time{}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("decoders differ on %q:\n%+v\n%+v", data, fast, slow)
 		}
 	})
 }
