@@ -16,6 +16,20 @@ import (
 
 var daemons = []string{"collector", "transfer", "judge", "alarm", "ratelimit", "configd", "deployer", "deploy", "filefly", "abtest"}
 
+// freeListeners moves a daemon's other listeners off their default ports,
+// so the test passes beside a running `make demo`.
+func freeListeners(t *testing.T, name string) []string {
+	switch name {
+	case "collector":
+		return []string{"--graphite-listen", testkit.FreeAddr(t), "--statsd-listen", testkit.FreeAddr(t)}
+	case "transfer":
+		return []string{"--graphite-listen", testkit.FreeAddr(t)}
+	case "ratelimit":
+		return []string{"--proxy-listen", testkit.FreeAddr(t)}
+	}
+	return nil
+}
+
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -38,7 +52,7 @@ func TestEveryBinaryServesTheKit(t *testing.T) {
 			if code != 0 || !strings.Contains(out, "--listen") || !strings.Contains(out, "--data-dir") {
 				t.Fatalf("--help: exit %d\n%s", code, out)
 			}
-			p := testkit.Start(t, name, testkit.StartOptions{})
+			p := testkit.Start(t, name, testkit.StartOptions{}, freeListeners(t, name)...)
 			if code, body := get(t, p.URL("/healthz")); code != 200 || !strings.Contains(body, "ok") {
 				t.Errorf("/healthz = %d %q", code, body)
 			}
