@@ -255,6 +255,9 @@ func (b *Builder) Build() *Report {
 	if opt.Metric == "" || n == 0 {
 		return rep
 	}
+	if opt.CUPED && opt.PreEnd.IsZero() {
+		rep.Warnings = append(rep.Warnings, "CUPED needs a pre-period: the experiment has no start time, so nothing was adjusted")
+	}
 	if b.conv > 0 && b.met == 0 {
 		b.rates(rep, conversions)
 	} else {
