@@ -15,6 +15,7 @@ DEMO=(
   "judge          127.0.0.1:7130  judge --strategies scripts/demo/strategies.yaml --alarm 127.0.0.1:7140 --transfer-url http://127.0.0.1:7120"
   "transfer       127.0.0.1:7120  transfer --judge j1=127.0.0.1:7130"  # metrics intake, storage, query; Graphite on 7121
   "collector      127.0.0.1:7110  collector --interval 30s"      # host metrics and app intake, relayed to transfer
+  "ratelimit      127.0.0.1:7150  ratelimit --routes scripts/demo/ratelimit.yaml"  # gateway on 7151 in front of transfer's query API
   "configd        127.0.0.1:7160  configd"                       # config server and naming service
   "configd-agent  127.0.0.1:7161  configd agent --app demo --namespace demo/prod/app"  # keeps demo/prod/app on disk
 )
@@ -82,6 +83,7 @@ Try, in another shell:
   echo "demo.latency;endpoint=web01 250 $(date +%s)" | bin/transfer push --addr 127.0.0.1:7120   # judge fires DemoLatencyHigh
   echo '{"labels":{"alertname":"DiskFull","instance":"web01"}}' | bin/alarm send
   amtool --alertmanager.url=http://127.0.0.1:7140 alert query     # a notification lands in var/demo-logs/notifications.jsonl after 5 s
+  for i in 1 2 3 4; do curl -s -o /dev/null -w "%{http_code} " 'http://127.0.0.1:7151/api/v1/query?query=1'; done; echo   # 200 200 200 429
   Grafana: add a Prometheus data source at http://127.0.0.1:7120 (examples/grafana/)
 Ctrl-C stops everything.
 TRY
