@@ -32,6 +32,7 @@ type config struct {
 	experiments   string
 	poll          time.Duration
 	exposureQueue int
+	linger        time.Duration
 	dedupCapacity int
 	maxBody       int64
 	maxBatch      int
@@ -76,6 +77,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.experiments, "experiments", "", "experiment config file (YAML), reread on SIGHUP and when it changes (e.g. written by configd's agent); empty runs with no experiments")
 	fs.DurationVar(&c.poll, "experiments-poll", 2*time.Second, "how often the experiment file is checked for changes (0 = only on SIGHUP)")
 	fs.IntVar(&c.exposureQueue, "exposure-queue", 100_000, "exposures waiting to be written; beyond it they are dropped and counted")
+	fs.DurationVar(&c.linger, "exposure-linger", 10*time.Millisecond, "how long the exposure writer gathers exposures before writing a batch (fewer fsyncs)")
 	fs.IntVar(&c.dedupCapacity, "dedup-capacity", 1_000_000, "(unit, experiment) pairs remembered to log each exposure once")
 	fs.Int64Var(&c.maxBody, "max-body-bytes", 8<<20, "largest request body accepted")
 	fs.IntVar(&c.maxBatch, "max-batch", 10_000, "most units per assign POST and events per events POST")
@@ -103,7 +105,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	d.OnStop("event store", func(context.Context) error { return st.Close() })
 	opts := server.Options{
 		Scanner: st, Log: d.Log, Metrics: d.Metrics,
-		ExposureQueue: c.exposureQueue, DedupCapacity: c.dedupCapacity,
+		ExposureQueue: c.exposureQueue, ExposureLinger: c.linger, DedupCapacity: c.dedupCapacity,
 		MaxBodyBytes: c.maxBody, MaxBatch: c.maxBatch, IQRK: c.iqrK,
 	}
 	sinks := forward.Sinks{st}

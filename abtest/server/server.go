@@ -48,6 +48,9 @@ type Options struct {
 	MaxBodyBytes int64
 	// MaxBatch bounds units in one assign POST and events in one events POST.
 	MaxBatch int
+	// ExposureLinger is how long the exposure writer waits for more
+	// exposures after the first of a batch (fewer, larger writes).
+	ExposureLinger time.Duration
 	// IQRK is the report's default boxplot multiplier.
 	IQRK float64
 	// Now is the clock (default time.Now).
@@ -125,7 +128,11 @@ func (s *Server) Register(mux *http.ServeMux) {
 // RunExposureWriter writes queued exposures in batches until ctx ends, then
 // drains the queue. Run it in the background.
 func (s *Server) RunExposureWriter(ctx context.Context) error {
+	// Large batches let one fsync cover many exposures when the disk is
+	// slow; the linger applies only to small ones.
+	const maxBatch, smallBatch = 65536, 1024
 	batch := make([]events.Event, 0, 4096)
+	var more []events.Event
 	stopped := false
 	for {
 		var err error
@@ -133,7 +140,17 @@ func (s *Server) RunExposureWriter(ctx context.Context) error {
 		if stopped {
 			popCtx = context.Background()
 		}
-		batch, err = s.exposures.PopBatch(popCtx, batch, 4096)
+		batch, err = s.exposures.PopBatch(popCtx, batch, maxBatch)
+		if err == nil && len(batch) < smallBatch && s.opt.ExposureLinger > 0 && !stopped {
+			select {
+			case <-ctx.Done():
+			case <-time.After(s.opt.ExposureLinger):
+			}
+			if s.exposures.Len() > 0 {
+				more, _ = s.exposures.PopBatch(context.Background(), more, maxBatch-len(batch))
+				batch = append(batch, more...)
+			}
+		}
 		if len(batch) > 0 {
 			if werr := s.opt.Sink.Append(batch); werr != nil {
 				s.writeErrors.Inc()

@@ -40,7 +40,7 @@ func setup(t *testing.T) (*httptest.Server, *Server, *store.Store, context.Cance
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(a, Options{Sink: st, Scanner: st, IQRK: 1.5})
+	s := New(a, Options{Sink: st, Scanner: st, IQRK: 1.5, ExposureLinger: 5 * time.Millisecond})
 	mux := http.NewServeMux()
 	s.Register(mux)
 	ts := httptest.NewServer(mux)
