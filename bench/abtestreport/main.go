@@ -23,6 +23,7 @@ func main() {
 	units := flag.Int("units", 1_000_000, "units")
 	dir := flag.String("dir", "", "store directory (default: a new temporary one, removed at the end)")
 	batch := flag.Int("batch", 10_000, "events per append")
+	interleaved := flag.Bool("interleaved", false, "write in rounds over all units (every unit's exposure, then one metric event of every unit, ...) instead of each unit's events together")
 	flag.Parse()
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "abtestreport")
@@ -49,21 +50,28 @@ func main() {
 	perUnit := *total / *units
 	began := time.Now()
 	written := 0
-	for u := range *units {
+	event := func(u, k int) events.Event {
 		unit := "user-" + strconv.Itoa(u)
 		variant, mean := "control", 10.0
 		if u%2 == 1 {
 			variant, mean = "treatment", 10.3
 		}
-		buf = append(buf, events.Event{Kind: events.Exposure, Experiment: "bench", Unit: unit, Variant: variant, Time: start})
-		for k := 1; k < perUnit; k++ {
-			v := mean/float64(perUnit-1) + rng.NormFloat64()
-			if u%5000 == 0 {
-				v = 1e5 // outliers
-			}
-			buf = append(buf, events.Event{Kind: events.Metric, Experiment: "bench", Unit: unit, Name: "revenue", Value: v, Time: start.Add(time.Minute)})
+		if k == 0 {
+			return events.Event{Kind: events.Exposure, Experiment: "bench", Unit: unit, Variant: variant, Time: start}
 		}
-		written += perUnit
+		v := mean/float64(perUnit-1) + rng.NormFloat64()
+		if u%5000 == 0 {
+			v = 1e5 // outliers
+		}
+		return events.Event{Kind: events.Metric, Experiment: "bench", Unit: unit, Name: "revenue", Value: v, Time: start.Add(time.Minute)}
+	}
+	for i := range *units * perUnit {
+		u, k := i/perUnit, i%perUnit
+		if *interleaved {
+			u, k = i%*units, i / *units
+		}
+		buf = append(buf, event(u, k))
+		written++
 		if len(buf) >= *batch {
 			flush()
 		}
@@ -71,6 +79,11 @@ func main() {
 	flush()
 	writeTime := time.Since(began)
 	st, _ := os.Stat(*dir + "/bench.log")
+	order := "each unit's events together"
+	if *interleaved {
+		order = "interleaved over all units"
+	}
+	fmt.Printf("order: %s\n", order)
 	fmt.Printf("wrote %d events of %d units in %.2fs: %.0f events/s into the embedded store (%d-event appends, fsync each), %.0f MB on disk\n",
 		written, *units, writeTime.Seconds(), float64(written)/writeTime.Seconds(), *batch, float64(st.Size())/1e6)
 	for _, cuped := range []bool{false, true} {
