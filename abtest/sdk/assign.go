@@ -96,12 +96,11 @@ type experiment struct {
 	namespace     *Namespace
 	filters       []filter
 
+	bucket     seededHasher
 	domain     *Range // the layer's domain range, if any
-	domainSalt string
-	domainHash int
+	domainHash seededHasher
 	slot       *Range // range in a non-launch layer
-	layerSalt  string
-	layerHash  int
+	layerHash  seededHasher
 
 	config ExperimentConfig
 }
@@ -196,7 +195,7 @@ func New(c *Config) (*Assigner, error) {
 			}
 			if l.Domain != "" {
 				r := domains[l.Domain]
-				e.domain, e.domainSalt, e.domainHash = &r, domainSalt, defVersion
+				e.domain, e.domainHash = &r, newSeededHasher("__", domainSalt, defVersion)
 			}
 			if !l.Launch {
 				r := Range{0, 1}
@@ -215,7 +214,7 @@ func New(c *Config) (*Assigner, error) {
 					}
 				}
 				slots[l.Name] = append(slots[l.Name], slotOwner{e.key, e.hashAttribute, r})
-				e.slot, e.layerSalt, e.layerHash = &r, l.Salt, l.HashVersion
+				e.slot, e.layerHash = &r, newSeededHasher("__", l.Salt, l.HashVersion)
 			}
 		} else if ec.LayerRange != nil {
 			return nil, fmt.Errorf("experiment %s: range needs a layer", e.key)
@@ -245,6 +244,7 @@ func compileExperiment(ec ExperimentConfig, defVersion int) (experiment, error) 
 	if e.hashAttribute == "" {
 		e.hashAttribute = "id"
 	}
+	e.bucket = newSeededHasher("", e.seed, e.hashVersion)
 	e.inactive = ec.Active != nil && !*ec.Active
 	weights := make([]float64, 0, len(ec.Variants))
 	index := map[string]int{}
@@ -441,11 +441,11 @@ func (a *Assigner) evaluate(e *experiment, u Unit, now time.Time) Result {
 		r.Reason = ReasonWhitelisted
 		return r
 	}
-	if e.domain != nil && !inSlot(hv, e.domainSalt, e.domainHash, *e.domain) {
+	if e.domain != nil && !inRange(&e.domainHash, hv, *e.domain) {
 		r.Reason = ReasonOtherDomain
 		return r
 	}
-	if e.slot != nil && !inSlot(hv, e.layerSalt, e.layerHash, *e.slot) {
+	if e.slot != nil && !inRange(&e.layerHash, hv, *e.slot) {
 		r.Reason = ReasonOtherLayerSlot
 		return r
 	}
@@ -462,7 +462,7 @@ func (a *Assigner) evaluate(e *experiment, u Unit, now time.Time) Result {
 		r.Reason = ReasonTargeting
 		return r
 	}
-	n, _ := Hash(e.seed, hv, e.hashVersion)
+	n, _ := e.bucket.hash(hv)
 	r.Bucket = n
 	i := ChooseVariation(n, e.ranges)
 	if i < 0 {
@@ -481,6 +481,12 @@ func (a *Assigner) evaluate(e *experiment, u Unit, now time.Time) Result {
 	r.Index, r.Variant, r.InExperiment, r.HashUsed = i, e.variants[i], true, true
 	r.Reason = ReasonAssigned
 	return r
+}
+
+// inRange reports whether value's hash under h falls in r.
+func inRange(h *seededHasher, value string, r Range) bool {
+	n, ok := h.hash(value)
+	return ok && r.Contains(n)
 }
 
 func (a *Assigner) filteredOut(e *experiment, u Unit) bool {

@@ -70,11 +70,6 @@ type Namespace struct {
 // InNamespace reports whether the unit with hashValue falls in ns, hashing
 // with seed "__"+ID and version 1 as GrowthBook does.
 func InNamespace(hashValue string, ns Namespace) bool {
-	return inSlot(hashValue, ns.ID, 1, ns.Range)
-}
-
-// inSlot is InNamespace with a chosen hash version; it does not allocate.
-func inSlot(hashValue, id string, version int, r Range) bool {
-	n, ok := hashSeeded("__", id, hashValue, version)
-	return ok && r.Contains(n)
+	n, ok := hashSeeded("__", ns.ID, hashValue, 1)
+	return ok && ns.Range.Contains(n)
 }

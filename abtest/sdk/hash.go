@@ -38,6 +38,29 @@ func fnvString(h uint32, s string) uint32 {
 	return h
 }
 
+// seededHasher hashes values with a fixed seed. For version 2 the seed
+// comes first, so the FNV state after it is computed once (at compile
+// time) and evaluation hashes only the value; version 1 puts the seed
+// last and hashes it each time.
+type seededHasher struct {
+	prefix, seed string
+	version      int
+	state        uint32 // v2: FNV state after prefix+seed
+}
+
+func newSeededHasher(prefix, seed string, version int) seededHasher {
+	return seededHasher{prefix: prefix, seed: seed, version: version,
+		state: fnvString(fnvString(fnvOffset32, prefix), seed)}
+}
+
+// hash is hashSeeded(prefix, seed, value, version).
+func (h *seededHasher) hash(value string) (float64, bool) {
+	if h.version == 2 {
+		return float64(fnvDecimal(fnvString(h.state, value))%10000) / 10000, true
+	}
+	return hashSeeded(h.prefix, h.seed, value, h.version)
+}
+
 // fnvDecimal is the FNV-1a hash of v written in decimal, without
 // formatting it into a string first.
 func fnvDecimal(v uint32) uint32 {
