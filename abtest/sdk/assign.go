@@ -458,7 +458,7 @@ func (a *Assigner) evaluate(e *experiment, u Unit, now time.Time) Result {
 		r.Reason = ReasonNamespace
 		return r
 	}
-	if !e.condition.Empty() && !e.condition.Eval(u.Attributes, a.groups) {
+	if !e.condition.Empty() && !e.condition.EvalUnit(u, a.groups) {
 		r.Reason = ReasonTargeting
 		return r
 	}

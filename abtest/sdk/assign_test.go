@@ -186,6 +186,8 @@ experiments:
 		{"targeting missing attribute", "country", Unit{ID: "u1"}, jan, false, false, "c", ReasonTargeting},
 		{"saved group", "staff-only", Unit{ID: "x", Attributes: map[string]any{"id": "alice"}}, jan, true, false, "", ReasonAssigned},
 		{"not in saved group", "staff-only", Unit{ID: "x", Attributes: map[string]any{"id": "carol"}}, jan, false, false, "c", ReasonTargeting},
+		{"unit id is the id attribute", "staff-only", Unit{ID: "bob"}, jan, true, false, "", ReasonAssigned},
+		{"id attribute wins over the unit id", "staff-only", Unit{ID: "bob", Attributes: map[string]any{"id": "carol"}}, jan, false, false, "c", ReasonTargeting},
 		{"inside window", "windowed", Unit{ID: "u1"}, jan, true, false, "", ReasonAssigned},
 		{"before window", "windowed", Unit{ID: "u1"}, jan.AddDate(0, -1, 0), false, false, "c", ReasonOutsideWindow},
 		{"at stop", "windowed", Unit{ID: "u1"}, time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC), false, false, "c", ReasonOutsideWindow},

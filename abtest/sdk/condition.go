@@ -220,36 +220,48 @@ func compileOperator(name string, arg any) (operator, error) {
 
 // Eval reports whether attrs satisfy the condition.
 func (c *Condition) Eval(attrs map[string]any, groups SavedGroups) bool {
-	return c.evalObject(attrs, groups)
+	return c.evalObject(attrs, groups, "")
+}
+
+// EvalUnit is Eval on the unit's attributes, where the attribute "id" is
+// the unit's id unless the attributes hold one.
+func (c *Condition) EvalUnit(u Unit, groups SavedGroups) bool {
+	return c.evalObject(u.Attributes, groups, u.ID)
 }
 
 // Empty reports whether the condition has no clause (it always passes).
 func (c *Condition) Empty() bool { return len(c.clauses) == 0 }
 
-func (c *Condition) evalObject(obj any, groups SavedGroups) bool {
+// evalObject evaluates the condition on obj; id, when not empty, stands
+// for a missing top-level "id" attribute.
+func (c *Condition) evalObject(obj any, groups SavedGroups, id string) bool {
 	for i := range c.clauses {
 		cl := &c.clauses[i]
 		switch cl.kind {
 		case clauseOr:
-			if !anyPasses(cl.subs, obj, groups) {
+			if !anyPasses(cl.subs, obj, groups, id) {
 				return false
 			}
 		case clauseNor:
-			if len(cl.subs) > 0 && anyPasses(cl.subs, obj, groups) {
+			if len(cl.subs) > 0 && anyPasses(cl.subs, obj, groups, id) {
 				return false
 			}
 		case clauseAnd:
 			for j := range cl.subs {
-				if !cl.subs[j].evalObject(obj, groups) {
+				if !cl.subs[j].evalObject(obj, groups, id) {
 					return false
 				}
 			}
 		case clauseNot:
-			if cl.subs[0].evalObject(obj, groups) {
+			if cl.subs[0].evalObject(obj, groups, id) {
 				return false
 			}
 		default:
-			if !cl.value.match(lookupPath(obj, cl.path), groups, false) {
+			v := lookupPath(obj, cl.path)
+			if v == nil && id != "" && len(cl.path) == 1 && cl.path[0] == "id" {
+				v = id
+			}
+			if !cl.value.match(v, groups, false) {
 				return false
 			}
 		}
@@ -258,12 +270,12 @@ func (c *Condition) evalObject(obj any, groups SavedGroups) bool {
 }
 
 // anyPasses is $or: an empty list passes.
-func anyPasses(subs []Condition, obj any, groups SavedGroups) bool {
+func anyPasses(subs []Condition, obj any, groups SavedGroups, id string) bool {
 	if len(subs) == 0 {
 		return true
 	}
 	for j := range subs {
-		if subs[j].evalObject(obj, groups) {
+		if subs[j].evalObject(obj, groups, id) {
 			return true
 		}
 	}
@@ -368,7 +380,7 @@ func (op *operator) eval(actual any, groups SavedGroups) bool {
 			if op.value != nil && op.value.match(item, groups, false) {
 				return true
 			}
-			if op.cond != nil && op.cond.evalObject(item, groups) {
+			if op.cond != nil && op.cond.evalObject(item, groups, "") {
 				return true
 			}
 		}
