@@ -299,3 +299,29 @@ func TestUnitNumbersAreDense(t *testing.T) {
 		t.Fatalf("ScanDir units %v", units)
 	}
 }
+
+// FuzzUnits opens an arbitrary unit dictionary beside a log of one record
+// for unit 0: the store keeps the record only if the dictionary's first
+// entry survived, and takes appends after it.
+func FuzzUnits(f *testing.F) {
+	f.Add(appendFrame(appendFrame(nil, []byte("u")), []byte("v")))
+	f.Add([]byte{1, 0, 0, 0, 9, 9, 9, 9, 'x'})
+	f.Fuzz(func(t *testing.T, units []byte) {
+		dir := t.TempDir()
+		_ = os.WriteFile(filepath.Join(dir, "e.units"), units, 0o644)
+		_ = os.WriteFile(filepath.Join(dir, "e.log"), appendRecord(nil, &events.Event{Kind: events.Exposure, Unit: "u", Experiment: "e", Variant: "t"}, 0), 0o644)
+		s, err := Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		before := len(collect(t, s, "e"))
+		if err := s.Append([]events.Event{exposure("e", "new", "t")}); err != nil {
+			t.Fatal(err)
+		}
+		evs := collect(t, s, "e")
+		if len(evs) != before+1 || evs[len(evs)-1].Unit != "new" {
+			t.Fatalf("%d events before, %+v after", before, evs)
+		}
+	})
+}
