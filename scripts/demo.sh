@@ -18,6 +18,7 @@ DEMO=(
   "ratelimit      127.0.0.1:7150  ratelimit --routes scripts/demo/ratelimit.yaml"  # gateway on 7151 in front of transfer's query API
   "configd        127.0.0.1:7160  configd"                       # config server and naming service
   "configd-agent  127.0.0.1:7161  configd agent --app demo --namespace demo/prod/app"  # keeps demo/prod/app on disk
+  "abtest         127.0.0.1:7190  abtest --experiments scripts/demo/experiments.yaml"   # experiment assignment and reports
 )
 
 pids=()
@@ -84,6 +85,7 @@ Try, in another shell:
   echo '{"labels":{"alertname":"DiskFull","instance":"web01"}}' | bin/alarm send
   amtool --alertmanager.url=http://127.0.0.1:7140 alert query     # a notification lands in var/demo-logs/notifications.jsonl after 5 s
   for i in 1 2 3 4; do curl -s -o /dev/null -w "%{http_code} " 'http://127.0.0.1:7151/api/v1/query?query=1'; done; echo   # 200 200 200 429
+  curl -s '127.0.0.1:7190/v1/assign?unit=user-1&attr.country=US&attr.age=30'   # the unit's variant in every layer
   Grafana: add a Prometheus data source at http://127.0.0.1:7120 (examples/grafana/)
 Ctrl-C stops everything.
 TRY
