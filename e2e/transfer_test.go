@@ -445,8 +445,8 @@ func TestTransferSeriesFloodStaysBounded(t *testing.T) {
 	if n := metricValue(t, metrics, "opskit_transfer_storage_series"); n != 10000 {
 		t.Fatalf("live series = %v; want 10000", n)
 	}
-	// The bound in transfer/README.md: about 60 MB of process overhead plus
-	// about 2 KB per live series, plus request buffers.
+	// The bound in transfer/README.md: process overhead, about 650 B of heap
+	// and a few KB of mapped slab pages per live series, request buffers.
 	rss := metricValue(t, metrics, "process_resident_memory_bytes")
 	t.Logf("resident memory after the flood: %d MB", int(rss)>>20)
 	if rss > 400<<20 {
