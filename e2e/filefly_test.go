@@ -163,7 +163,7 @@ func TestFileflyTreeSurvivesDeadRelayAndCorruptPiece(t *testing.T) {
 			return []string{"--test-corrupt-piece", "5"}
 		}
 		return nil
-	})
+	}, "--lost-after", "2s")
 	payload, sum := randomFile(t, size)
 	cmd, out, errb := sendCmd(t, payload, "--server", fleet.server.Addr, "--hosts", fleet.hosts(),
 		"--dest", "/srv/app/payload.bin", "--mode", "0640", "--rate", "12MB/s", "--timeout", "25s",
@@ -176,7 +176,7 @@ func TestFileflyTreeSurvivesDeadRelayAndCorruptPiece(t *testing.T) {
 	if cmd.ProcessState.ExitCode() != 1 {
 		t.Fatalf("send exit %v, want 1 (the dead relay failed)\nstderr:\n%s", err, errb)
 	}
-	if !strings.Contains(errb.String(), "1 of 20 hosts failed: "+dead.Addr) {
+	if !strings.Contains(errb.String(), "1 of 20 hosts failed: "+dead.Addr) || !strings.Contains(errb.String(), "agent lost") {
 		t.Errorf("final table does not list only the dead relay:\n%s", errb)
 	}
 	tr := transferStatus(t, fleet.server, id)

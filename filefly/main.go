@@ -105,6 +105,7 @@ type serverConfig struct {
 	agentTokenFile string
 	egressRate     string
 	defaultTimeout time.Duration
+	lostAfter      time.Duration
 }
 
 func (c *serverConfig) spec() kit.Spec {
@@ -121,6 +122,7 @@ func (c *serverConfig) spec() kit.Spec {
 			fs.IntVar(&c.agentPort, "agent-port", 7181, "agent port added to hosts given without one")
 			fs.StringVar(&c.agentTokenFile, "agent-token-file", "", "file holding the agents' shared token: jobs are signed with it (HMAC-SHA256) and agents must present it")
 			fs.StringVar(&c.egressRate, "egress-rate", "", "cap of the server's piece uploads, e.g. 100MB/s (empty = none)")
+			fs.DurationVar(&c.lostAfter, "lost-after", 30*time.Second, "a running host silent this long is probed; if its agent does not answer it is reported failed (lost)")
 			fs.DurationVar(&c.defaultTimeout, "default-timeout", time.Hour, "deadline of a transfer whose send names none")
 		},
 		Start: c.start,
@@ -151,7 +153,7 @@ func (c *serverConfig) start(ctx context.Context, d *kit.Daemon) error {
 	}
 	opts := server.Options{
 		DataDir: d.DataDir, URL: strings.TrimRight(url, "/"), Token: token, AgentPort: c.agentPort,
-		EgressRate: rate, DefaultTimeout: c.defaultTimeout, Log: d.Log, Metrics: d.Metrics,
+		EgressRate: rate, DefaultTimeout: c.defaultTimeout, LostAfter: c.lostAfter, Log: d.Log, Metrics: d.Metrics,
 	}
 	if len(c.configd) > 0 {
 		ctoken, err := readToken(c.configdToken)

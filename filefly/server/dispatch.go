@@ -31,11 +31,85 @@ func (s *Server) launch(ctx context.Context, t *transfer) {
 			s.dispatch(ctx, t, i)
 		}()
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.watchDeadline(ctx, t, deadline)
 	}()
+	go func() {
+		defer s.wg.Done()
+		s.watchLost(ctx, t)
+	}()
+}
+
+// watchLost probes the agents of running hosts that went quiet, and marks
+// the ones that do not answer failed.
+func (s *Server) watchLost(ctx context.Context, t *transfer) {
+	tick := time.NewTicker(s.opts.LostAfter / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t.mu.Lock()
+		if t.status.Done {
+			t.mu.Unlock()
+			return
+		}
+		var quiet []string
+		for _, h := range t.status.Hosts {
+			if h.State == api.StateRunning && time.Since(h.Update) > s.opts.LostAfter {
+				quiet = append(quiet, h.Host)
+			}
+		}
+		id := t.status.ID
+		t.mu.Unlock()
+		for _, host := range quiet {
+			err := s.probe(ctx, host, id)
+			if err == nil || ctx.Err() != nil {
+				continue
+			}
+			t.mu.Lock()
+			i := t.hostIndex(host)
+			h := &t.status.Hosts[i]
+			lost := h.State == api.StateRunning && time.Since(h.Update) > s.opts.LostAfter
+			if lost {
+				h.State = api.StateFailed
+				h.Error = fmt.Sprintf("agent lost: no report for %s and the probe failed: %v", s.opts.LostAfter, err)
+				h.Finished = time.Now().UTC()
+				t.touchLocked()
+			}
+			t.mu.Unlock()
+			if lost {
+				s.opts.Log.Warn("agent lost", "id", id, "host", host, "err", err)
+				s.checkDone(t)
+			}
+		}
+	}
+}
+
+// probe asks an agent for its job.
+func (s *Server) probe(ctx context.Context, host, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/v1/jobs/"+id, nil)
+	if err != nil {
+		return err
+	}
+	if len(s.opts.Token) > 0 {
+		req.Header.Set("Authorization", "Bearer "+string(s.opts.Token))
+	}
+	resp, err := s.opts.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("agent: %s", resp.Status)
+	}
+	return nil
 }
 
 func (s *Server) job(t *transfer, i int) api.Job {

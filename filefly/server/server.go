@@ -49,6 +49,10 @@ type Options struct {
 	AgentPort  int // added to host names given without a port
 	Hosts      HostLister
 	EgressRate int64
+	// LostAfter is how long a running host may go without a report before
+	// the server probes its agent; an agent that does not answer the probe
+	// is marked failed (lost) instead of holding the transfer to its deadline.
+	LostAfter time.Duration
 	// DefaultTimeout bounds a transfer that names none.
 	DefaultTimeout time.Duration
 	Log            *slog.Logger
@@ -82,6 +86,9 @@ func New(opts Options) *Server {
 	}
 	if opts.DefaultTimeout <= 0 {
 		opts.DefaultTimeout = time.Hour
+	}
+	if opts.LostAfter <= 0 {
+		opts.LostAfter = 30 * time.Second
 	}
 	if opts.HTTP == nil {
 		opts.HTTP = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 4}}
