@@ -209,12 +209,15 @@ func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 			j.mu.Unlock()
 			data, count, err := a.fetch(ctx, j, j.spec.Sources[src], n)
 			if err == nil {
-				err = m.Check(n, data)
-				if err != nil {
+				if err = m.Check(n, data); err != nil {
 					a.corrupt.Inc()
 					j.mu.Lock()
 					j.report.CorruptPieces++
 					j.mu.Unlock()
+					// Fetch that piece again from another holder, but stay
+					// attached to the parent for the rest.
+					a.opts.Log.Warn("piece failed its checksum; fetching it from another holder", "id", j.spec.ID, "piece", n, "from", j.spec.Sources[src])
+					data, err = a.refetch(ctx, j, src, n)
 				}
 			}
 			if err == nil {
@@ -257,6 +260,21 @@ func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 		}
 	}
 	return nil
+}
+
+// refetch gets piece n from the holders after sources[src], in order.
+func (a *Agent) refetch(ctx context.Context, j *job, src, n int) ([]byte, error) {
+	err := errors.New("no other holder")
+	for k := src + 1; k < len(j.spec.Sources); k++ {
+		var data []byte
+		data, _, err = a.fetch(ctx, j, j.spec.Sources[k], n)
+		if err == nil {
+			if err = j.spec.Manifest.Check(n, data); err == nil {
+				return data, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("piece %d: bad checksum from the parent, and from the others: %w", n, err)
 }
 
 // store writes a verified piece, marks it held, wakes the children waiting
