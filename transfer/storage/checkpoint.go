@@ -270,6 +270,7 @@ func (e *Engine) loadEntry(entry []byte) error {
 		start:  c.Start,
 		ref:    ref,
 		view:   rrdView{lay: lay, owner: uint32(c.ID), buf: buf},
+		shard:  e.applyShardOf(ref),
 	}
 	s.lastSeen.Store(lastSeen)
 	e.register(s)
