@@ -125,3 +125,14 @@ func FuzzManifest(f *testing.F) {
 		m.Check(0, nil)
 	})
 }
+
+func BenchmarkCompute(b *testing.B) {
+	data := make([]byte, 16<<20)
+	rand.Read(data)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if _, err := Compute(bytes.NewReader(data), int64(len(data))); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
