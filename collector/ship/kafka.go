@@ -43,6 +43,8 @@ type Kafka struct {
 	log    *slog.Logger
 
 	produced, failed *metrics.Counter
+	recSlab          []kgo.Record
+	valSlab          []byte
 	// space is signalled when a record leaves the buffer.
 	space chan struct{}
 	// prodCtx outlives the tailer's context, so records buffered when the
@@ -149,7 +151,22 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	if ev.Input != nil {
 		topic = ev.Input.Topic
 	}
-	rec := &kgo.Record{Topic: topic, Key: Key(ev, k.cfg.Host), Value: k.enc.Append(make([]byte, 0, k.enc.Size(ev)), ev)}
+	// Records and their values come from slabs (Emit is called from one
+	// goroutine), a few allocations per thousand events.
+	if len(k.recSlab) == 0 {
+		k.recSlab = make([]kgo.Record, 256)
+	}
+	rec := &k.recSlab[0]
+	k.recSlab = k.recSlab[1:]
+	size := k.enc.Size(ev)
+	if len(k.valSlab) < size {
+		k.valSlab = make([]byte, max(256<<10, size))
+	}
+	value := k.enc.Append(k.valSlab[:0:size], ev)
+	if len(value) <= size {
+		k.valSlab = k.valSlab[len(value):]
+	}
+	*rec = kgo.Record{Topic: topic, Key: Key(ev, k.cfg.Host), Value: value}
 	for k.client.BufferedProduceBytes() >= int64(k.cfg.BufferBytes) {
 		select {
 		case <-k.space:

@@ -193,6 +193,7 @@ type Tailer struct {
 	// readAt is the time of the current read, the events' read time (one
 	// clock reading per read, not per line).
 	readAt time.Time
+	slab   []Event
 	// atFirstScan holds files found by the first scan and not opened yet
 	// (too many open): start_at applies to them.
 	atFirstScan map[fileKey]bool
@@ -789,7 +790,13 @@ func (t *Tailer) emit(ctx context.Context, s *stream, c Chunk) error {
 	if t.readAt.IsZero() {
 		t.readAt = t.now()
 	}
-	ev := &Event{Input: s.input, Offset: c.Start, Line: c.Text, Truncated: c.Truncated, Time: t.readAt, stream: s}
+	// Events come from slabs: one allocation per 256 lines, not per line.
+	if len(t.slab) == 0 {
+		t.slab = make([]Event, 256)
+	}
+	ev := &t.slab[0]
+	t.slab = t.slab[1:]
+	*ev = Event{Input: s.input, Offset: c.Start, Line: c.Text, Truncated: c.Truncated, Time: t.readAt, stream: s}
 	t.ackMu.Lock()
 	if s.fileID == "" {
 		s.fileID = s.id.ID() // device, inode and birth never change
