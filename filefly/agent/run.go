@@ -25,6 +25,10 @@ import (
 // to fetching (a mismatch with every piece verified means the disk lied).
 const maxVerifyRounds = 3
 
+// maxCorruptPerSource is how many bad pieces a source may send before the
+// agent stops fetching from it.
+const maxCorruptPerSource = 2
+
 func (j *job) tempPath() string {
 	return filepath.Join(filepath.Dir(j.dest), ".filefly-"+j.spec.ID+".part")
 }
@@ -124,7 +128,6 @@ func (a *Agent) transfer(ctx context.Context, j *job) error {
 	syncDir(filepath.Dir(j.dest))
 	closeFile()
 	j.mu.Lock()
-	j.report.State = api.StateDone
 	j.report.SHA256Verified = true
 	j.mu.Unlock()
 	a.opts.Log.Info("file in place", "id", j.spec.ID, "dest", j.dest)
@@ -137,6 +140,10 @@ func (a *Agent) transfer(ctx context.Context, j *job) error {
 			return err
 		}
 	}
+	// Done only now: the server's view must not end before the post-cmd.
+	j.mu.Lock()
+	j.report.State = api.StateDone
+	j.mu.Unlock()
 	return nil
 }
 
@@ -190,7 +197,7 @@ func (a *Agent) verifyWhole(j *job, f *os.File) (bad int, err error) {
 // source of the job's list.
 func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 	m := &j.spec.Manifest
-	src := 0
+	src, corruptFromSrc := 0, 0
 	for n := 0; n < m.Count(); n++ {
 		j.mu.Lock()
 		has := j.have.Has(n)
@@ -218,6 +225,17 @@ func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 					// attached to the parent for the rest.
 					a.opts.Log.Warn("piece failed its checksum; fetching it from another holder", "id", j.spec.ID, "piece", n, "from", j.spec.Sources[src])
 					data, err = a.refetch(ctx, j, src, n)
+					corruptFromSrc++
+					if err == nil && corruptFromSrc >= maxCorruptPerSource && src+1 < len(j.spec.Sources) {
+						a.opts.Log.Warn("parent keeps sending bad pieces; re-attaching to the next holder", "id", j.spec.ID,
+							"from", j.spec.Sources[src], "to", j.spec.Sources[src+1])
+						src++
+						corruptFromSrc = 0
+						a.reattached.Inc()
+						j.mu.Lock()
+						j.report.Reattached++
+						j.mu.Unlock()
+					}
 				}
 			}
 			if err == nil {
@@ -247,6 +265,7 @@ func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 				j.report.Reattached++
 				j.mu.Unlock()
 				lastCount, progressAt = -2, time.Now()
+				corruptFromSrc = 0
 				continue
 			}
 			// The last holder is the server: wait for it (it may be restarting).
