@@ -351,8 +351,12 @@ func (t *Tailer) Run(ctx context.Context) error {
 }
 
 // drain emits what multiline assemblers hold, so that a graceful stop
-// ships every complete line read.
+// ships every complete line read. It gives up after a few seconds (an
+// output that cannot take more, e.g. Kafka down): what it held is read
+// again after the restart.
 func (t *Tailer) drain(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
 	for _, s := range t.live {
 		if s.asm != nil {
 			if c, ok := s.asm.Flush(); ok {
