@@ -1,13 +1,97 @@
-// Command deploy: per-host deploy agent and process supervisor.
+// Command deploy is opskit's per-host deploy agent and process supervisor:
+// it installs releases (verified, safely unpacked, switched atomically,
+// rolled back on a failed health check) and keeps their programs running
+// with supervisord's states, re-adopting them after its own restart.
+// See deploy/README.md.
 package main
 
-import "github.com/opskit/opskit/internal/kit"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/opskit/opskit/deploy/agent"
+	"github.com/opskit/opskit/deploy/cli"
+	"github.com/opskit/opskit/deploy/supervise"
+	"github.com/opskit/opskit/internal/kit"
+)
+
+type config struct {
+	release           agent.ReleaseOptions
+	logMaxBytes       int64
+	logBackups        int
+	poll              time.Duration
+	stopProgramsOnEnd bool
+	apiToken          string
+	apiTokenFile      string
+}
 
 func main() {
+	var c config
 	kit.Main(kit.Spec{
-		Name:    "deploy",
-		Listen:  "127.0.0.1:7171",
-		Summary: "per-host deploy agent and process supervisor",
-		Pending: "the deploy issue",
+		Name:     "deploy",
+		Listen:   "127.0.0.1:7171",
+		Summary:  "per-host deploy agent and process supervisor",
+		Pending:  "deployer long poll and Kafka task intake, config templates from configd, per-program users and instances, graceful start-new-then-stop-old restarts, host stats and the diagnostics allowlist; releases, tasks (deploy apply and POST /api/v1/tasks), supervision and the CLI work",
+		Flags:    func(fs *pflag.FlagSet) { c.flags(fs) },
+		Start:    func(ctx context.Context, d *kit.Daemon) error { return c.start(ctx, d) },
+		Commands: cli.Commands(),
 	})
+}
+
+func (c *config) flags(fs *pflag.FlagSet) {
+	c.release.Flags(fs)
+	fs.Int64Var(&c.logMaxBytes, "log-max-bytes", 50<<20, "size at which a program's log file is rotated")
+	fs.IntVar(&c.logBackups, "log-backups", 5, "rotated log files kept per program and stream")
+	fs.DurationVar(&c.poll, "poll-interval", 200*time.Millisecond, "how often re-adopted programs are checked for life (also paces log rotation and orphan reaping)")
+	fs.BoolVar(&c.stopProgramsOnEnd, "stop-programs-on-exit", false, "stop every program when the agent stops (by default they keep running and are re-adopted by the next agent)")
+	fs.StringVar(&c.apiToken, "api-token", "", "bearer token for /api/v1/* (without one only loopback clients are served); prefer --api-token-file")
+	fs.StringVar(&c.apiTokenFile, "api-token-file", "", "file holding the API bearer token")
+}
+
+func (c *config) start(ctx context.Context, d *kit.Daemon) error {
+	if c.apiTokenFile != "" {
+		b, err := os.ReadFile(c.apiTokenFile)
+		if err != nil {
+			return fmt.Errorf("--api-token-file: %w", err)
+		}
+		c.apiToken = strings.TrimSpace(string(b))
+		if c.apiToken == "" {
+			return errors.New("--api-token-file is empty")
+		}
+	}
+	store, applier, err := c.release.Applier(d.DataDir, d.Log)
+	if err != nil {
+		return err
+	}
+	sup, err := supervise.New(supervise.Options{
+		StateDir: filepath.Join(d.DataDir, "supervise"), LogDir: filepath.Join(d.DataDir, "logs"),
+		LogMaxBytes: c.logMaxBytes, LogBackups: c.logBackups, Poll: c.poll, Log: d.Log, Metrics: d.Metrics,
+	})
+	if err != nil {
+		return err
+	}
+	a := agent.New(store, applier, sup, d.Log)
+	d.Go(ctx, "supervisor", sup.Run)
+	if err := a.Resume(ctx); err != nil {
+		d.Log.Error("some programs of current releases could not be supervised", "err", err)
+	}
+	a.Register(d.Mux, c.apiToken)
+	d.HandleAdmin("status", func(context.Context, []string) (any, error) { return a.Status(), nil })
+	d.OnStop("supervisor", func(ctx context.Context) error {
+		if c.stopProgramsOnEnd {
+			err := sup.StopAll(ctx)
+			sup.Detach()
+			return err
+		}
+		sup.Detach()
+		return nil
+	})
+	return nil
 }

@@ -1,0 +1,193 @@
+// Package agent joins the release store and the supervisor into the deploy
+// agent: tasks switch releases and restart the app's programs, and the
+// local HTTP API serves status, program control, logs, releases, rollback
+// and tasks.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/opskit/opskit/deploy/release"
+	"github.com/opskit/opskit/deploy/supervise"
+)
+
+// Agent is the deploy agent's core.
+type Agent struct {
+	Store      *release.Store
+	Applier    *release.Applier
+	Supervisor *supervise.Supervisor
+	Log        *slog.Logger
+
+	mu sync.Mutex
+	// owned lists each app's program names, to remove the ones a new
+	// release no longer declares.
+	owned map[string][]string
+}
+
+// New wires an agent; it sets itself as the applier's Programs.
+func New(store *release.Store, applier *release.Applier, sup *supervise.Supervisor, log *slog.Logger) *Agent {
+	a := &Agent{Store: store, Applier: applier, Supervisor: sup, Log: log, owned: map[string][]string{}}
+	applier.Programs = a
+	return a
+}
+
+// ProgramName is how an app's program is named in the supervisor,
+// supervisord's group:name.
+func ProgramName(app, program string) string { return app + ":" + program }
+
+// ProgramConfig turns a manifest or agent-config program into a supervisor
+// config running in dir.
+func ProgramConfig(name, dir string, p release.ProgramSpec) (supervise.Config, error) {
+	c := supervise.Config{Name: name, Command: p.Command, Env: p.Env, Dir: dir, Autostart: true,
+		Autorestart: p.Autorestart, StartSecs: p.StartSecs, StopWait: p.StopWait}
+	if p.Dir != "" {
+		if strings.HasPrefix(p.Dir, "/") || dir == "" {
+			c.Dir = p.Dir
+		} else {
+			c.Dir = dir + "/" + p.Dir
+		}
+	}
+	if p.Autostart != nil {
+		c.Autostart = *p.Autostart
+	}
+	if p.StartRetries != nil {
+		c.StartRetries = *p.StartRetries
+	}
+	if p.StopSignal != "" {
+		sig, err := ParseSignal(p.StopSignal)
+		if err != nil {
+			return c, fmt.Errorf("program %s: %w", name, err)
+		}
+		c.StopSignal = sig
+	}
+	return c, nil
+}
+
+// ParseSignal reads a signal name such as TERM, SIGINT or QUIT.
+func ParseSignal(s string) (syscall.Signal, error) {
+	switch strings.TrimPrefix(strings.ToUpper(s), "SIG") {
+	case "TERM":
+		return syscall.SIGTERM, nil
+	case "INT":
+		return syscall.SIGINT, nil
+	case "QUIT":
+		return syscall.SIGQUIT, nil
+	case "HUP":
+		return syscall.SIGHUP, nil
+	case "KILL":
+		return syscall.SIGKILL, nil
+	case "USR1":
+		return syscall.SIGUSR1, nil
+	case "USR2":
+		return syscall.SIGUSR2, nil
+	}
+	return 0, fmt.Errorf("stop signal %q: want TERM, INT, QUIT, HUP, KILL, USR1 or USR2", s)
+}
+
+// Activate makes the app's programs those of the release in dir: changed
+// programs are restarted (stop, then start), new ones started, ones the
+// release dropped stopped and removed. It waits until each started
+// program is RUNNING (or failed to start).
+func (a *Agent) Activate(ctx context.Context, app, version, dir string, m release.Manifest) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var names []string
+	var errs []error
+	for _, p := range m.Programs {
+		name := ProgramName(app, p.Name)
+		c, err := ProgramConfig(name, dir, p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		names = append(names, name)
+		if err := a.Supervisor.Add(ctx, c); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if c.Autostart {
+			if err := a.Supervisor.Start(ctx, name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, old := range a.owned[app] {
+		if !slices.Contains(names, old) {
+			if err := a.Supervisor.Remove(ctx, old); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	a.owned[app] = names
+	if len(errs) > 0 {
+		return fmt.Errorf("%s %s: %w", app, version, errors.Join(errs...))
+	}
+	a.Log.Info("release active", "app", app, "version", version, "programs", len(names))
+	return nil
+}
+
+// Resume supervises the programs of every app's current release, as the
+// agent starts: running ones recorded by the previous agent are re-adopted.
+func (a *Agent) Resume(ctx context.Context) error {
+	apps, err := a.Store.Apps()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, app := range apps {
+		v, err := a.Store.Current(app)
+		if err != nil || v == "" {
+			continue
+		}
+		dir := a.Store.ReleaseDir(app, v)
+		m, err := release.ReadManifest(dir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", app, v, err))
+			continue
+		}
+		// Add only: adoption or autostart happen in the background, so
+		// a crash-looping program does not hold up the agent's start.
+		a.mu.Lock()
+		var names []string
+		for _, p := range m.Programs {
+			name := ProgramName(app, p.Name)
+			c, err := ProgramConfig(name, dir, p)
+			if err == nil {
+				err = a.Supervisor.Add(ctx, c)
+			}
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			names = append(names, name)
+		}
+		a.owned[app] = names
+		a.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// Rollback switches app back to version (or the previous release) and
+// restarts its programs.
+func (a *Agent) Rollback(ctx context.Context, app, version string) (string, error) {
+	if err := release.ValidName("app", app); err != nil {
+		return "", err
+	}
+	v, err := a.Store.Rollback(app, version)
+	if err != nil {
+		return "", err
+	}
+	dir := a.Store.ReleaseDir(app, v)
+	m, err := release.ReadManifest(dir)
+	if err != nil {
+		return v, err
+	}
+	return v, a.Activate(ctx, app, v, dir, m)
+}
