@@ -24,6 +24,7 @@ PACKAGES=(
 	hey # HTTP load with latency percentiles for the ratelimit benchmark
 	rsyslog # imfile, beside the collector in its log shipping benchmark
 	rsyslog-kafka # omkafka, beside the collector in its log shipping benchmark
+	supervisor # supervisord, run beside deploy's supervisor in its compatibility test
 )
 
 if (($# > 0)); then
