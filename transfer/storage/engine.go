@@ -34,8 +34,9 @@ const (
 // Engine is the store. All methods are safe for concurrent use.
 //
 // Writers apply batches in parallel, split by apply shard (a function of the
-// series' slot, see shardRun): the points of one shard are applied and their WAL record
-// appended in one critical section under that shard's lock, so the WAL holds
+// series' slot, see shardRun): the points of one shard are applied and their
+// WAL record appended in one critical section under that shard's lock, so
+// the WAL holds
 // the points of each series in the order they were applied and a replay
 // repeats exactly what happened (series are independent of one another, so
 // the order between shards does not matter). New series are created first,
@@ -408,13 +409,13 @@ func validate(p *metric.Point) error {
 	return nil
 }
 
-// MaxBatch is the most points one Append takes (its WAL record must stay
+// MaxBatch is the most points one Append takes (its WAL records must stay
 // well under the WAL's record size limit).
 const MaxBatch = 1 << 20
 
 // Append validates the points, applies them to their series (creating new
-// series with the first matching schema), and appends one WAL record for the
-// batch. It returns before the WAL fsync: pass the Result to Wait, or use
+// series with the first matching schema), and appends the batch's WAL
+// records (one per apply shard it touches). It returns before the WAL fsync: pass the Result to Wait, or use
 // AppendWait, to learn when the batch is durable. Refused points are listed
 // in Result.Rejected; the error is only for a failure of the whole engine.
 //
