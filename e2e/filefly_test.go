@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,8 +274,13 @@ func TestFileflyResumesAfterRestartsAndSkipsHolders(t *testing.T) {
 
 // TestFileflyRefusesDestinationsOutsideRoots: `..` and a symlink out of the
 // allowed root are refused, and send says which hosts failed.
+// The fleet runs with an agent token, so jobs are signed.
 func TestFileflyRefusesDestinationsOutsideRoots(t *testing.T) {
-	fleet := startFileflyFleet(t, 1, nil)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("fleet-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fleet := startFileflyFleet(t, 1, func(int) []string { return []string{"--token-file", tokenFile} }, "--agent-token-file", tokenFile)
 	outside := t.TempDir()
 	if err := os.Symlink(outside, filepath.Join(fleet.prefix[0], "srv", "escape")); err != nil {
 		t.Fatal(err)
@@ -287,6 +294,16 @@ func TestFileflyRefusesDestinationsOutsideRoots(t *testing.T) {
 				t.Fatalf("exit %d, want 1 with the host listed\n%s\n%s", code, out, stderr)
 			}
 		})
+	}
+	out, stderr, code := testkit.Run(t, "filefly", "", "send", payload, "--server", fleet.server.Addr,
+		"--hosts", fleet.hosts(), "--dest", "/srv/inside.bin", "--wait")
+	if code != 0 {
+		t.Fatalf("signed send inside the root: exit %d\n%s\n%s", code, out, stderr)
+	}
+	// A job the server did not sign is refused.
+	code, _ = postJSON(t, "http://"+fleet.agents[0].Addr+"/v1/jobs", "fleet-secret", `{"id":"forged","sources":["http://127.0.0.1:1"],"dest":"/srv/x"}`)
+	if code != 400 && code != 403 {
+		t.Errorf("unsigned job: %d", code)
 	}
 	entries, _ := os.ReadDir(outside)
 	if len(entries) != 0 {
@@ -309,4 +326,17 @@ func fileflyMetric(t *testing.T, p *testkit.Proc, name string) float64 {
 	}
 	t.Fatalf("%s: no metric %s", p.Name, name)
 	return 0
+}
+
+func postJSON(t *testing.T, url, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -171,7 +171,7 @@ func (c *serverConfig) start(ctx context.Context, d *kit.Daemon) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
-	s.Register(ctx, d.Mux)
+	s.Register(d.Mux)
 	d.OnStop("transfers", func(context.Context) error { s.Wait(); return nil })
 	return nil
 }

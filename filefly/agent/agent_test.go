@@ -39,7 +39,7 @@ func newRig(t *testing.T, n int, token []byte, corruptFirst bool) *rig {
 	if err := r.server.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r.server.Register(ctx, mux)
+	r.server.Register(mux)
 	for i := range n {
 		root := t.TempDir()
 		if err := os.MkdirAll(filepath.Join(root, "srv"), 0o755); err != nil {

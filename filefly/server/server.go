@@ -64,6 +64,9 @@ type Options struct {
 type Server struct {
 	opts   Options
 	egress *rate.Limiter
+	// life is the context given to Start: background work of every
+	// transfer runs until it ends, whoever created the transfer.
+	life context.Context
 
 	mu        sync.Mutex
 	transfers map[string]*transfer
@@ -141,6 +144,7 @@ func (s *Server) transferDir() string { return filepath.Join(s.opts.DataDir, "tr
 
 // Start loads the kept transfers and carries on with the unfinished ones.
 func (s *Server) Start(ctx context.Context) error {
+	s.life = ctx
 	for _, dir := range []string{s.blobDir(), s.transferDir()} {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return fmt.Errorf("data dir: %w", err)
@@ -200,10 +204,10 @@ func (s *Server) save(t *transfer) error {
 }
 
 // Register adds the server's API to mux.
-func (s *Server) Register(ctx context.Context, mux *http.ServeMux) {
+func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /v1/blobs/{sha}", s.handlePutBlob)
 	mux.HandleFunc("GET /v1/blobs/{sha}", s.handleGetBlob)
-	mux.HandleFunc("POST /v1/transfers", func(w http.ResponseWriter, r *http.Request) { s.handleSend(ctx, w, r) })
+	mux.HandleFunc("POST /v1/transfers", s.handleSend)
 	mux.HandleFunc("GET /v1/transfers", s.handleList)
 	mux.HandleFunc("GET /v1/transfers/{id}", s.handleStatus)
 	mux.HandleFunc("POST /v1/transfers/{id}/report", s.handleReport)
@@ -325,7 +329,8 @@ func (s *Server) hostAddr(h string) string {
 	return net.JoinHostPort(strings.Trim(h, "[]"), strconv.Itoa(s.opts.AgentPort))
 }
 
-// Create starts a transfer.
+// Create starts a transfer; ctx bounds only the host lookup, the
+// transfer runs until the server stops. Start must have been called.
 func (s *Server) Create(ctx context.Context, req api.SendRequest) (api.Transfer, error) {
 	m, err := s.manifest(req.SHA256)
 	if err != nil {
@@ -394,7 +399,7 @@ func (s *Server) Create(ctx context.Context, req api.SendRequest) (api.Transfer,
 	s.transfers[t.status.ID] = t
 	s.mu.Unlock()
 	s.opts.Log.Info("transfer created", "id", t.status.ID, "sha256", m.SHA256, "dest", req.Dest, "hosts", len(addrs), "topology", req.Topology)
-	s.launch(ctx, t)
+	s.launch(s.life, t)
 	return t.snapshot(), nil
 }
 
@@ -409,13 +414,13 @@ func (t *transfer) snapshot() api.Transfer {
 	return out
 }
 
-func (s *Server) handleSend(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	var req api.SendRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 8<<20)).Decode(&req); err != nil {
 		httpError(w, http.StatusBadRequest, "request: %v", err)
 		return
 	}
-	t, err := s.Create(ctx, req)
+	t, err := s.Create(r.Context(), req)
 	if errors.Is(err, ErrBadRequest) {
 		httpError(w, http.StatusBadRequest, "%v", err)
 		return

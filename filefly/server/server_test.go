@@ -1,0 +1,130 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/opskit/opskit/filefly/api"
+	"github.com/opskit/opskit/filefly/piece"
+)
+
+type fakeHosts map[string][]string
+
+func (f fakeHosts) AppHosts(_ context.Context, app, env string) ([]string, error) {
+	h, ok := f[app+"/"+env]
+	if !ok {
+		return nil, errors.New("no such app")
+	}
+	return h, nil
+}
+
+func newTestServer(t *testing.T, dir string, hosts HostLister) (*Server, *httptest.Server, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	mux := http.NewServeMux()
+	ts := httptest.NewServer(mux)
+	s := New(Options{DataDir: dir, URL: ts.URL, Hosts: hosts, LostAfter: time.Hour})
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Register(mux)
+	t.Cleanup(func() { cancel(); ts.Close(); s.Wait() })
+	return s, ts, cancel
+}
+
+func put(t *testing.T, url, sum string, data []byte) int {
+	req, _ := http.NewRequest(http.MethodPut, url+"/v1/blobs/"+sum, bytes.NewReader(data))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestBlobUploadChecksTheName(t *testing.T) {
+	_, ts, _ := newTestServer(t, t.TempDir(), nil)
+	data := []byte("payload")
+	sum, _, _ := piece.HashFile(bytes.NewReader(data))
+	other, _, _ := piece.HashFile(bytes.NewReader([]byte("other")))
+	if code := put(t, ts.URL, other, data); code != http.StatusBadRequest {
+		t.Errorf("wrong sha256: %d", code)
+	}
+	if code := put(t, ts.URL, "not-a-sum", data); code != http.StatusBadRequest {
+		t.Errorf("bad name: %d", code)
+	}
+	if code := put(t, ts.URL, sum, data); code != http.StatusCreated {
+		t.Errorf("upload: %d", code)
+	}
+	if code := put(t, ts.URL, sum, data); code != http.StatusOK {
+		t.Errorf("second upload of the same blob: %d, want 200 (already held)", code)
+	}
+}
+
+func TestCreateRefusesBadRequests(t *testing.T) {
+	s, ts, _ := newTestServer(t, t.TempDir(), fakeHosts{"web/prod": {"127.0.0.3", "127.0.0.1:1"}})
+	data := []byte("payload")
+	sum, _, _ := piece.HashFile(bytes.NewReader(data))
+	put(t, ts.URL, sum, data)
+	tests := map[string]api.SendRequest{
+		"unknown blob":      {SHA256: "00", Dest: "/srv/x", Hosts: []string{"h"}},
+		"relative dest":     {SHA256: sum, Dest: "srv/x", Hosts: []string{"h"}},
+		"no hosts":          {SHA256: sum, Dest: "/srv/x"},
+		"bad topology":      {SHA256: sum, Dest: "/srv/x", Hosts: []string{"h"}, Topology: "mesh"},
+		"app with no hosts": {SHA256: sum, Dest: "/srv/x", App: "web", Env: "dev"},
+	}
+	for name, req := range tests {
+		_, err := s.Create(context.Background(), req)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	tr, err := s.Create(context.Background(), api.SendRequest{SHA256: sum, Dest: "/srv/x", App: "web", Env: "prod", Timeout: api.Duration(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range tr.Hosts {
+		got = append(got, h.Host)
+	}
+	if want := []string{"127.0.0.3:7181", "127.0.0.1:1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("hosts %v, want %v", got, want)
+	}
+}
+
+// TestDeadlineAndRestart: unreachable hosts end late at the deadline, and
+// a server restarted on the same data dir still knows the transfer.
+func TestDeadlineAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	s, ts, stop := newTestServer(t, dir, nil)
+	data := []byte("payload")
+	sum, _, _ := piece.HashFile(bytes.NewReader(data))
+	put(t, ts.URL, sum, data)
+	tr, err := s.Create(context.Background(), api.SendRequest{SHA256: sum, Dest: "/srv/x", Hosts: []string{"127.0.0.1:1"}, Timeout: api.Duration(300 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !s.lookup(tr.ID).snapshot().Done {
+		if time.Now().After(deadline) {
+			t.Fatal("not done after the deadline")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h := s.lookup(tr.ID).snapshot().Hosts[0]
+	if h.State != api.StateLate || h.Error == "" {
+		t.Errorf("host %+v", h)
+	}
+	stop()
+	s.Wait()
+	s2, _, _ := newTestServer(t, dir, nil)
+	got := s2.lookup(tr.ID)
+	if got == nil || !got.snapshot().Done || got.snapshot().Hosts[0].State != api.StateLate {
+		t.Errorf("after restart: %+v", got)
+	}
+}
