@@ -48,10 +48,14 @@ func main() {
 }
 
 // pickRole finds the role: a leading `server` or `agent` word (removed),
-// else --mode, else OPSKIT_MODE; the server by default.
+// else --mode, else OPSKIT_MODE; the server by default. Subcommands
+// (send, status, ctl) are the server's.
 func pickRole(args []string, env func(string) (string, bool)) ([]string, string) {
 	if len(args) > 0 && (args[0] == roleServer || args[0] == roleAgent) {
 		return args[1:], args[0]
+	}
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args, roleServer // a subcommand such as send, whose --mode is the file mode
 	}
 	for i, a := range args {
 		if a == "--" {
@@ -71,7 +75,7 @@ func pickRole(args []string, env func(string) (string, bool)) ([]string, string)
 }
 
 func modeFlag(fs *pflag.FlagSet, role string) {
-	fs.String("mode", role, "what this process runs: server (default port 7180) or agent (7181); `filefly agent` is the same as --mode agent")
+	fs.String("mode", role, "what this process runs: server (default port 7180) or agent (7181); 'filefly agent' is the same as --mode agent")
 }
 
 func checkMode(fs *pflag.FlagSet, want string) error {

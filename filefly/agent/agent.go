@@ -368,12 +368,16 @@ func (a *Agent) servePiece(w http.ResponseWriter, r *http.Request, j *job, n int
 // destination once it is in place.
 func (j *job) readPiece(buf []byte, off int64) error {
 	j.mu.Lock()
-	f := j.file
-	dest := j.dest
+	f, dest, verified := j.file, j.dest, j.report.SHA256Verified
 	j.mu.Unlock()
 	if f != nil {
 		_, err := f.ReadAt(buf, off)
 		return err
+	}
+	if !verified {
+		// The job failed before its file was checked and put in place:
+		// what lies at the destination is not this file.
+		return errors.New("this host no longer holds the piece")
 	}
 	df, err := os.Open(dest)
 	if err != nil {
