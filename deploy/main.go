@@ -38,7 +38,6 @@ func main() {
 		Name:     "deploy",
 		Listen:   "127.0.0.1:7171",
 		Summary:  "per-host deploy agent and process supervisor",
-		Pending:  "deployer long poll and Kafka task intake, config templates from configd, per-program users and instances, graceful start-new-then-stop-old restarts, host stats and the diagnostics allowlist; releases, tasks (deploy apply and POST /api/v1/tasks), supervision and the CLI work",
 		Flags:    func(fs *pflag.FlagSet) { c.flags(fs) },
 		Start:    func(ctx context.Context, d *kit.Daemon) error { return c.start(ctx, d) },
 		Commands: cli.Commands(),

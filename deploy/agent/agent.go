@@ -98,7 +98,7 @@ func ParseSignal(s string) (syscall.Signal, error) {
 func (a *Agent) Activate(ctx context.Context, app, version, dir string, m release.Manifest) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var names []string
+	var names, autostart []string
 	var errs []error
 	for _, p := range m.Programs {
 		name := ProgramName(app, p.Name)
@@ -113,11 +113,21 @@ func (a *Agent) Activate(ctx context.Context, app, version, dir string, m releas
 			continue
 		}
 		if c.Autostart {
-			if err := a.Supervisor.Start(ctx, name); err != nil {
-				errs = append(errs, err)
-			}
+			autostart = append(autostart, name)
 		}
 	}
+	// The programs start together; each start is waited for.
+	var wg sync.WaitGroup
+	startErrs := make([]error, len(autostart))
+	for i, name := range autostart {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			startErrs[i] = a.Supervisor.Start(ctx, name)
+		}()
+	}
+	wg.Wait()
+	errs = append(errs, startErrs...)
 	for _, old := range a.owned[app] {
 		if !slices.Contains(names, old) {
 			if err := a.Supervisor.Remove(ctx, old); err != nil {
@@ -126,8 +136,8 @@ func (a *Agent) Activate(ctx context.Context, app, version, dir string, m releas
 		}
 	}
 	a.owned[app] = names
-	if len(errs) > 0 {
-		return fmt.Errorf("%s %s: %w", app, version, errors.Join(errs...))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s %s: %w", app, version, err)
 	}
 	a.Log.Info("release active", "app", app, "version", version, "programs", len(names))
 	return nil

@@ -14,7 +14,8 @@ import (
 
 // TestSameFatalAsSupervisord runs one crash-looping program definition
 // under Debian's supervisord and under this package: with startretries=2
-// both spawn it 3 times and then give up in FATAL.
+// both spawn it 3 times and then give up in FATAL. startsecs is long so
+// that a loaded machine cannot delay supervisord into calling a start good.
 func TestSameFatalAsSupervisord(t *testing.T) {
 	bin := testkit.RequireBinary(t, "supervisord", "supervisor")
 	dir := t.TempDir()
@@ -27,7 +28,7 @@ childlogdir=`+dir+`
 
 [program:crash]
 command=/bin/sh -c "echo x >> `+dir+`/spawns.supervisord; exit 1"
-startsecs=1
+startsecs=3
 startretries=2
 autorestart=unexpected
 `), 0o644)
@@ -42,7 +43,7 @@ autorestart=unexpected
 
 	s := newSupervisor(t, "")
 	c := Config{Name: "crash", Command: sh("echo x >> " + dir + "/spawns.ours; exit 1"), Autostart: true,
-		StartSecs: time.Second, StartRetries: 2, BackoffMin: time.Second, BackoffMax: 4 * time.Second, Jitter: 0.01}
+		StartSecs: 3 * time.Second, StartRetries: 2, BackoffMin: time.Second, BackoffMax: 4 * time.Second, Jitter: 0.01}
 	if err := s.Add(context.Background(), c); err != nil {
 		t.Fatal(err)
 	}

@@ -238,7 +238,9 @@ func (p *program) handle(c command) {
 		switch p.state {
 		case Running:
 			answer(c.done, nil)
-		case Starting:
+		case Starting, Backoff:
+			// A start asked for during BACKOFF waits for the retries
+			// under way rather than cutting the backoff short.
 			addWaiter(&p.startWait, c.done)
 		case Stopping:
 			p.startAfter = true

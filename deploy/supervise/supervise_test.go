@@ -247,8 +247,10 @@ func TestLogRotation(t *testing.T) {
 	if _, err := os.Stat(path + ".1"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
 	st, _ := os.Stat(path)
+	for deadline := time.Now().Add(2 * time.Second); st.Size() == 0 && time.Now().Before(deadline); st, _ = os.Stat(path) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if st.Size() == 0 || st.Size() > 1<<20 {
 		t.Fatalf("after truncation the log holds %d bytes; the program should go on writing", st.Size())
 	}
