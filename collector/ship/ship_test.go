@@ -105,7 +105,11 @@ func TestKafkaDeliversAndRidesOutAnOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer k.Close(context.Background())
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		k.Close(ctx)
+	}()
 	tl := newAckCounter(t)
 	in := &tail.Input{Topic: "logs", Key: "path"}
 	emit := func(from, n int) {
@@ -122,7 +126,7 @@ func TestKafkaDeliversAndRidesOutAnOutage(t *testing.T) {
 	down.Store(true)
 	blocked := make(chan struct{})
 	go func() {
-		emit(100, 1000) // ~200 KiB: more than the 64 KiB buffer
+		emit(100, 3000) // ~700 KiB: more than the 64 KiB buffer and the queue before it
 		close(blocked)
 	}()
 	time.Sleep(500 * time.Millisecond)
@@ -139,8 +143,8 @@ func TestKafkaDeliversAndRidesOutAnOutage(t *testing.T) {
 	}
 	down.Store(false)
 	<-blocked
-	waitFor(t, "1100 acks", func() bool { return tl.done() == 1100 })
-	recs := kc.ReadTopic(t, "logs", 1100, 10*time.Second)
+	waitFor(t, "3100 acks", func() bool { return tl.done() == 3100 })
+	recs := kc.ReadTopic(t, "logs", 3100, 10*time.Second)
 	perPath := map[string]int{}
 	for _, r := range recs {
 		m, err := Decode(r.Value)
