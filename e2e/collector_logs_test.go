@@ -516,3 +516,25 @@ func TestCollectorLogsToFileAndMetrics(t *testing.T) {
 		t.Errorf("event %+v, %v", m, err)
 	}
 }
+
+// TestCollectorTailCommand: `collector tail --once` prints the events of
+// the files given (globs too) and exits 0; bad usage exits 2.
+func TestCollectorTailCommand(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "a.log"), []byte("first\nsecond \xff\n"), 0o644)
+	out, errOut, code := testkit.Run(t, "collector", "", "tail", "--once", "--start-at", "beginning", "--hostname", "h1", filepath.Join(dir, "*.log"))
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 0 || len(lines) != 2 {
+		t.Fatalf("code %d, stdout %q, stderr %s", code, out, errOut)
+	}
+	m, err := ship.Decode([]byte(lines[1]))
+	if err != nil || m.Line != "second \xff" || m.Offset != 6 || m.Host != "h1" || !strings.Contains(lines[1], `"raw":`) {
+		t.Fatalf("event %q: %+v %v", lines[1], m, err)
+	}
+	if _, _, code := testkit.Run(t, "collector", "", "tail"); code != 2 {
+		t.Errorf("no file: exit %d, want 2", code)
+	}
+	if _, _, code := testkit.Run(t, "collector", "", "tail", "--start-at", "middle", "x"); code != 2 {
+		t.Errorf("bad --start-at: exit %d, want 2", code)
+	}
+}
