@@ -74,6 +74,7 @@ type Agent struct {
 
 // job is one transfer on this host.
 type job struct {
+	saveMu  sync.Mutex // orders the writes of the state file
 	mu      sync.Mutex
 	spec    api.Job
 	dest    string // resolved destination
@@ -397,6 +398,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // save persists the job's state (written to a temporary name and renamed,
 // so a crash leaves the old state or the new).
 func (a *Agent) save(j *job) error {
+	j.saveMu.Lock()
+	defer j.saveMu.Unlock()
 	j.mu.Lock()
 	b, err := json.Marshal(saved{Job: j.spec, Dest: j.dest, Have: j.have, Report: j.report})
 	j.mu.Unlock()

@@ -76,6 +76,9 @@ type Server struct {
 }
 
 type transfer struct {
+	// saveMu orders the writes of the state file: concurrent saves
+	// sharing one temporary file could otherwise interleave.
+	saveMu  sync.Mutex
 	mu      sync.Mutex
 	status  api.Transfer
 	sources [][]string // per host: its relay sources, server last
@@ -189,6 +192,8 @@ type kept struct {
 }
 
 func (s *Server) save(t *transfer) error {
+	t.saveMu.Lock()
+	defer t.saveMu.Unlock()
 	t.mu.Lock()
 	b, err := json.Marshal(kept{Status: t.status, Sources: t.sources})
 	id := t.status.ID
