@@ -30,6 +30,7 @@ type config struct {
 	stopProgramsOnEnd bool
 	apiToken          string
 	apiTokenFile      string
+	fatalCooldown     time.Duration
 }
 
 func main() {
@@ -50,6 +51,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.logBackups, "log-backups", 5, "rotated log files kept per program and stream")
 	fs.DurationVar(&c.poll, "poll-interval", 200*time.Millisecond, "how often re-adopted programs are checked for life (also paces log rotation and orphan reaping)")
 	fs.BoolVar(&c.stopProgramsOnEnd, "stop-programs-on-exit", false, "stop every program when the agent stops (by default they keep running and are re-adopted by the next agent)")
+	fs.DurationVar(&c.fatalCooldown, "fatal-cooldown", 5*time.Minute, "wait in FATAL before a program's starts are tried again, unless its manifest sets fatal_cooldown (0: stay FATAL until started by hand, as supervisord does)")
 	fs.StringVar(&c.apiToken, "api-token", "", "bearer token for /api/v1/* (without one only loopback clients are served); prefer --api-token-file")
 	fs.StringVar(&c.apiTokenFile, "api-token-file", "", "file holding the API bearer token")
 }
@@ -77,6 +79,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		return err
 	}
 	a := agent.New(store, applier, sup, d.Log)
+	a.FatalCooldown = c.fatalCooldown
 	d.Go(ctx, "supervisor", sup.Run)
 	if err := a.Resume(ctx); err != nil {
 		d.Log.Error("some programs of current releases could not be supervised", "err", err)

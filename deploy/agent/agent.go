@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opskit/opskit/deploy/release"
 	"github.com/opskit/opskit/deploy/supervise"
@@ -24,6 +25,10 @@ type Agent struct {
 	Applier    *release.Applier
 	Supervisor *supervise.Supervisor
 	Log        *slog.Logger
+
+	// FatalCooldown is the default wait in FATAL before a program's
+	// starts are tried again (0: stay FATAL until started by hand).
+	FatalCooldown time.Duration
 
 	mu sync.Mutex
 	// owned lists each app's program names, to remove the ones a new
@@ -46,7 +51,8 @@ func ProgramName(app, program string) string { return app + ":" + program }
 // config running in dir.
 func ProgramConfig(name, dir string, p release.ProgramSpec) (supervise.Config, error) {
 	c := supervise.Config{Name: name, Command: p.Command, Env: p.Env, Dir: dir, Autostart: true,
-		Autorestart: p.Autorestart, StartSecs: p.StartSecs, StopWait: p.StopWait}
+		Autorestart: p.Autorestart, StartSecs: p.StartSecs, StopWait: p.StopWait,
+		BackoffMin: p.BackoffMin, BackoffMax: p.BackoffMax, FatalCooldown: p.FatalCooldown}
 	if p.Dir != "" {
 		if strings.HasPrefix(p.Dir, "/") || dir == "" {
 			c.Dir = p.Dir
@@ -68,6 +74,14 @@ func ProgramConfig(name, dir string, p release.ProgramSpec) (supervise.Config, e
 		c.StopSignal = sig
 	}
 	return c, nil
+}
+
+func (a *Agent) programConfig(name, dir string, p release.ProgramSpec) (supervise.Config, error) {
+	c, err := ProgramConfig(name, dir, p)
+	if c.FatalCooldown == 0 {
+		c.FatalCooldown = a.FatalCooldown
+	}
+	return c, err
 }
 
 // ParseSignal reads a signal name such as TERM, SIGINT or QUIT.
@@ -102,7 +116,7 @@ func (a *Agent) Activate(ctx context.Context, app, version, dir string, m releas
 	var errs []error
 	for _, p := range m.Programs {
 		name := ProgramName(app, p.Name)
-		c, err := ProgramConfig(name, dir, p)
+		c, err := a.programConfig(name, dir, p)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -168,7 +182,7 @@ func (a *Agent) Resume(ctx context.Context) error {
 		var names []string
 		for _, p := range m.Programs {
 			name := ProgramName(app, p.Name)
-			c, err := ProgramConfig(name, dir, p)
+			c, err := a.programConfig(name, dir, p)
 			if err == nil {
 				err = a.Supervisor.Add(ctx, c)
 			}

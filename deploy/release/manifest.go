@@ -59,6 +59,11 @@ type ProgramSpec struct {
 	StartRetries *int              `yaml:"startretries" json:"startretries,omitempty"`
 	StopSignal   string            `yaml:"stopsignal" json:"stopsignal,omitempty"`
 	StopWait     time.Duration     `yaml:"stopwaitsecs" json:"stopwaitsecs,omitempty"`
+	// BackoffMin and BackoffMax bound the exponential wait between failed
+	// starts; FatalCooldown is the wait in FATAL before trying again.
+	BackoffMin    time.Duration `yaml:"backoff_min" json:"backoff_min,omitempty"`
+	BackoffMax    time.Duration `yaml:"backoff_max" json:"backoff_max,omitempty"`
+	FatalCooldown time.Duration `yaml:"fatal_cooldown" json:"fatal_cooldown,omitempty"`
 }
 
 // ReadManifest reads deploy.yaml from a release directory; a release
