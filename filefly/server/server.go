@@ -174,12 +174,40 @@ func (s *Server) Start(ctx context.Context) error {
 		s.mu.Lock()
 		s.transfers[t.status.ID] = t
 		s.mu.Unlock()
+		s.transferMetrics(t)
 		if !t.status.Done {
 			s.opts.Log.Info("resuming transfer", "id", t.status.ID)
 			s.launch(ctx, t)
 		}
 	}
 	return nil
+}
+
+// transferMetrics exposes a transfer's progress on /metrics, as status
+// shows it: bytes held over all hosts, the total wanted, and hosts by state.
+func (s *Server) transferMetrics(t *transfer) {
+	id := t.status.ID
+	sum := func(f func(h api.HostStatus) float64) func() float64 {
+		return func() float64 {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			v := 0.0
+			for _, h := range t.status.Hosts {
+				v += f(h)
+			}
+			return v
+		}
+	}
+	s.opts.Metrics.NewGauge(fmt.Sprintf(`filefly_server_transfer_bytes{transfer=%q}`, id), sum(func(h api.HostStatus) float64 { return float64(h.Bytes) }))
+	s.opts.Metrics.NewGauge(fmt.Sprintf(`filefly_server_transfer_bytes_wanted{transfer=%q}`, id), sum(func(api.HostStatus) float64 { return float64(t.status.Manifest.Size) }))
+	for _, state := range []string{api.StateRunning, api.StateDone, api.StateSkipped, api.StateFailed, api.StateLate, api.StateUnreachable} {
+		s.opts.Metrics.NewGauge(fmt.Sprintf(`filefly_server_transfer_hosts{transfer=%q,state=%q}`, id, state), sum(func(h api.HostStatus) float64 {
+			if h.State == state {
+				return 1
+			}
+			return 0
+		}))
+	}
 }
 
 // Wait waits for the background work to end after ctx ends.
@@ -403,6 +431,7 @@ func (s *Server) Create(ctx context.Context, req api.SendRequest) (api.Transfer,
 	s.mu.Lock()
 	s.transfers[t.status.ID] = t
 	s.mu.Unlock()
+	s.transferMetrics(t)
 	s.opts.Log.Info("transfer created", "id", t.status.ID, "sha256", m.SHA256, "dest", req.Dest, "hosts", len(addrs), "topology", req.Topology)
 	s.launch(s.life, t)
 	return t.snapshot(), nil

@@ -116,6 +116,11 @@ func TestDeadlineAndRestart(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	var text bytes.Buffer
+	s.opts.Metrics.WritePrometheus(&text)
+	if want := `filefly_server_transfer_hosts{transfer="` + tr.ID + `",state="late"} 1`; !bytes.Contains(text.Bytes(), []byte(want)) {
+		t.Errorf("metrics lack %s:\n%s", want, text.String())
+	}
 	h := s.lookup(tr.ID).snapshot().Hosts[0]
 	if h.State != api.StateLate || h.Error == "" {
 		t.Errorf("host %+v", h)
