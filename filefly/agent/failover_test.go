@@ -141,4 +141,7 @@ func TestAgentReportsPostCmdAndOwnerFailures(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.roots[1], "srv/app.conf")); err == nil {
 		t.Error("file with an unknown owner was put in place")
 	}
+	if leftovers, _ := filepath.Glob(filepath.Join(r.roots[1], "srv/.filefly-*")); len(leftovers) > 0 {
+		t.Errorf("failed job left its partial file: %v", leftovers)
+	}
 }

@@ -48,6 +48,8 @@ func (a *Agent) run(ctx context.Context, j *job) {
 		j.report.State = api.StateFailed
 		j.report.Error = err.Error()
 		a.opts.Log.Error("transfer failed", "id", j.spec.ID, "err", err)
+		// A failed job is final: its partial file would only take space.
+		os.Remove(j.tempPath())
 	}
 	j.report.Finished = time.Now().UTC()
 	j.mu.Unlock()
