@@ -18,6 +18,7 @@ import (
 
 	"github.com/opskit/opskit/deploy/agent"
 	"github.com/opskit/opskit/deploy/cli"
+	"github.com/opskit/opskit/deploy/diag"
 	"github.com/opskit/opskit/deploy/supervise"
 	"github.com/opskit/opskit/internal/kit"
 )
@@ -39,6 +40,7 @@ func main() {
 		Name:     "deploy",
 		Listen:   "127.0.0.1:7171",
 		Summary:  "per-host deploy agent and process supervisor",
+		Sections: []string{"diagnostics"},
 		Flags:    func(fs *pflag.FlagSet) { c.flags(fs) },
 		Start:    func(ctx context.Context, d *kit.Daemon) error { return c.start(ctx, d) },
 		Commands: cli.Commands(),
@@ -80,6 +82,22 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	}
 	a := agent.New(store, applier, sup, d.Log)
 	a.FatalCooldown = c.fatalCooldown
+	if d.ConfigFile != "" {
+		var cmds []diag.Command
+		if err := kit.DecodeSection(d.ConfigFile, "diagnostics", &cmds); err != nil {
+			return err
+		}
+		if len(cmds) > 0 {
+			audit, err := os.OpenFile(filepath.Join(d.DataDir, "diag-audit.jsonl"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+			if err != nil {
+				return err
+			}
+			d.OnStop("diag-audit", func(context.Context) error { return audit.Close() })
+			if a.Diag, err = diag.New(cmds, audit); err != nil {
+				return fmt.Errorf("config %s: %w", d.ConfigFile, err)
+			}
+		}
+	}
 	d.Go(ctx, "supervisor", sup.Run)
 	if err := a.Resume(ctx); err != nil {
 		d.Log.Error("some programs of current releases could not be supervised", "err", err)

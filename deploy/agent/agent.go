@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/opskit/opskit/deploy/diag"
 	"github.com/opskit/opskit/deploy/release"
 	"github.com/opskit/opskit/deploy/supervise"
 )
@@ -29,6 +30,8 @@ type Agent struct {
 	// FatalCooldown is the default wait in FATAL before a program's
 	// starts are tried again (0: stay FATAL until started by hand).
 	FatalCooldown time.Duration
+	// Diag, when set, serves the diagnostics allowlist.
+	Diag *diag.Allowlist
 
 	mu sync.Mutex
 	// owned lists each app's program names, to remove the ones a new

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/opskit/opskit/deploy/diag"
 	"github.com/opskit/opskit/deploy/release"
 	"github.com/opskit/opskit/deploy/supervise"
 )
@@ -49,6 +50,8 @@ func (a *Agent) Status() StatusAnswer {
 //	POST /api/v1/apps/{app}/rollback?version=V
 //	POST /api/v1/tasks          (body: a release.Task; answers its release.Result)
 //	GET  /api/v1/tasks/{id}
+//	GET  /api/v1/diag                 (the allowlist)
+//	POST /api/v1/diag/{name}          (body {"args": [...]}; streams the output)
 //
 // These can run commands on the host, so without a token only loopback
 // clients are served; with one, every request must bear it.
@@ -128,6 +131,14 @@ func (a *Agent) Register(mux *http.ServeMux, token string) {
 		}
 		writeJSON(w, code, res)
 	})
+	mux.HandleFunc("GET /api/v1/diag", func(w http.ResponseWriter, r *http.Request) {
+		if a.Diag == nil {
+			writeJSON(w, http.StatusOK, []diag.Command{})
+			return
+		}
+		writeJSON(w, http.StatusOK, a.Diag.Names())
+	})
+	mux.HandleFunc("POST /api/v1/diag/{name}", a.serveDiag)
 	mux.HandleFunc("GET /api/v1/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
 		res, err := a.Applier.Load(r.PathValue("id"))
 		if errors.Is(err, os.ErrNotExist) {
@@ -140,6 +151,52 @@ func (a *Agent) Register(mux *http.ServeMux, token string) {
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
+}
+
+// serveDiag runs an allowlisted diagnostic command (args in the body as
+// {"args": [...]}) and streams its output; the exit code and any error
+// follow as trailers X-Exit-Code and X-Error.
+func (a *Agent) serveDiag(w http.ResponseWriter, r *http.Request) {
+	if a.Diag == nil {
+		writeError(w, http.StatusNotFound, errors.New("no diagnostics are configured (the agent config's diagnostics: section)"))
+		return
+	}
+	var req struct {
+		Args []string `json:"args"`
+	}
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+	}
+	name := r.PathValue("name")
+	if _, _, err := a.Diag.Check(name, req.Args); err != nil {
+		_, _ = a.Diag.Run(r.Context(), r.RemoteAddr, name, req.Args, io.Discard) // audited refusal
+		writeError(w, http.StatusForbidden, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Trailer", "X-Exit-Code, X-Error")
+	flusher, _ := w.(http.Flusher)
+	code, err := a.Diag.Run(r.Context(), r.RemoteAddr, name, req.Args, flushWriter{w, flusher})
+	w.Header().Set("X-Exit-Code", strconv.Itoa(code))
+	if err != nil {
+		w.Header().Set("X-Error", err.Error())
+	}
+}
+
+type flushWriter struct {
+	w io.Writer
+	f http.Flusher
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if f.f != nil {
+		f.f.Flush()
+	}
+	return n, err
 }
 
 // serveLogs sends the tail of a program's log and, with follow=1, what is

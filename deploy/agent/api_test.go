@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opskit/opskit/deploy/diag"
 	"github.com/opskit/opskit/deploy/release"
 	"github.com/opskit/opskit/deploy/supervise"
 )
@@ -72,6 +73,34 @@ func TestAPIGuardAndErrors(t *testing.T) {
 				t.Fatalf("%d %s, want %d containing %q", rec.Code, rec.Body, c.code, c.contain)
 			}
 		})
+	}
+}
+
+func TestAPIDiagStreamsAndRefuses(t *testing.T) {
+	a, h := newTestAgent(t, "")
+	var audit strings.Builder
+	var err error
+	a.Diag, err = diag.New([]diag.Command{{Name: "echo", Command: []string{"echo"}, Args: []string{`[a-z]+`}}}, &audit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		body, want string
+		code       int
+	}{
+		{`{"args":["hi"]}`, "hi\n", 200},
+		{`{"args":["$(id)"]}`, "does not match", 403},
+	} {
+		req := httptest.NewRequest("POST", "/api/v1/diag/echo", strings.NewReader(c.body))
+		req.RemoteAddr = "127.0.0.1:1"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != c.code || !strings.Contains(rec.Body.String(), c.want) {
+			t.Errorf("%s: %d %q", c.body, rec.Code, rec.Body)
+		}
+	}
+	if n := strings.Count(audit.String(), "\n"); n != 2 {
+		t.Errorf("%d audit records, want 2:\n%s", n, audit.String())
 	}
 }
 

@@ -35,6 +35,7 @@ func Commands() []kit.Command {
 		{Name: "restart", Summary: "restart PROGRAM", Run: action("restart")},
 		{Name: "logs", Summary: "print PROGRAM's log (--stream out|err, -f to follow)", Run: logs},
 		{Name: "releases", Summary: "list APP's releases, newest first, * marks current", Run: releases},
+		{Name: "diag", Summary: "run an allowlisted diagnostic command: diag NAME [ARG...] (diag --list shows them)", Run: diagnose},
 		{Name: "rollback", Summary: "switch APP back to VERSION (default: the previous release) and restart its programs", Run: rollback},
 	}
 }
@@ -306,5 +307,55 @@ func rollback(ctx context.Context, args []string, stdio kit.IO) int {
 		return fail(stdio, err)
 	}
 	fmt.Fprintf(stdio.Out, "%s current=%s\n", ans["app"], ans["current"])
+	return kit.ExitOK
+}
+
+func diagnose(ctx context.Context, args []string, stdio kit.IO) int {
+	fs := pflag.NewFlagSet("diag", pflag.ContinueOnError)
+	c := clientFlags(fs)
+	list := fs.Bool("list", false, "list the allowed commands")
+	fs.SetInterspersed(false)
+	rest, code := parse(fs, args, stdio, -1, "diag [flags] NAME [ARG...]")
+	if code >= 0 {
+		return code
+	}
+	if *list {
+		var cmds []map[string]any
+		if err := c.do(ctx, http.MethodGet, "/api/v1/diag", nil, &cmds); err != nil {
+			return fail(stdio, err)
+		}
+		for _, cmd := range cmds {
+			b, _ := json.Marshal(cmd)
+			fmt.Fprintln(stdio.Out, string(b))
+		}
+		return kit.ExitOK
+	}
+	if len(rest) < 1 {
+		fs.Usage()
+		return kit.ExitUsage
+	}
+	body, _ := json.Marshal(map[string][]string{"args": rest[1:]})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.addr+"/api/v1/diag/"+url.PathEscape(rest[0]), bytes.NewReader(body))
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fail(stdio, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fail(stdio, fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(string(b))))
+	}
+	if _, err := io.Copy(stdio.Out, resp.Body); err != nil {
+		return fail(stdio, err)
+	}
+	if e := resp.Trailer.Get("X-Error"); e != "" {
+		return fail(stdio, errors.New(e))
+	}
+	if resp.Trailer.Get("X-Exit-Code") != "0" {
+		return fail(stdio, fmt.Errorf("exit code %s", resp.Trailer.Get("X-Exit-Code")))
+	}
 	return kit.ExitOK
 }
