@@ -14,7 +14,8 @@ DEMO=(
   "alarm          127.0.0.1:7140  alarm --notify-config scripts/demo/alarm.yml"  # alerts in, notifications to var/demo-logs/notifications.jsonl
   "judge          127.0.0.1:7130  judge --strategies scripts/demo/strategies.yaml --alarm 127.0.0.1:7140 --transfer-url http://127.0.0.1:7120"
   "transfer       127.0.0.1:7120  transfer --judge j1=127.0.0.1:7130"  # metrics intake, storage, query; Graphite on 7121
-  "collector      127.0.0.1:7110  collector --interval 30s"      # host metrics and app intake, relayed to transfer
+  "kafka          127.0.0.1:9092  kfake --listen 127.0.0.1:9092 --topics logs:3"  # an in-process Kafka for the log pipeline
+  "collector      127.0.0.1:7110  collector --interval 30s --config scripts/demo/collector.yaml --kafka-brokers 127.0.0.1:9092"  # host metrics, app intake, log tailing to Kafka
   "ratelimit      127.0.0.1:7150  ratelimit --routes scripts/demo/ratelimit.yaml"  # gateway on 7151 in front of transfer's query API
   "configd        127.0.0.1:7160  configd"                       # config server and naming service
   "configd-agent  127.0.0.1:7161  configd agent --app demo --namespace demo/prod/app"  # keeps demo/prod/app on disk
@@ -58,7 +59,14 @@ for entry in "${DEMO[@]}"; do
 done
 
 # Wait for each daemon to be ready.
-ready() { read -r bin addr <<<"$1"; "$BIN/$bin" ctl health --addr "$addr" >/dev/null 2>&1; }
+ready() {
+  read -r bin addr <<<"$1"
+  if [[ $bin == kfake ]]; then # not an opskit daemon: ready once it accepts connections
+    (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null
+    return
+  fi
+  "$BIN/$bin" ctl health --addr "$addr" >/dev/null 2>&1
+}
 for i in "${!names[@]}"; do
   for _ in $(seq 1 100); do ready "${addrs[$i]}" && break; sleep 0.1; done
   if ! ready "${addrs[$i]}"; then
@@ -86,6 +94,7 @@ Try, in another shell:
   amtool --alertmanager.url=http://127.0.0.1:7140 alert query     # a notification lands in var/demo-logs/notifications.jsonl after 5 s
   for i in 1 2 3 4; do curl -s -o /dev/null -w "%{http_code} " 'http://127.0.0.1:7151/api/v1/query?query=1'; done; echo   # 200 200 200 429
   curl -s '127.0.0.1:7190/v1/assign?unit=user-1&attr.country=US&attr.age=30'   # the unit's variant in every layer
+  kcat -C -b 127.0.0.1:9092 -t logs -o beginning -e -q | head -2   # the daemons' logs, shipped by the collector
   Grafana: add a Prometheus data source at http://127.0.0.1:7120 (examples/grafana/)
 Ctrl-C stops everything.
 TRY
