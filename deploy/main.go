@@ -19,6 +19,7 @@ import (
 	"github.com/opskit/opskit/deploy/agent"
 	"github.com/opskit/opskit/deploy/cli"
 	"github.com/opskit/opskit/deploy/diag"
+	"github.com/opskit/opskit/deploy/host"
 	"github.com/opskit/opskit/deploy/supervise"
 	"github.com/opskit/opskit/internal/kit"
 )
@@ -32,6 +33,7 @@ type config struct {
 	apiToken          string
 	apiTokenFile      string
 	fatalCooldown     time.Duration
+	hostInterval      time.Duration
 }
 
 func main() {
@@ -54,6 +56,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.poll, "poll-interval", 200*time.Millisecond, "how often re-adopted programs are checked for life (also paces log rotation and orphan reaping)")
 	fs.BoolVar(&c.stopProgramsOnEnd, "stop-programs-on-exit", false, "stop every program when the agent stops (by default they keep running and are re-adopted by the next agent)")
 	fs.DurationVar(&c.fatalCooldown, "fatal-cooldown", 5*time.Minute, "wait in FATAL before a program's starts are tried again, unless its manifest sets fatal_cooldown (0: stay FATAL until started by hand, as supervisord does)")
+	fs.DurationVar(&c.hostInterval, "host-interval", 10*time.Second, "how often host metrics are read for /metrics and /api/v1/host (0 disables)")
 	fs.StringVar(&c.apiToken, "api-token", "", "bearer token for /api/v1/* (without one only loopback clients are served); prefer --api-token-file")
 	fs.StringVar(&c.apiTokenFile, "api-token-file", "", "file holding the API bearer token")
 }
@@ -82,6 +85,10 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	}
 	a := agent.New(store, applier, sup, d.Log)
 	a.FatalCooldown = c.fatalCooldown
+	if c.hostInterval > 0 {
+		a.Host = host.NewView(d.Metrics)
+		d.Go(ctx, "host metrics", func(ctx context.Context) error { return a.Host.Run(ctx, c.hostInterval) })
+	}
 	if d.ConfigFile != "" {
 		var cmds []diag.Command
 		if err := kit.DecodeSection(d.ConfigFile, "diagnostics", &cmds); err != nil {

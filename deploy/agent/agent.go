@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/opskit/opskit/deploy/diag"
+	"github.com/opskit/opskit/deploy/host"
 	"github.com/opskit/opskit/deploy/release"
 	"github.com/opskit/opskit/deploy/supervise"
 )
@@ -32,6 +33,8 @@ type Agent struct {
 	FatalCooldown time.Duration
 	// Diag, when set, serves the diagnostics allowlist.
 	Diag *diag.Allowlist
+	// Host, when set, is the host metrics view served on /api/v1/host.
+	Host *host.View
 
 	mu sync.Mutex
 	// owned lists each app's program names, to remove the ones a new

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opskit/opskit/deploy/diag"
+	"github.com/opskit/opskit/deploy/host"
 	"github.com/opskit/opskit/deploy/release"
 	"github.com/opskit/opskit/deploy/supervise"
 )
@@ -50,6 +51,7 @@ func (a *Agent) Status() StatusAnswer {
 //	POST /api/v1/apps/{app}/rollback?version=V
 //	POST /api/v1/tasks          (body: a release.Task; answers its release.Result)
 //	GET  /api/v1/tasks/{id}
+//	GET  /api/v1/host                 (host metrics, programs' CPU and memory)
 //	GET  /api/v1/diag                 (the allowlist)
 //	POST /api/v1/diag/{name}          (body {"args": [...]}; streams the output)
 //
@@ -131,6 +133,9 @@ func (a *Agent) Register(mux *http.ServeMux, token string) {
 		}
 		writeJSON(w, code, res)
 	})
+	mux.HandleFunc("GET /api/v1/host", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.HostView())
+	})
 	mux.HandleFunc("GET /api/v1/diag", func(w http.ResponseWriter, r *http.Request) {
 		if a.Diag == nil {
 			writeJSON(w, http.StatusOK, []diag.Command{})
@@ -151,6 +156,42 @@ func (a *Agent) Register(mux *http.ServeMux, token string) {
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
+}
+
+// HostAnswer is GET /api/v1/host.
+type HostAnswer struct {
+	Time     time.Time      `json:"time,omitzero"`
+	Samples  []host.Sample  `json:"samples"`
+	Error    string         `json:"error,omitempty"`
+	Programs []ProgramUsage `json:"programs"`
+}
+
+// ProgramUsage is one running program's CPU time and memory.
+type ProgramUsage struct {
+	Name string `json:"name"`
+	PID  int    `json:"pid"`
+	host.Usage
+}
+
+// HostView returns the latest host metrics and the programs' usage.
+func (a *Agent) HostView() HostAnswer {
+	ans := HostAnswer{Samples: []host.Sample{}, Programs: []ProgramUsage{}}
+	if a.Host != nil {
+		var err error
+		ans.Time, ans.Samples, err = a.Host.Snapshot()
+		if err != nil {
+			ans.Error = err.Error()
+		}
+	}
+	for _, st := range a.Supervisor.Status() {
+		if st.PID == 0 {
+			continue
+		}
+		if u, err := host.ProcessUsage(st.PID); err == nil {
+			ans.Programs = append(ans.Programs, ProgramUsage{Name: st.Name, PID: st.PID, Usage: u})
+		}
+	}
+	return ans
 }
 
 // serveDiag runs an allowlisted diagnostic command (args in the body as

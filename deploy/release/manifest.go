@@ -148,13 +148,15 @@ func RunHook(ctx context.Context, name string, h *Hook, app, version, dir string
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
 	if ctx.Err() == context.DeadlineExceeded {
-		return out.Bytes(), fmt.Errorf("hook %s timed out after %s", name, timeout)
+		return out.Bytes(), fmt.Errorf("hook %s %w after %s", name, errHookTimeout, timeout)
 	}
 	if err != nil {
 		return out.Bytes(), fmt.Errorf("hook %s: %w: %s", name, err, strings.TrimSpace(lastLine(out.Bytes())))
 	}
 	return out.Bytes(), nil
 }
+
+var errHookTimeout = errors.New("timed out")
 
 // RunHealth retries the health hook every interval until it passes or its
 // timeout ends.
@@ -167,15 +169,24 @@ func RunHealth(ctx context.Context, h *Hook, app, version, dir string, interval 
 		timeout = 60 * time.Second
 	}
 	deadline := time.Now().Add(timeout)
+	var last error
 	for {
 		left := time.Until(deadline)
-		one := &Hook{Command: h.Command, Timeout: min(left, 10*time.Second)}
+		if left <= 0 && last != nil {
+			return fmt.Errorf("health check failed for %s: %w", timeout, last)
+		}
+		one := &Hook{Command: h.Command, Timeout: max(min(left, 10*time.Second), time.Millisecond)}
 		_, err := RunHook(ctx, "health", one, app, version, dir)
 		if err == nil {
 			return nil
 		}
+		// A last try cut short by the deadline says less than the one
+		// before it.
+		if last == nil || !errors.Is(err, errHookTimeout) {
+			last = err
+		}
 		if time.Until(deadline) < interval {
-			return fmt.Errorf("health check failed for %s: %w", timeout, err)
+			return fmt.Errorf("health check failed for %s: %w", timeout, last)
 		}
 		select {
 		case <-ctx.Done():

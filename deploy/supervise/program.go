@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/opskit/opskit/deploy/host"
 )
 
 type cmdKind int
@@ -91,6 +93,22 @@ func (p *program) registerMetrics(set *metrics.Set) {
 		}
 		return 0
 	})
+	usage := func(f func(host.Usage) float64) func() float64 {
+		return func() float64 {
+			q, err := p.s.get(name)
+			if err != nil {
+				return 0
+			}
+			pid := q.status().PID
+			if pid == 0 {
+				return 0
+			}
+			u, _ := host.ProcessUsage(pid)
+			return f(u)
+		}
+	}
+	set.GetOrCreateGauge(fmt.Sprintf(`deploy_program_rss_bytes{program=%q}`, name), usage(func(u host.Usage) float64 { return float64(u.RSSBytes) }))
+	set.GetOrCreateGauge(fmt.Sprintf(`deploy_program_cpu_seconds{program=%q}`, name), usage(func(u host.Usage) float64 { return u.CPUSeconds }))
 	p.startsTotal = set.GetOrCreateCounter(fmt.Sprintf(`deploy_program_starts_total{program=%q}`, name))
 	p.exitsTotal = set.GetOrCreateCounter(fmt.Sprintf(`deploy_program_exits_total{program=%q}`, name))
 }
