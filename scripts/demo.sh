@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./bin
-mkdir -p var/demo-logs
+mkdir -p var/demo-logs var/filefly-agent/srv
 
 # The daemons whose function is built, in pipeline order: a label, the HTTP
 # address (each daemon's default loopback port, see README.md), the binary
@@ -20,6 +20,8 @@ DEMO=(
   "configd        127.0.0.1:7160  configd"                       # config server and naming service
   "configd-agent  127.0.0.1:7161  configd agent --app demo --namespace demo/prod/app"  # keeps demo/prod/app on disk
   "abtest         127.0.0.1:7190  abtest --experiments scripts/demo/experiments.yaml"   # experiment assignment and reports
+  "filefly        127.0.0.1:7180  filefly"                       # file distribution server
+  "filefly-agent  127.0.0.1:7181  filefly agent --data-dir var/filefly-agent --dest-prefix $PWD/var/filefly-agent --allow-root $PWD/var/filefly-agent/srv"  # receives files under var/filefly-agent/srv
 )
 
 pids=()
@@ -95,6 +97,7 @@ Try, in another shell:
   for i in 1 2 3 4; do curl -s -o /dev/null -w "%{http_code} " 'http://127.0.0.1:7151/api/v1/query?query=1'; done; echo   # 200 200 200 429
   curl -s '127.0.0.1:7190/v1/assign?unit=user-1&attr.country=US&attr.age=30'   # the unit's variant in every layer
   kcat -C -b 127.0.0.1:9092 -t logs -o beginning -e -q | head -2   # the daemons' logs, shipped by the collector
+  bin/filefly send README.md --hosts 127.0.0.1:7181 --dest /srv/README.md --wait   # lands in var/filefly-agent/srv
   Grafana: add a Prometheus data source at http://127.0.0.1:7120 (examples/grafana/)
 Ctrl-C stops everything.
 TRY
