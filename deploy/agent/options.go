@@ -23,6 +23,7 @@ type ReleaseOptions struct {
 	MaxFiles         int
 	HealthInterval   time.Duration
 	DownloadTimeout  time.Duration
+	ConfigdCache     string
 }
 
 // Flags registers the options.
@@ -34,6 +35,7 @@ func (o *ReleaseOptions) Flags(fs *pflag.FlagSet) {
 	fs.Int64Var(&o.MaxBytes, "max-unpacked-bytes", release.DefaultMaxBytes, "most bytes one package may unpack to")
 	fs.IntVar(&o.MaxFiles, "max-unpacked-files", release.DefaultMaxFiles, "most entries one package may hold")
 	fs.DurationVar(&o.HealthInterval, "health-interval", time.Second, "wait between tries of a release's health hook")
+	fs.StringVar(&o.ConfigdCache, "configd-cache", "", "the configd agent's cache directory, read by releases' config templates")
 	fs.DurationVar(&o.DownloadTimeout, "download-timeout", 10*time.Minute, "deadline of one package download")
 }
 
@@ -47,7 +49,7 @@ func (o *ReleaseOptions) Applier(dataDir string, log *slog.Logger) (*release.Sto
 	a := &release.Applier{
 		Store: store, TaskDir: filepath.Join(dataDir, "tasks"), CacheDir: filepath.Join(dataDir, "packages"),
 		RequireSignature: o.RequireSignature, Limits: release.Limits{MaxBytes: o.MaxBytes, MaxFiles: o.MaxFiles},
-		Keep: o.Keep, HTTP: &http.Client{Timeout: o.DownloadTimeout}, HealthInterval: o.HealthInterval, Log: log,
+		Keep: o.Keep, HTTP: &http.Client{Timeout: o.DownloadTimeout}, HealthInterval: o.HealthInterval, ConfigCache: o.ConfigdCache, Log: log,
 	}
 	if o.TrustedKeys != "" {
 		b, err := os.ReadFile(o.TrustedKeys)

@@ -26,6 +26,8 @@ type Manifest struct {
 	// Programs are supervised while the release is current; their
 	// commands are relative to the release directory.
 	Programs []ProgramSpec `yaml:"programs" json:"programs"`
+	// Templates are rendered from configd's cache before pre_start.
+	Templates []Template `yaml:"templates" json:"templates,omitempty"`
 	// Restart is "stop-start" (default; for programs that cannot run
 	// twice) or "start-stop" (start new, wait for health, stop old).
 	Restart string `yaml:"restart" json:"restart,omitempty"`

@@ -120,7 +120,10 @@ type Applier struct {
 	// Programs, when set, restarts the app's programs after a switch.
 	Programs       Programs
 	HealthInterval time.Duration
-	Log            *slog.Logger
+	// ConfigCache is the configd agent's cache directory, read by config
+	// templates.
+	ConfigCache string
+	Log         *slog.Logger
 
 	mu    sync.Mutex
 	locks map[string]*sync.Mutex
@@ -272,6 +275,14 @@ func (a *Applier) run(ctx context.Context, r *Result) error {
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return err
+	}
+	if !r.done("rendered") && len(m.Templates) > 0 {
+		if err := RenderTemplates(dir, t.App, t.Version, a.ConfigCache, m.Templates); err != nil {
+			return err
+		}
+		if err := a.step(r, "rendered", fmt.Sprintf("%d templates", len(m.Templates))); err != nil {
+			return err
+		}
 	}
 	if !r.done("pre_start") {
 		if _, err := RunHook(ctx, "pre_start", m.Hooks.PreStart, t.App, t.Version, dir); err != nil {
