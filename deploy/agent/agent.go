@@ -119,6 +119,7 @@ func (a *Agent) Activate(ctx context.Context, app, version, dir string, m releas
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var names, autostart []string
+	var replace []supervise.Config
 	var errs []error
 	for _, p := range m.Programs {
 		name := ProgramName(app, p.Name)
@@ -128,6 +129,10 @@ func (a *Agent) Activate(ctx context.Context, app, version, dir string, m releas
 			continue
 		}
 		names = append(names, name)
+		if m.Restart == "start-stop" && c.Autostart {
+			replace = append(replace, c)
+			continue
+		}
 		if err := a.Supervisor.Add(ctx, c); err != nil {
 			errs = append(errs, err)
 			continue
@@ -146,8 +151,17 @@ func (a *Agent) Activate(ctx context.Context, app, version, dir string, m releas
 			startErrs[i] = a.Supervisor.Start(ctx, name)
 		}()
 	}
+	replaceErrs := make([]error, len(replace))
+	for i, c := range replace {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replaceErrs[i] = a.Supervisor.Replace(ctx, c)
+		}()
+	}
 	wg.Wait()
 	errs = append(errs, startErrs...)
+	errs = append(errs, replaceErrs...)
 	for _, old := range a.owned[app] {
 		if !slices.Contains(names, old) {
 			if err := a.Supervisor.Remove(ctx, old); err != nil {

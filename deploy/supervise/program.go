@@ -24,12 +24,24 @@ const (
 	cmdStart cmdKind = iota
 	cmdStop
 	cmdAdopt
+	cmdReplace
 )
 
 type command struct {
 	kind cmdKind
 	rec  record
+	cfg  Config
 	done chan error
+}
+
+// oldProc is the process a replacement runs beside until it is RUNNING.
+type oldProc struct {
+	pid, pgid int
+	ticks     uint64
+	gen       int
+	started   time.Time
+	adopted   bool
+	cfg       Config
 }
 
 type exitEvent struct {
@@ -44,7 +56,11 @@ type program struct {
 	cmds  chan command
 	exits chan exitEvent
 	quit  chan struct{}
+	// ended is closed when loop has returned.
+	ended chan struct{}
 	once  sync.Once
+	// name never changes (cfg, which holds it too, is replaced under mu).
+	name string
 
 	mu         sync.Mutex
 	cfg        Config
@@ -65,14 +81,16 @@ type program struct {
 	startWait  []chan error
 	stopWait   []chan error
 	startAfter bool // start again once stopped (a restart)
+	// replacing is the old process while a new one starts beside it.
+	replacing *oldProc
 
 	startsTotal *metrics.Counter
 	exitsTotal  *metrics.Counter
 }
 
 func newProgram(s *Supervisor, c Config) *program {
-	return &program{s: s, cfg: c, state: Stopped, since: time.Now(),
-		cmds: make(chan command), exits: make(chan exitEvent, 4), quit: make(chan struct{})}
+	return &program{s: s, cfg: c, name: c.Name, state: Stopped, since: time.Now(),
+		cmds: make(chan command), exits: make(chan exitEvent, 4), quit: make(chan struct{}), ended: make(chan struct{})}
 }
 
 func (p *program) registerMetrics(set *metrics.Set) {
@@ -125,7 +143,7 @@ func (p *program) send(c command) bool {
 func (p *program) call(ctx context.Context, kind cmdKind) error {
 	done := make(chan error, 1)
 	if !p.send(command{kind: kind, done: done}) {
-		return fmt.Errorf("program %s was removed", p.cfg.Name)
+		return fmt.Errorf("program %s was removed", p.name)
 	}
 	select {
 	case err := <-done:
@@ -174,6 +192,7 @@ func (p *program) record() (record, bool) {
 }
 
 func (p *program) loop() {
+	defer close(p.ended)
 	for {
 		p.mu.Lock()
 		var timerC <-chan time.Time
@@ -252,6 +271,16 @@ func (p *program) handle(c command) {
 		}
 		p.gen++
 		p.setState(Running, "re-adopted after an agent restart")
+	case cmdReplace:
+		if p.state != Running || p.pid == 0 || p.replacing != nil {
+			answer(c.done, errNotRunning)
+			return
+		}
+		p.replacing = &oldProc{pid: p.pid, pgid: p.pgid, ticks: p.startTicks, gen: p.gen, started: p.started, adopted: p.adopted, cfg: p.cfg}
+		p.cfg = c.cfg
+		p.retries = 0
+		addWaiter(&p.startWait, c.done)
+		p.spawn()
 	case cmdStart:
 		switch p.state {
 		case Running:
@@ -319,7 +348,7 @@ func (p *program) openLogs() (out, errf *os.File, err error) {
 }
 
 func (p *program) logPath(stream string) (string, error) {
-	return p.s.opts.LogDir + "/" + p.cfg.Name + "." + stream + ".log", nil
+	return p.s.opts.LogDir + "/" + p.name + "." + stream + ".log", nil
 }
 
 // spawn starts the process. Its output goes straight to the log files (not
@@ -373,8 +402,24 @@ func (p *program) spawn() {
 	}()
 }
 
+// errNotRunning makes Replace fall back to a restart.
+var errNotRunning = errors.New("not running")
+
 // failedStart counts a start that did not last startsecs.
 func (p *program) failedStart(msg string) {
+	if o := p.replacing; o != nil {
+		// The replacement failed: the old process, still running, stays.
+		p.replacing = nil
+		p.cfg = o.cfg
+		if alive(o.pid, o.ticks) {
+			p.pid, p.pgid, p.startTicks, p.gen, p.started, p.adopted = o.pid, o.pgid, o.ticks, o.gen, o.started, o.adopted
+			p.retries = 0
+			p.setTimer(0)
+			p.setState(Running, "replacement failed, previous process kept: "+msg)
+			reply(&p.startWait, fmt.Errorf("program %s: replacement failed (previous process kept): %s", p.cfg.Name, msg))
+			return
+		}
+	}
 	p.retries++
 	if p.retries > p.cfg.StartRetries {
 		p.s.fatals.Inc()
@@ -392,6 +437,10 @@ func (p *program) failedStart(msg string) {
 }
 
 func (p *program) beginStop() {
+	if o := p.replacing; o != nil {
+		p.replacing = nil
+		go stopDetached(o)
+	}
 	p.stopProcs = descendants(p.pid)
 	p.setState(Stopping, "")
 	_ = syscall.Kill(-p.pgid, p.cfg.StopSignal)
@@ -437,7 +486,13 @@ func (p *program) onTimer() {
 	switch p.state {
 	case Starting:
 		p.retries = 0
-		p.setState(Running, "")
+		msg := ""
+		if o := p.replacing; o != nil {
+			p.replacing = nil
+			msg = fmt.Sprintf("replaced pid %d", o.pid)
+			go stopDetached(o)
+		}
+		p.setState(Running, msg)
 		reply(&p.startWait, nil)
 	case Backoff:
 		p.spawn()
@@ -504,4 +559,21 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// stopDetached stops a replaced process as a stop would: its stop signal to
+// the group, then after its stop wait SIGKILL to the group and descendants.
+// Its exit status, if it is a child, is reaped by its own Wait and ignored.
+func stopDetached(o *oldProc) {
+	procs := descendants(o.pid)
+	_ = syscall.Kill(-o.pgid, o.cfg.StopSignal)
+	_ = syscall.Kill(o.pid, o.cfg.StopSignal)
+	deadline := time.Now().Add(o.cfg.StopWait)
+	for alive(o.pid, o.ticks) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if alive(o.pid, o.ticks) {
+		_ = syscall.Kill(o.pid, syscall.SIGKILL)
+	}
+	killTree(o.pgid, append(procs, descendants(o.pid)...), syscall.SIGKILL)
 }

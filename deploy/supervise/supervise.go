@@ -332,6 +332,53 @@ func (s *Supervisor) Add(ctx context.Context, c Config) error {
 	return nil
 }
 
+// Replace updates a program without a gap: when it is RUNNING and its
+// command, environment or directory changed, the new process is started
+// beside the old one, which is stopped once the new one is RUNNING (after
+// startsecs); if the new one fails to start, the old one is kept and the
+// error returned. A program not running is simply updated and started. The
+// program must tolerate two of itself at once (e.g. SO_REUSEPORT).
+func (s *Supervisor) Replace(ctx context.Context, c Config) error {
+	c = c.Defaults()
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	p := s.programs[c.Name]
+	s.mu.Unlock()
+	if p == nil || p.status().State != Running {
+		if err := s.Add(ctx, c); err != nil {
+			return err
+		}
+		return s.Start(ctx, c.Name)
+	}
+	p.mu.Lock()
+	same := p.cfg.fingerprint() == c.fingerprint()
+	if same {
+		p.cfg = c
+	}
+	p.mu.Unlock()
+	if same {
+		return nil
+	}
+	done := make(chan error, 1)
+	if !p.send(command{kind: cmdReplace, cfg: c, done: done}) {
+		return fmt.Errorf("program %s was removed", c.Name)
+	}
+	select {
+	case err := <-done:
+		if errors.Is(err, errNotRunning) {
+			if err := s.Add(ctx, c); err != nil {
+				return err
+			}
+			return s.Start(ctx, c.Name)
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Remove stops a program and forgets it.
 func (s *Supervisor) Remove(ctx context.Context, name string) error {
 	p, err := s.get(name)
@@ -450,10 +497,15 @@ func lookCommand(argv0, dir string) (string, error) {
 // does when it exits: their pids stay recorded for the next agent to
 // re-adopt.
 func (s *Supervisor) Detach() {
-	s.save()
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	progs := make([]*program, 0, len(s.programs))
 	for _, p := range s.programs {
-		p.close()
+		progs = append(progs, p)
 	}
+	s.mu.Unlock()
+	for _, p := range progs {
+		p.close()
+		<-p.ended
+	}
+	s.save()
 }

@@ -21,9 +21,11 @@ func newSupervisor(t *testing.T, stateDir string) *Supervisor {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	go s.Run(ctx)
+	ran := make(chan struct{})
+	go func() { s.Run(ctx); close(ran) }()
 	t.Cleanup(func() {
 		cancel()
+		<-ran
 		stopCtx, c2 := context.WithTimeout(context.Background(), 5*time.Second)
 		defer c2()
 		s.StopAll(stopCtx)
@@ -275,4 +277,47 @@ func TestParseProcStat(t *testing.T) {
 func FuzzParseProcStat(f *testing.F) {
 	f.Add([]byte("1 (init) S 0 1 1 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 5 1000 10 100"))
 	f.Fuzz(func(t *testing.T, b []byte) { _, _ = parseProcStat(b) })
+}
+
+func TestReplaceStartsNewBeforeStoppingOld(t *testing.T) {
+	s := newSupervisor(t, "")
+	ctx := context.Background()
+	v1 := fast("web", []string{"sleep", "100"})
+	v1.StartSecs = 200 * time.Millisecond
+	s.Add(ctx, v1)
+	old := waitState(t, s, "web", Running, 2*time.Second)
+
+	// A replacement that cannot start leaves the old process serving.
+	broken := v1
+	broken.Command = sh("exit 1")
+	if err := s.Replace(ctx, broken); err == nil || !strings.Contains(err.Error(), "previous process kept") {
+		t.Fatalf("broken replacement: %v", err)
+	}
+	if st := s.Status()[0]; st.PID != old.PID || st.State != Running || dead(old.PID) {
+		t.Fatalf("after a failed replacement: %+v", st)
+	}
+
+	v2 := v1
+	v2.Env = map[string]string{"V": "2"}
+	done := make(chan error, 1)
+	go func() { done <- s.Replace(ctx, v2) }()
+	// While the new one starts, the old one still runs.
+	time.Sleep(100 * time.Millisecond)
+	mid := s.Status()[0]
+	if mid.State != Starting || mid.PID == old.PID || dead(old.PID) {
+		t.Fatalf("during the replacement: %+v, old alive %v", mid, !dead(old.PID))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for !dead(old.PID) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !dead(old.PID) {
+		t.Fatal("old process not stopped after the replacement ran")
+	}
+	if st := s.Status()[0]; st.State != Running || st.PID != mid.PID {
+		t.Fatalf("after: %+v", st)
+	}
 }
