@@ -20,6 +20,7 @@ import (
 	"github.com/opskit/opskit/deploy/cli"
 	"github.com/opskit/opskit/deploy/diag"
 	"github.com/opskit/opskit/deploy/host"
+	"github.com/opskit/opskit/deploy/poller"
 	"github.com/opskit/opskit/deploy/supervise"
 	"github.com/opskit/opskit/internal/kit"
 )
@@ -34,6 +35,9 @@ type config struct {
 	apiTokenFile      string
 	fatalCooldown     time.Duration
 	hostInterval      time.Duration
+	deployer          string
+	hostName          string
+	pollWait          time.Duration
 }
 
 func main() {
@@ -57,6 +61,9 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.stopProgramsOnEnd, "stop-programs-on-exit", false, "stop every program when the agent stops (by default they keep running and are re-adopted by the next agent)")
 	fs.DurationVar(&c.fatalCooldown, "fatal-cooldown", 5*time.Minute, "wait in FATAL before a program's starts are tried again, unless its manifest sets fatal_cooldown (0: stay FATAL until started by hand, as supervisord does)")
 	fs.DurationVar(&c.hostInterval, "host-interval", 10*time.Second, "how often host metrics are read for /metrics and /api/v1/host (0 disables)")
+	fs.StringVar(&c.deployer, "deployer", "", "deployer's base URL (e.g. http://deployer:7170): take this host's tasks from it by long polling and report results (see README: the contract)")
+	fs.StringVar(&c.hostName, "host-name", "", "this host's name at deployer (default: the hostname)")
+	fs.DurationVar(&c.pollWait, "poll-wait", 30*time.Second, "how long deployer may hold one long poll")
 	fs.StringVar(&c.apiToken, "api-token", "", "bearer token for /api/v1/* (without one only loopback clients are served); prefer --api-token-file")
 	fs.StringVar(&c.apiTokenFile, "api-token-file", "", "file holding the API bearer token")
 }
@@ -108,6 +115,17 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	d.Go(ctx, "supervisor", sup.Run)
 	if err := a.Resume(ctx); err != nil {
 		d.Log.Error("some programs of current releases could not be supervised", "err", err)
+	}
+	if c.deployer != "" {
+		name := c.hostName
+		if name == "" {
+			if name, err = os.Hostname(); err != nil {
+				return fmt.Errorf("--host-name: %w", err)
+			}
+		}
+		p := &poller.Poller{Deployer: strings.TrimRight(c.deployer, "/"), Host: name, Applier: applier, Wait: c.pollWait,
+			CursorFile: filepath.Join(d.DataDir, "deployer-cursor.json"), Log: d.Log}
+		d.Go(ctx, "deployer poll", p.Run)
 	}
 	a.Register(d.Mux, c.apiToken)
 	d.HandleAdmin("status", func(context.Context, []string) (any, error) { return a.Status(), nil })
