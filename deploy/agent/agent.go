@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,7 +58,7 @@ func ProgramName(app, program string) string { return app + ":" + program }
 // ProgramConfig turns a manifest or agent-config program into a supervisor
 // config running in dir.
 func ProgramConfig(name, dir string, p release.ProgramSpec) (supervise.Config, error) {
-	c := supervise.Config{Name: name, Command: p.Command, Env: p.Env, Dir: dir, Autostart: true,
+	c := supervise.Config{Name: name, Command: p.Command, Env: p.Env, Dir: dir, User: p.User, Autostart: true,
 		Autorestart: p.Autorestart, StartSecs: p.StartSecs, StopWait: p.StopWait,
 		BackoffMin: p.BackoffMin, BackoffMax: p.BackoffMax, FatalCooldown: p.FatalCooldown}
 	if p.Dir != "" {
@@ -82,12 +84,31 @@ func ProgramConfig(name, dir string, p release.ProgramSpec) (supervise.Config, e
 	return c, nil
 }
 
-func (a *Agent) programConfig(name, dir string, p release.ProgramSpec) (supervise.Config, error) {
-	c, err := ProgramConfig(name, dir, p)
-	if c.FatalCooldown == 0 {
-		c.FatalCooldown = a.FatalCooldown
+// programConfigs expands a program into its instances.
+func (a *Agent) programConfigs(app, dir string, p release.ProgramSpec) ([]supervise.Config, error) {
+	n := max(p.Instances, 1)
+	out := make([]supervise.Config, 0, n)
+	for i := range n {
+		name := ProgramName(app, p.Name)
+		spec := p
+		if p.Instances > 1 {
+			name = fmt.Sprintf("%s-%d", name, i)
+			spec.Env = maps.Clone(p.Env)
+			if spec.Env == nil {
+				spec.Env = map[string]string{}
+			}
+			spec.Env["DEPLOY_INSTANCE"] = strconv.Itoa(i)
+		}
+		c, err := ProgramConfig(name, dir, spec)
+		if err != nil {
+			return nil, err
+		}
+		if c.FatalCooldown == 0 {
+			c.FatalCooldown = a.FatalCooldown
+		}
+		out = append(out, c)
 	}
-	return c, err
+	return out, nil
 }
 
 // ParseSignal reads a signal name such as TERM, SIGINT or QUIT.
@@ -121,14 +142,17 @@ func (a *Agent) Activate(ctx context.Context, app, version, dir string, m releas
 	var names, autostart []string
 	var replace []supervise.Config
 	var errs []error
+	var cfgs []supervise.Config
 	for _, p := range m.Programs {
-		name := ProgramName(app, p.Name)
-		c, err := a.programConfig(name, dir, p)
+		cs, err := a.programConfigs(app, dir, p)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		names = append(names, name)
+		cfgs = append(cfgs, cs...)
+	}
+	for _, c := range cfgs {
+		names = append(names, c.Name)
 		if m.Restart == "start-stop" && c.Autostart {
 			replace = append(replace, c)
 			continue
@@ -138,7 +162,7 @@ func (a *Agent) Activate(ctx context.Context, app, version, dir string, m releas
 			continue
 		}
 		if c.Autostart {
-			autostart = append(autostart, name)
+			autostart = append(autostart, c.Name)
 		}
 	}
 	// The programs start together; each start is waited for.
@@ -201,16 +225,18 @@ func (a *Agent) Resume(ctx context.Context) error {
 		a.mu.Lock()
 		var names []string
 		for _, p := range m.Programs {
-			name := ProgramName(app, p.Name)
-			c, err := a.programConfig(name, dir, p)
-			if err == nil {
-				err = a.Supervisor.Add(ctx, c)
-			}
+			cs, err := a.programConfigs(app, dir, p)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			names = append(names, name)
+			for _, c := range cs {
+				if err := a.Supervisor.Add(ctx, c); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				names = append(names, c.Name)
+			}
 		}
 		a.owned[app] = names
 		a.mu.Unlock()

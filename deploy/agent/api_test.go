@@ -116,3 +116,25 @@ func TestProgramConfigFromManifest(t *testing.T) {
 		t.Fatal("bad stop signal accepted")
 	}
 }
+
+func TestActivateInstancesAndRemoval(t *testing.T) {
+	a, _ := newTestAgent(t, "")
+	ctx := context.Background()
+	m, err := release.ParseManifest([]byte("programs:\n  - {name: w, command: [sh, -c, 'echo $DEPLOY_INSTANCE; exec sleep 100'], instances: 2, startsecs: 50ms}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Activate(ctx, "web", "1", t.TempDir(), m); err != nil {
+		t.Fatal(err)
+	}
+	st := a.Supervisor.Status()
+	if len(st) != 2 || st[0].Name != "web:w-0" || st[1].Name != "web:w-1" || st[0].State != supervise.Running || st[1].State != supervise.Running {
+		t.Fatalf("status %+v", st)
+	}
+	if err := a.Activate(ctx, "web", "2", t.TempDir(), release.Manifest{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Supervisor.Status(); len(st) != 0 {
+		t.Fatalf("programs the release dropped are still supervised: %+v", st)
+	}
+}

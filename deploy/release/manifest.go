@@ -51,16 +51,20 @@ type Hook struct {
 // ProgramSpec is a program as a manifest or the agent config declares it;
 // the supervisor's package turns it into a running program.
 type ProgramSpec struct {
-	Name         string            `yaml:"name" json:"name"`
-	Command      []string          `yaml:"command" json:"command"`
-	Env          map[string]string `yaml:"env" json:"env,omitempty"`
-	Dir          string            `yaml:"dir" json:"dir,omitempty"`
-	Autostart    *bool             `yaml:"autostart" json:"autostart,omitempty"`
-	Autorestart  string            `yaml:"autorestart" json:"autorestart,omitempty"`
-	StartSecs    time.Duration     `yaml:"startsecs" json:"startsecs,omitempty"`
-	StartRetries *int              `yaml:"startretries" json:"startretries,omitempty"`
-	StopSignal   string            `yaml:"stopsignal" json:"stopsignal,omitempty"`
-	StopWait     time.Duration     `yaml:"stopwaitsecs" json:"stopwaitsecs,omitempty"`
+	Name    string            `yaml:"name" json:"name"`
+	Command []string          `yaml:"command" json:"command"`
+	Env     map[string]string `yaml:"env" json:"env,omitempty"`
+	Dir     string            `yaml:"dir" json:"dir,omitempty"`
+	User    string            `yaml:"user" json:"user,omitempty"`
+	// Instances runs that many copies, named NAME-0, NAME-1, ... with
+	// DEPLOY_INSTANCE set to their number (default 1, named NAME).
+	Instances    int           `yaml:"instances" json:"instances,omitempty"`
+	Autostart    *bool         `yaml:"autostart" json:"autostart,omitempty"`
+	Autorestart  string        `yaml:"autorestart" json:"autorestart,omitempty"`
+	StartSecs    time.Duration `yaml:"startsecs" json:"startsecs,omitempty"`
+	StartRetries *int          `yaml:"startretries" json:"startretries,omitempty"`
+	StopSignal   string        `yaml:"stopsignal" json:"stopsignal,omitempty"`
+	StopWait     time.Duration `yaml:"stopwaitsecs" json:"stopwaitsecs,omitempty"`
 	// BackoffMin and BackoffMax bound the exponential wait between failed
 	// starts; FatalCooldown is the wait in FATAL before trying again.
 	BackoffMin    time.Duration `yaml:"backoff_min" json:"backoff_min,omitempty"`
@@ -93,6 +97,9 @@ func ParseManifest(b []byte) (Manifest, error) {
 	for i, p := range m.Programs {
 		if p.Name == "" || len(p.Command) == 0 {
 			return Manifest{}, fmt.Errorf("%s: programs[%d] needs a name and a command", ManifestName, i)
+		}
+		if p.Instances < 0 || p.Instances > 1000 {
+			return Manifest{}, fmt.Errorf("%s: program %s: instances %d: want 1 to 1000", ManifestName, p.Name, p.Instances)
 		}
 		if strings.ContainsAny(p.Name, ":/ ") {
 			return Manifest{}, fmt.Errorf("%s: program name %q may not hold ':', '/' or spaces", ManifestName, p.Name)

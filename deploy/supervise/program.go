@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/user"
 	"slices"
 	"strconv"
 	"sync"
@@ -363,10 +364,16 @@ func (p *program) spawn() {
 		out, errf, err = p.openLogs()
 	}
 	var cmd *exec.Cmd
+	var cred *syscall.Credential
+	if err == nil && c.User != "" {
+		cred, err = lookupUser(c.User)
+	}
 	if err == nil {
 		cmd = &exec.Cmd{Path: path, Args: c.Command, Dir: c.Dir, Env: p.env(), Stdout: out, Stderr: errf,
-			SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
+			SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: cred}}
 		err = cmd.Start()
+	}
+	if out != nil {
 		out.Close()
 		errf.Close()
 	}
@@ -576,4 +583,20 @@ func stopDetached(o *oldProc) {
 		_ = syscall.Kill(o.pid, syscall.SIGKILL)
 	}
 	killTree(o.pgid, append(procs, descendants(o.pid)...), syscall.SIGKILL)
+}
+
+// lookupUser resolves a user name or uid to the credential to run as.
+func lookupUser(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		if u, err = user.LookupId(name); err != nil {
+			return nil, fmt.Errorf("user %q: %w", name, err)
+		}
+	}
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("user %q: non-numeric uid or gid", name)
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
 }

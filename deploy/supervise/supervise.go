@@ -58,6 +58,9 @@ type Config struct {
 	Command []string          `json:"command"`
 	Env     map[string]string `json:"env,omitempty"`
 	Dir     string            `json:"dir,omitempty"`
+	// User runs the program as this user (name or uid) and its primary
+	// group; the agent must be root for it.
+	User string `json:"user,omitempty"`
 	// Autostart starts the program when it is added.
 	Autostart bool `json:"autostart"`
 	// Autorestart: always, on-failure (exit code not in ExitCodes) or never.
@@ -138,7 +141,8 @@ func (c Config) fingerprint() string {
 		Command []string
 		Env     map[string]string
 		Dir     string
-	}{c.Command, c.Env, c.Dir})
+		User    string
+	}{c.Command, c.Env, c.Dir, c.User})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])
 }

@@ -321,3 +321,24 @@ func TestReplaceStartsNewBeforeStoppingOld(t *testing.T) {
 		t.Fatalf("after: %+v", st)
 	}
 }
+
+func TestProgramRunsAsUser(t *testing.T) {
+	s := newSupervisor(t, "")
+	bad := fast("ghost", []string{"true"})
+	bad.User = "no-such-user-here"
+	s.Add(context.Background(), bad)
+	if st := waitState(t, s, "ghost", Backoff, 2*time.Second); !strings.Contains(st.Message, "no-such-user-here") {
+		t.Fatalf("unknown user: %+v", st)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("switching users needs root")
+	}
+	c := fast("asnobody", sh("id -u; exec sleep 100"))
+	c.User = "nobody"
+	s.Add(context.Background(), c)
+	waitState(t, s, "asnobody", Running, 2*time.Second)
+	path, _ := s.LogPath("asnobody", "out")
+	if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) != "65534" {
+		t.Fatalf("ran as uid %q, want nobody's 65534", b)
+	}
+}
