@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opskit/opskit/internal/atomicfile"
@@ -80,6 +81,39 @@ func (s *Store) Install(app, version, pkg string, lim Limits) (Stats, error) {
 		return st, err
 	}
 	return st, atomicfile.SyncDir(dir)
+}
+
+func (s *Store) digestPath(app, version string) string {
+	return filepath.Join(s.Root, app, "releases", "."+version+".sha256")
+}
+
+// InstallVerified is Install that also records the package's digest beside
+// the release, so that a version name reused for another package is caught.
+func (s *Store) InstallVerified(app, version, pkg, digest string, lim Limits) (Stats, error) {
+	if s.Installed(app, version) {
+		return Stats{}, s.CheckDigest(app, version, digest)
+	}
+	st, err := s.Install(app, version, pkg, lim)
+	if err != nil {
+		return st, err
+	}
+	return st, atomicfile.WriteFile(s.digestPath(app, version), []byte(digest+"\n"), 0o644)
+}
+
+// CheckDigest fails when the installed release was unpacked from a package
+// with another digest (releases installed without one pass).
+func (s *Store) CheckDigest(app, version, digest string) error {
+	b, err := os.ReadFile(s.digestPath(app, version))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if got := strings.TrimSpace(string(b)); got != digest {
+		return fmt.Errorf("%s %s is already installed from another package (sha256 %s): a version names one package", app, version, got)
+	}
+	return nil
 }
 
 // Current returns the version current points to, "" when there is none.
@@ -221,6 +255,7 @@ func (s *Store) Prune(app string, keep int) ([]string, error) {
 		if err := os.RemoveAll(s.ReleaseDir(app, r.Version)); err != nil {
 			return removed, err
 		}
+		os.Remove(s.digestPath(app, r.Version))
 		removed = append(removed, r.Version)
 	}
 	return removed, nil

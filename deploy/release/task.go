@@ -258,11 +258,14 @@ func (a *Applier) run(ctx context.Context, r *Result) error {
 		if a.Store.Installed(t.App, t.Version) {
 			// Present from an earlier task: its content must be this
 			// package's, or the version name is being reused.
+			if err := a.Store.CheckDigest(t.App, t.Version, digest); err != nil {
+				return err
+			}
 			if err := a.step(r, "unpacked", "already installed"); err != nil {
 				return err
 			}
 		} else {
-			st, err := a.Store.Install(t.App, t.Version, pkg, a.Limits)
+			st, err := a.Store.InstallVerified(t.App, t.Version, pkg, digest, a.Limits)
 			if err != nil {
 				return err
 			}

@@ -68,6 +68,11 @@ func TestApplyInstallsSwitchesAndReplays(t *testing.T) {
 	if err != nil || !r.Replayed || r.State != StateDone {
 		t.Fatalf("replay: %v %+v", err, r)
 	}
+	// The same version from another package is refused.
+	other := makePkg(t, "1.0-other", "")
+	if _, err := a.Apply(ctx, Task{ID: "t1b", App: "web", Version: "1.0", Package: other.path, SHA256: other.sha}); err == nil || !strings.Contains(err.Error(), "another package") {
+		t.Fatalf("reused version: %v", err)
+	}
 	// The same id with other fields is refused.
 	if _, err := a.Apply(ctx, Task{ID: "t1", App: "web", Version: "2.0", Package: p1.path, SHA256: p1.sha}); err == nil {
 		t.Fatal("a reused task id with another version was accepted")
