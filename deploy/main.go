@@ -20,6 +20,7 @@ import (
 	"github.com/opskit/opskit/deploy/cli"
 	"github.com/opskit/opskit/deploy/diag"
 	"github.com/opskit/opskit/deploy/host"
+	"github.com/opskit/opskit/deploy/kafkatasks"
 	"github.com/opskit/opskit/deploy/poller"
 	"github.com/opskit/opskit/deploy/supervise"
 	"github.com/opskit/opskit/internal/kit"
@@ -38,6 +39,9 @@ type config struct {
 	deployer          string
 	hostName          string
 	pollWait          time.Duration
+	kafkaBrokers      []string
+	kafkaTasks        string
+	kafkaResults      string
 }
 
 func main() {
@@ -64,6 +68,9 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.deployer, "deployer", "", "deployer's base URL (e.g. http://deployer:7170): take this host's tasks from it by long polling and report results (see README: the contract)")
 	fs.StringVar(&c.hostName, "host-name", "", "this host's name at deployer (default: the hostname)")
 	fs.DurationVar(&c.pollWait, "poll-wait", 30*time.Second, "how long deployer may hold one long poll")
+	fs.StringSliceVar(&c.kafkaBrokers, "kafka-brokers", nil, "Kafka seed brokers (host:port,...): take this host's tasks from --kafka-tasks-topic (records keyed by host name) and produce results to --kafka-results-topic")
+	fs.StringVar(&c.kafkaTasks, "kafka-tasks-topic", "opskit-deploy-tasks", "Kafka topic of tasks")
+	fs.StringVar(&c.kafkaResults, "kafka-results-topic", "opskit-deploy-results", "Kafka topic of task results (keyed by task id)")
 	fs.StringVar(&c.apiToken, "api-token", "", "bearer token for /api/v1/* (without one only loopback clients are served); prefer --api-token-file")
 	fs.StringVar(&c.apiTokenFile, "api-token-file", "", "file holding the API bearer token")
 }
@@ -116,13 +123,18 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	if err := a.Resume(ctx); err != nil {
 		d.Log.Error("some programs of current releases could not be supervised", "err", err)
 	}
-	if c.deployer != "" {
-		name := c.hostName
-		if name == "" {
-			if name, err = os.Hostname(); err != nil {
-				return fmt.Errorf("--host-name: %w", err)
-			}
+	name := c.hostName
+	if name == "" {
+		if name, err = os.Hostname(); err != nil {
+			return fmt.Errorf("--host-name: %w", err)
 		}
+	}
+	if len(c.kafkaBrokers) > 0 {
+		k := &kafkatasks.Consumer{Brokers: c.kafkaBrokers, Topic: c.kafkaTasks, ResultsTopic: c.kafkaResults,
+			Host: name, Applier: applier, Log: d.Log}
+		d.Go(ctx, "kafka tasks", k.Run)
+	}
+	if c.deployer != "" {
 		p := &poller.Poller{Deployer: strings.TrimRight(c.deployer, "/"), Host: name, Applier: applier, Wait: c.pollWait,
 			CursorFile: filepath.Join(d.DataDir, "deployer-cursor.json"), Log: d.Log}
 		d.Go(ctx, "deployer poll", p.Run)
