@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -236,4 +237,22 @@ func TestParseManifestStrict(t *testing.T) {
 func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte("programs:\n  - {name: web, command: [./web]}\nhooks:\n  health: {command: [true], timeout: 1s}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) { _, _ = ParseManifest(b) })
+}
+
+// FuzzDecodeTask: a task as the API and `deploy apply` read it never
+// panics, and one that validates names only safe path elements.
+func FuzzDecodeTask(f *testing.F) {
+	f.Add([]byte(`{"id":"t1","app":"web","version":"1.0","package":"/p","sha256":"` + strings.Repeat("a", 64) + `"}`))
+	f.Add([]byte(`{"id":"../x","app":"/","version":".."}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var task Task
+		if json.Unmarshal(b, &task) != nil || task.Validate() != nil {
+			return
+		}
+		for _, s := range []string{task.ID, task.App, task.Version} {
+			if strings.Contains(s, "/") || s == "." || s == ".." || s == "" {
+				t.Fatalf("validated unsafe name %q", s)
+			}
+		}
+	})
 }
