@@ -137,6 +137,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	if c.deployer != "" {
 		p := &poller.Poller{Deployer: strings.TrimRight(c.deployer, "/"), Host: name, Applier: applier, Wait: c.pollWait,
 			CursorFile: filepath.Join(d.DataDir, "deployer-cursor.json"), Log: d.Log}
+		applier.OnStep = p.Progress
 		d.Go(ctx, "deployer poll", p.Run)
 	}
 	a.Register(d.Mux, c.apiToken)

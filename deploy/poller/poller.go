@@ -3,7 +3,8 @@
 //
 //	GET  {deployer}/api/v1/hosts/{host}/tasks?after={id}&wait={seconds}s
 //	     200 with a JSON array of tasks (oldest first), or 204 after wait
-//	POST {deployer}/api/v1/tasks/{id}/progress   body: the task's Result
+//	POST {deployer}/api/v1/tasks/{id}/progress   body: the task's Result,
+//	     after each step (state running, best effort) and at its end
 //
 // Tasks are at-least-once: a redelivered task is replayed from its record
 // by the applier, so deployer may resend until it has a result.
@@ -21,6 +22,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/opskit/opskit/deploy/release"
@@ -46,6 +48,43 @@ type Poller struct {
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 	Log        *slog.Logger
+
+	progressOnce sync.Once
+	progress     chan release.Result
+}
+
+// Progress queues a running task's step for a best-effort report (the
+// final result is reported reliably by Run); it never blocks, and drops
+// reports when deployer is slower than the steps. Set it as the applier's
+// OnStep.
+func (p *Poller) Progress(r release.Result) {
+	select {
+	case p.progressChan() <- r:
+	default:
+	}
+}
+
+func (p *Poller) progressChan() chan release.Result {
+	p.progressOnce.Do(func() { p.progress = make(chan release.Result, 16) })
+	return p.progress
+}
+
+func (p *Poller) sendProgress(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-p.progressChan():
+			if r.State != release.StateRunning {
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := p.report(rctx, &r); err != nil {
+				p.Log.Debug("progress report failed", "task", r.Task.ID, "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 type cursor struct {
@@ -88,6 +127,8 @@ func (p *Poller) Run(ctx context.Context) error {
 	if p.Log == nil {
 		p.Log = slog.New(slog.DiscardHandler)
 	}
+	p.progressChan()
+	go p.sendProgress(ctx)
 	after := p.loadCursor()
 	backoff := p.MinBackoff
 	for ctx.Err() == nil {
@@ -196,6 +237,6 @@ func (p *Poller) report(ctx context.Context, res *release.Result) error {
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("report task %s: HTTP %s", id, resp.Status)
 	}
-	p.Log.Info("task reported to deployer", "task", id, "state", res.State)
+	p.Log.Debug("task reported to deployer", "task", id, "state", res.State, "steps", len(res.Steps))
 	return nil
 }

@@ -121,3 +121,34 @@ func TestPollerAppliesAndReportsAtLeastOnce(t *testing.T) {
 		t.Errorf("cursor %q, want t2", got)
 	}
 }
+
+func TestProgressIsReportedAndNeverBlocks(t *testing.T) {
+	got := make(chan release.Result, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/progress") {
+			var res release.Result
+			json.NewDecoder(r.Body).Decode(&res)
+			got <- res
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	p := &Poller{Deployer: srv.URL, Host: "h1", Applier: &fakeApplier{calls: map[string]int{}}, Wait: time.Second,
+		CursorFile: filepath.Join(t.TempDir(), "c"), MinBackoff: 10 * time.Millisecond}
+	// Before Run, and beyond the queue's room: dropped, not blocking.
+	for range 100 {
+		p.Progress(release.Result{Task: release.Task{ID: "t1"}, State: release.StateRunning})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx)
+	select {
+	case r := <-got:
+		if r.Task.ID != "t1" || r.State != release.StateRunning {
+			t.Fatalf("progress %+v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no progress report")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -120,6 +121,9 @@ type Applier struct {
 	// Programs, when set, restarts the app's programs after a switch.
 	Programs       Programs
 	HealthInterval time.Duration
+	// OnStep, when set, is told of each step a task finishes (for
+	// progress reports); it must not block.
+	OnStep func(Result)
 	// ConfigCache is the configd agent's cache directory, read by config
 	// templates.
 	ConfigCache string
@@ -229,7 +233,15 @@ func (a *Applier) Apply(ctx context.Context, t Task) (*Result, error) {
 func (a *Applier) step(r *Result, name, detail string) error {
 	r.Steps = append(r.Steps, Step{Name: name, At: time.Now().UTC(), Detail: detail})
 	a.logger().Info("task step", "task", r.Task.ID, "app", r.Task.App, "version", r.Task.Version, "step", name, "detail", detail)
-	return a.save(r)
+	if err := a.save(r); err != nil {
+		return err
+	}
+	if a.OnStep != nil {
+		snap := *r
+		snap.Steps = slices.Clone(r.Steps)
+		a.OnStep(snap)
+	}
+	return nil
 }
 
 func (a *Applier) run(ctx context.Context, r *Result) error {
