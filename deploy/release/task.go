@@ -198,7 +198,7 @@ func (a *Applier) Apply(ctx context.Context, t Task) (*Result, error) {
 	r, err := a.Load(t.ID)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		r = &Result{Task: t, State: StateRunning, Started: time.Now().UTC()}
+		r = &Result{Task: t, State: StateRunning, Started: time.Now().UTC(), Steps: []Step{}}
 		r.Previous, _ = a.Store.Current(t.App)
 		if err := a.save(r); err != nil {
 			return nil, err
