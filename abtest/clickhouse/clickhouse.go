@@ -9,14 +9,13 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"regexp"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/opskit/opskit/abtest/events"
 	"github.com/opskit/opskit/abtest/report"
+	"github.com/opskit/opskit/internal/chconn"
 )
 
 // Options say where the table lives.
@@ -34,29 +33,14 @@ type Store struct {
 	table string
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // Open connects and creates the table if it does not exist.
 func Open(ctx context.Context, o Options) (*Store, error) {
-	if o.Database == "" {
-		o.Database = "default"
-	}
-	if o.Table == "" {
-		o.Table = "ab_events"
-	}
-	if o.User == "" {
-		o.User = "default"
-	}
-	if !identRE.MatchString(o.Database) || !identRE.MatchString(o.Table) {
-		return nil, fmt.Errorf("clickhouse database %q or table %q is not a plain identifier", o.Database, o.Table)
-	}
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{o.Addr},
-		Auth:        clickhouse.Auth{Database: o.Database, Username: o.User, Password: o.Password},
-		DialTimeout: 5 * time.Second,
-	})
+	target := chconn.Target{Addr: o.Addr, Database: o.Database, Table: o.Table,
+		User: o.User, Password: o.Password}.WithDefaults("ab_events")
+	o.Database, o.Table, o.User = target.Database, target.Table, target.User
+	conn, err := chconn.Open(target)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: %w", o.Addr, err)
+		return nil, err
 	}
 	// Time to the second in a DateTime (classic type) plus the nanoseconds
 	// within it, so the pre-period split is exact.

@@ -3,12 +3,12 @@ package history
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sort"
 	"time"
 
-	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/opskit/opskit/internal/chconn"
 )
 
 // ClickHouseOptions say where the alert_events table lives.
@@ -29,29 +29,14 @@ type ClickHouse struct {
 	table string
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // OpenClickHouse connects and creates the table if it does not exist.
 func OpenClickHouse(ctx context.Context, o ClickHouseOptions) (*ClickHouse, error) {
-	if o.Database == "" {
-		o.Database = "default"
-	}
-	if o.Table == "" {
-		o.Table = "alert_events"
-	}
-	if o.User == "" {
-		o.User = "default"
-	}
-	if !identRE.MatchString(o.Database) || !identRE.MatchString(o.Table) {
-		return nil, fmt.Errorf("clickhouse database %q or table %q is not a plain identifier", o.Database, o.Table)
-	}
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{o.Addr},
-		Auth:        clickhouse.Auth{Database: o.Database, Username: o.User, Password: o.Password},
-		DialTimeout: 5 * time.Second,
-	})
+	target := chconn.Target{Addr: o.Addr, Database: o.Database, Table: o.Table,
+		User: o.User, Password: o.Password}.WithDefaults("alert_events")
+	o.Database, o.Table, o.User = target.Database, target.Table, target.User
+	conn, err := chconn.Open(target)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: %w", o.Addr, err)
+		return nil, err
 	}
 	ddl := fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
 	time DateTime,

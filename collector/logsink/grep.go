@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/opskit/opskit/internal/chconn"
 )
 
 // Query selects stored log lines.
@@ -34,7 +36,7 @@ type Line struct {
 // last, as tail prints them). Lines stored twice (a repeated batch) are
 // read once (FINAL).
 func Grep(ctx context.Context, conn driver.Conn, table string, q Query) ([]Line, error) {
-	if !identRE.MatchString(table) {
+	if !chconn.IsIdent(table) {
 		return nil, fmt.Errorf("table %q is not a plain identifier", table)
 	}
 	if q.Limit <= 0 {

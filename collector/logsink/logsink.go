@@ -30,16 +30,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"regexp"
 	"slices"
 	"time"
 
-	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/opskit/opskit/collector/ship"
+	"github.com/opskit/opskit/internal/chconn"
 )
 
 // ClickHouse is where the logs table lives.
@@ -68,26 +67,14 @@ type Config struct {
 	SessionTimeout time.Duration
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // Open connects to ClickHouse (lazily: the first query dials).
 func Open(c ClickHouse) (driver.Conn, error) {
-	if c.Database == "" {
-		c.Database = "default"
+	target := chconn.Target{Addr: c.Addr, Database: c.Database, Table: c.Table,
+		User: c.User, Password: c.Password, MaxOpenConns: 2}
+	if target.Database == "" {
+		target.Database = "default"
 	}
-	if !identRE.MatchString(c.Database) || !identRE.MatchString(c.Table) {
-		return nil, fmt.Errorf("clickhouse: database %q or table %q is not a plain identifier", c.Database, c.Table)
-	}
-	conn, err := ch.Open(&ch.Options{
-		Addr:         []string{c.Addr},
-		Auth:         ch.Auth{Database: c.Database, Username: c.User, Password: c.Password},
-		DialTimeout:  5 * time.Second,
-		MaxOpenConns: 2,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: %w", c.Addr, err)
-	}
-	return conn, nil
+	return chconn.Open(target)
 }
 
 // DDL is the statement that creates the logs table.

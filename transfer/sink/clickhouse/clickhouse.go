@@ -26,13 +26,12 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"sync"
 	"time"
 
-	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
+	"github.com/opskit/opskit/internal/chconn"
 	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/transfer/cluster"
 )
@@ -48,8 +47,6 @@ type Options struct {
 	Timeout time.Duration
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // Sink inserts points into ClickHouse; it is a cluster.Deliverer.
 type Sink struct {
 	opts Options
@@ -62,31 +59,15 @@ type Sink struct {
 // New prepares the sink. It does not need ClickHouse to be up: the
 // connection is made, and the table created, on the first delivery.
 func New(opts Options) (*Sink, error) {
-	if opts.Database == "" {
-		opts.Database = "default"
-	}
-	if opts.Table == "" {
-		opts.Table = "samples"
-	}
-	if opts.User == "" {
-		opts.User = "default"
-	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 30 * time.Second
 	}
-	if !identRE.MatchString(opts.Database) || !identRE.MatchString(opts.Table) {
-		return nil, fmt.Errorf("clickhouse sink: database %q or table %q is not a plain identifier", opts.Database, opts.Table)
-	}
-	conn, err := ch.Open(&ch.Options{
-		Addr:        []string{opts.Addr},
-		Auth:        ch.Auth{Database: opts.Database, Username: opts.User, Password: opts.Password},
-		DialTimeout: 5 * time.Second,
-		// Only int and bool settings: old servers take settings as typed
-		// binary values the client can encode for those alone.
-		MaxOpenConns: 2,
-	})
+	target := chconn.Target{Addr: opts.Addr, Database: opts.Database, Table: opts.Table,
+		User: opts.User, Password: opts.Password, MaxOpenConns: 2}.WithDefaults("samples")
+	opts.Database, opts.Table, opts.User = target.Database, target.Table, target.User
+	conn, err := chconn.Open(target)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse sink %s: %w", opts.Addr, err)
+		return nil, fmt.Errorf("clickhouse sink: %w", err)
 	}
 	return &Sink{opts: opts, conn: conn}, nil
 }
