@@ -361,6 +361,11 @@ func (a *Agent) report(ctx context.Context, ns string, res Result) {
 	}
 	if err := a.remote.Report(ctx, rep); err != nil {
 		a.log.Debug("report failed", "namespace", ns, "err", err)
+		// A report lost (e.g. on a pooled connection to a server that was
+		// restarted) is sent again after the next answered watch.
+		a.mu.Lock()
+		a.reported = false
+		a.mu.Unlock()
 	}
 }
 
