@@ -44,7 +44,7 @@ waitready "$server"
 for h in "${hosts[@]}"; do waitready "$h"; done
 head -c "$((SIZE_MIB << 20))" /dev/urandom >"$work/payload.bin"
 all=$(IFS=,; echo "${hosts[*]}")
-served() { curl -fs "http://$server/metrics" | awk '$1=="filefly_server_served_bytes_total"{print $2}'; }
+served() { curl -fs "http://$server/metrics" | awk '$1=="opskit_filefly_server_served_bytes_total"{print $2}'; }
 size=$((SIZE_MIB << 20))
 bytes_per_s=$(python3 - "$RATE" <<'PY'
 import re,sys

@@ -117,7 +117,7 @@ awk -v j=$((j1 - j0)) -v p=$((p1 - p0)) -v hz="$HZ" -v n="$POINTS" 'BEGIN {
 	printf "paced: judge_cpu_s_per_Mpoints=%.3f prometheus_cpu_s_per_Mpoints=%.3f ratio=%.1f\n", j/hz/(n/1e6), p/hz/(n/1e6), (j > 0 ? p/j : 0)
 }'
 # What each did: judge's firing transitions; Prometheus's rule evaluations.
-JFIRED=$(curl -fsS "http://127.0.0.1:$JPORT/metrics" | awk '/^judge_transitions_total\{status="firing"/ {s += $2} END {print s+0}' || true)
+JFIRED=$(curl -fsS "http://127.0.0.1:$JPORT/metrics" | awk '/^opskit_judge_transitions_total\{status="firing"/ {s += $2} END {print s+0}' || true)
 PEVALS=$(curl -fsS "http://127.0.0.1:$PPORT/metrics" | awk '/^prometheus_rule_evaluations_total/ {s += $2} END {print s+0}' || true)
 echo "paced: judge_firing_transitions=$JFIRED prometheus_rule_evaluations=$PEVALS"
 

@@ -255,7 +255,7 @@ func TestFileflyResumesAfterRestartsAndSkipsHolders(t *testing.T) {
 		}
 	}
 	// The restarted agent kept its bitmap: this process fetched only the rest.
-	if fetched := fileflyMetric(t, fleet.agents[3], "filefly_agent_fetched_bytes_total"); fetched <= 0 || fetched >= size {
+	if fetched := fileflyMetric(t, fleet.agents[3], "opskit_filefly_agent_fetched_bytes_total"); fetched <= 0 || fetched >= size {
 		t.Errorf("restarted agent fetched %v bytes, want some but less than the file: it did not resume", fetched)
 	}
 

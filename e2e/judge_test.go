@@ -187,7 +187,7 @@ func TestJudgeAlertmanagerKillRestart(t *testing.T) {
 	}
 	// The restarted judge itself announced nothing new: its alert kept its
 	// original start.
-	if _, m := get(t, j.URL("/metrics")); strings.Contains(m, `judge_transitions_total{status="firing"`) {
+	if _, m := get(t, j.URL("/metrics")); strings.Contains(m, `opskit_judge_transitions_total{status="firing"`) {
 		t.Fatalf("restarted judge fired again:\n%s", m)
 	}
 	judgePush(t, j.Addr, "web-1", ts+120, 10)
@@ -266,7 +266,7 @@ func TestJudgeRefillsFromTransfer(t *testing.T) {
 	judgePush(t, j.Addr, "web-7", ts+90, 96)
 	judgeWait(t, 10*time.Second, "refill answered", func() bool {
 		_, m := get(t, j.URL("/metrics"))
-		return strings.Contains(m, `judge_history_requests_total{result="ok"} 1`)
+		return strings.Contains(m, `opskit_judge_history_requests_total{result="ok"} 1`)
 	})
 	judgePush(t, j.Addr, "web-7", ts+120, 97)
 	_, body := get(t, j.URL("/api/alerts"))
@@ -318,7 +318,7 @@ func TestJudgeDayOverDay(t *testing.T) {
 	judgePush(t, j.Addr, "web-9", now-30, 20)
 	judgeWait(t, 10*time.Second, "baseline fetched", func() bool {
 		_, m := get(t, j.URL("/metrics"))
-		return strings.Contains(m, `judge_history_requests_total{result="ok"} 2`)
+		return strings.Contains(m, `opskit_judge_history_requests_total{result="ok"} 2`)
 	})
 	judgePush(t, j.Addr, "web-9", now, 20)
 	_, body := get(t, j.URL("/api/alerts"))

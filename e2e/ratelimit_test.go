@@ -178,7 +178,7 @@ routes:
 		t.Fatalf("ctl limits: exit %d\n%s%s", exit, out, errs)
 	}
 	_, metrics := get(t, p.URL("/metrics"))
-	for _, want := range []string{`ratelimit_requests_total{route="limited",limit_status="REJECTED"} 2`, `ratelimit_zone_keys{zone="perip"} 1`} {
+	for _, want := range []string{`opskit_ratelimit_requests_total{route="limited",limit_status="REJECTED"} 2`, `opskit_ratelimit_zone_keys{zone="perip"} 1`} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

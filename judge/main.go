@@ -106,8 +106,8 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		}
 		onTransitions = k.Send
 		d.OnStop("kafka output", k.Close)
-		d.Metrics.NewGauge(`judge_kafka_records_total{result="ok"}`, func() float64 { ok, _ := k.Counts(); return float64(ok) })
-		d.Metrics.NewGauge(`judge_kafka_records_total{result="failed"}`, func() float64 { _, f := k.Counts(); return float64(f) })
+		d.Metrics.NewGauge(`opskit_judge_kafka_records_total{result="ok"}`, func() float64 { ok, _ := k.Counts(); return float64(ok) })
+		d.Metrics.NewGauge(`opskit_judge_kafka_records_total{result="failed"}`, func() float64 { _, f := k.Counts(); return float64(f) })
 	}
 	n, err := node.Open(node.Config{
 		OnTransitions: onTransitions,

@@ -109,7 +109,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 			members.Run(ctx, g.SetShare)
 			return nil
 		})
-		d.Metrics.NewGauge("ratelimit_cluster_live_gateways", func() float64 { return float64(members.Live()) })
+		d.Metrics.NewGauge("opskit_ratelimit_cluster_live_gateways", func() float64 { return float64(members.Live()) })
 	}
 
 	ln, err := net.Listen("tcp", c.proxyListen)

@@ -70,10 +70,10 @@ func New(dest Destination, o Options) (*Forwarder, error) {
 		return nil, fmt.Errorf("%s spool: %w", o.Name, err)
 	}
 	f := &Forwarder{name: o.Name, dest: dest, spool: sp, log: o.Log,
-		delivered:  o.Metrics.NewCounter("abtest_forward_delivered_total" + label + "}"),
-		failures:   o.Metrics.NewCounter("abtest_forward_failures_total" + label + "}"),
+		delivered:  o.Metrics.NewCounter("opskit_abtest_forward_delivered_total" + label + "}"),
+		failures:   o.Metrics.NewCounter("opskit_abtest_forward_failures_total" + label + "}"),
 		minBackoff: o.MinBackoff, maxBackoff: o.MaxBackoff}
-	o.Metrics.NewGauge("abtest_forward_pending_events"+label+"}", func() float64 { return float64(sp.Stats().Count) })
+	o.Metrics.NewGauge("opskit_abtest_forward_pending_events"+label+"}", func() float64 { return float64(sp.Stats().Count) })
 	return f, nil
 }
 

@@ -96,17 +96,17 @@ func New(a *sdk.Assigner, opt Options) *Server {
 	s := &Server{
 		opt:             opt,
 		dedup:           exposure.NewDedup(opt.DedupCapacity),
-		exposures:       queue.New[events.Event](opt.ExposureQueue, m.NewCounter(`abtest_exposures_dropped_total{reason="queue_full"}`)),
-		assigns:         m.NewCounter("abtest_assignments_total"),
-		exposuresLogged: m.NewCounter("abtest_exposures_total"),
-		dupExposures:    m.NewCounter("abtest_exposures_deduplicated_total"),
-		eventsAccepted:  m.NewCounter("abtest_events_accepted_total"),
-		eventsRejected:  m.NewCounter("abtest_events_rejected_total"),
-		writeErrors:     m.NewCounter("abtest_event_write_errors_total"),
+		exposures:       queue.New[events.Event](opt.ExposureQueue, m.NewCounter(`opskit_abtest_exposures_dropped_total{reason="queue_full"}`)),
+		assigns:         m.NewCounter("opskit_abtest_assignments_total"),
+		exposuresLogged: m.NewCounter("opskit_abtest_exposures_total"),
+		dupExposures:    m.NewCounter("opskit_abtest_exposures_deduplicated_total"),
+		eventsAccepted:  m.NewCounter("opskit_abtest_events_accepted_total"),
+		eventsRejected:  m.NewCounter("opskit_abtest_events_rejected_total"),
+		writeErrors:     m.NewCounter("opskit_abtest_event_write_errors_total"),
 	}
 	s.assigner.Store(a)
-	m.NewGauge("abtest_exposure_queue_length", func() float64 { return float64(s.exposures.Len()) })
-	m.NewGauge("abtest_experiments", func() float64 { return float64(len(s.assigner.Load().Experiments())) })
+	m.NewGauge("opskit_abtest_exposure_queue_length", func() float64 { return float64(s.exposures.Len()) })
+	m.NewGauge("opskit_abtest_experiments", func() float64 { return float64(len(s.assigner.Load().Experiments())) })
 	return s
 }
 

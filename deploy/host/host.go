@@ -41,8 +41,8 @@ type View struct {
 }
 
 // NewView reads the live host. With a metric set, every host metric is
-// also exported as deploy_host_<name> (dots as underscores), e.g.
-// deploy_host_load_1min, deploy_host_df_bytes_free_percent{mount="/"}.
+// also exported as opskit_deploy_host_<name> (dots as underscores), e.g.
+// opskit_deploy_host_load_1min, opskit_deploy_host_df_bytes_free_percent{mount="/"}.
 func NewView(set *metrics.Set) *View {
 	return &View{collector: hostmetrics.New(hostmetrics.Config{}), set: set, values: map[string]float64{}}
 }
@@ -50,7 +50,7 @@ func NewView(set *metrics.Set) *View {
 // PromName turns an open-falcon metric and its labels into a series name.
 func PromName(s Sample) string {
 	var b strings.Builder
-	b.WriteString("deploy_host_")
+	b.WriteString("opskit_deploy_host_")
 	for _, r := range s.Metric {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' {
 			b.WriteRune(r)

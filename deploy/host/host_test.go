@@ -30,8 +30,8 @@ func TestViewHasHostMetrics(t *testing.T) {
 	v.Collect(time.Now())
 	var buf bytes.Buffer
 	set.WritePrometheus(&buf)
-	if !strings.Contains(buf.String(), "deploy_host_load_1min ") {
-		t.Errorf("no deploy_host_load_1min in /metrics:\n%.500s", buf.String())
+	if !strings.Contains(buf.String(), "opskit_deploy_host_load_1min ") {
+		t.Errorf("no opskit_deploy_host_load_1min in /metrics:\n%.500s", buf.String())
 	}
 	_, samples, _ := v.Snapshot()
 	seen := map[string]bool{}

@@ -97,14 +97,14 @@ func newProgram(s *Supervisor, c Config) *program {
 func (p *program) registerMetrics(set *metrics.Set) {
 	name := p.cfg.Name
 	for _, st := range States {
-		set.GetOrCreateGauge(fmt.Sprintf(`deploy_program_state{program=%q,state=%q}`, name, st), func() float64 {
+		set.GetOrCreateGauge(fmt.Sprintf(`opskit_deploy_program_state{program=%q,state=%q}`, name, st), func() float64 {
 			if q, err := p.s.get(name); err == nil && q.status().State == st {
 				return 1
 			}
 			return 0
 		})
 	}
-	set.GetOrCreateGauge(fmt.Sprintf(`deploy_program_crashloop{program=%q}`, name), func() float64 {
+	set.GetOrCreateGauge(fmt.Sprintf(`opskit_deploy_program_crashloop{program=%q}`, name), func() float64 {
 		if q, err := p.s.get(name); err == nil {
 			if st := q.status().State; st == Backoff || st == Fatal {
 				return 1
@@ -126,10 +126,10 @@ func (p *program) registerMetrics(set *metrics.Set) {
 			return f(u)
 		}
 	}
-	set.GetOrCreateGauge(fmt.Sprintf(`deploy_program_rss_bytes{program=%q}`, name), usage(func(u host.Usage) float64 { return float64(u.RSSBytes) }))
-	set.GetOrCreateGauge(fmt.Sprintf(`deploy_program_cpu_seconds{program=%q}`, name), usage(func(u host.Usage) float64 { return u.CPUSeconds }))
-	p.startsTotal = set.GetOrCreateCounter(fmt.Sprintf(`deploy_program_starts_total{program=%q}`, name))
-	p.exitsTotal = set.GetOrCreateCounter(fmt.Sprintf(`deploy_program_exits_total{program=%q}`, name))
+	set.GetOrCreateGauge(fmt.Sprintf(`opskit_deploy_program_rss_bytes{program=%q}`, name), usage(func(u host.Usage) float64 { return float64(u.RSSBytes) }))
+	set.GetOrCreateGauge(fmt.Sprintf(`opskit_deploy_program_cpu_seconds{program=%q}`, name), usage(func(u host.Usage) float64 { return u.CPUSeconds }))
+	p.startsTotal = set.GetOrCreateCounter(fmt.Sprintf(`opskit_deploy_program_starts_total{program=%q}`, name))
+	p.exitsTotal = set.GetOrCreateCounter(fmt.Sprintf(`opskit_deploy_program_exits_total{program=%q}`, name))
 }
 
 func (p *program) send(c command) bool {

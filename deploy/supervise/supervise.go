@@ -234,7 +234,7 @@ func New(opts Options) (*Supervisor, error) {
 		}
 	}
 	s := &Supervisor{opts: opts, log: opts.Log, programs: map[string]*program{}, records: map[string]record{}}
-	s.fatals = opts.Metrics.NewCounter("deploy_program_fatal_total")
+	s.fatals = opts.Metrics.NewCounter("opskit_deploy_program_fatal_total")
 	b, err := os.ReadFile(s.statePath())
 	if err == nil {
 		if err := json.Unmarshal(b, &s.records); err != nil {

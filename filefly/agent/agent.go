@@ -114,12 +114,12 @@ func New(opts Options) *Agent {
 	a := &Agent{
 		opts: opts, jobs: map[string]*job{}, newJob: make(chan struct{}),
 		ingress: throttle.NewLimiter(opts.IngressRate), egress: throttle.NewLimiter(opts.EgressRate),
-		fetched:    opts.Metrics.NewCounter("filefly_agent_fetched_bytes_total"),
-		served:     opts.Metrics.NewCounter("filefly_agent_served_bytes_total"),
-		corrupt:    opts.Metrics.NewCounter("filefly_agent_corrupt_pieces_total"),
-		reattached: opts.Metrics.NewCounter("filefly_agent_reattach_total"),
+		fetched:    opts.Metrics.NewCounter("opskit_filefly_agent_fetched_bytes_total"),
+		served:     opts.Metrics.NewCounter("opskit_filefly_agent_served_bytes_total"),
+		corrupt:    opts.Metrics.NewCounter("opskit_filefly_agent_corrupt_pieces_total"),
+		reattached: opts.Metrics.NewCounter("opskit_filefly_agent_reattach_total"),
 	}
-	opts.Metrics.NewGauge("filefly_agent_jobs_running", func() float64 {
+	opts.Metrics.NewGauge("opskit_filefly_agent_jobs_running", func() float64 {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		n := 0

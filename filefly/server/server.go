@@ -106,11 +106,11 @@ func New(opts Options) *Server {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{opts: opts, transfers: map[string]*transfer{}, egress: throttle.NewLimiter(opts.EgressRate),
-		served: opts.Metrics.NewCounter("filefly_server_served_bytes_total")}
+		served: opts.Metrics.NewCounter("opskit_filefly_server_served_bytes_total")}
 	for _, state := range []string{api.StatePending, api.StateUnreachable, api.StateRunning, api.StateDone, api.StateSkipped, api.StateFailed, api.StateLate} {
-		opts.Metrics.NewGauge(fmt.Sprintf(`filefly_server_hosts{state=%q}`, state), func() float64 { return float64(s.countHosts(state)) })
+		opts.Metrics.NewGauge(fmt.Sprintf(`opskit_filefly_server_hosts{state=%q}`, state), func() float64 { return float64(s.countHosts(state)) })
 	}
-	opts.Metrics.NewGauge("filefly_server_transfers_running", func() float64 {
+	opts.Metrics.NewGauge("opskit_filefly_server_transfers_running", func() float64 {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		n := 0
@@ -198,10 +198,10 @@ func (s *Server) transferMetrics(t *transfer) {
 			return v
 		}
 	}
-	s.opts.Metrics.NewGauge(fmt.Sprintf(`filefly_server_transfer_bytes{transfer=%q}`, id), sum(func(h api.HostStatus) float64 { return float64(h.Bytes) }))
-	s.opts.Metrics.NewGauge(fmt.Sprintf(`filefly_server_transfer_bytes_wanted{transfer=%q}`, id), sum(func(api.HostStatus) float64 { return float64(t.status.Manifest.Size) }))
+	s.opts.Metrics.NewGauge(fmt.Sprintf(`opskit_filefly_server_transfer_bytes{transfer=%q}`, id), sum(func(h api.HostStatus) float64 { return float64(h.Bytes) }))
+	s.opts.Metrics.NewGauge(fmt.Sprintf(`opskit_filefly_server_transfer_bytes_wanted{transfer=%q}`, id), sum(func(api.HostStatus) float64 { return float64(t.status.Manifest.Size) }))
 	for _, state := range []string{api.StateRunning, api.StateDone, api.StateSkipped, api.StateFailed, api.StateLate, api.StateUnreachable} {
-		s.opts.Metrics.NewGauge(fmt.Sprintf(`filefly_server_transfer_hosts{transfer=%q,state=%q}`, id, state), sum(func(h api.HostStatus) float64 {
+		s.opts.Metrics.NewGauge(fmt.Sprintf(`opskit_filefly_server_transfer_hosts{transfer=%q,state=%q}`, id, state), sum(func(h api.HostStatus) float64 {
 			if h.State == state {
 				return 1
 			}

@@ -118,7 +118,7 @@ func TestDeadlineAndRestart(t *testing.T) {
 	}
 	var text bytes.Buffer
 	s.opts.Metrics.WritePrometheus(&text)
-	if want := `filefly_server_transfer_hosts{transfer="` + tr.ID + `",state="late"} 1`; !bytes.Contains(text.Bytes(), []byte(want)) {
+	if want := `opskit_filefly_server_transfer_hosts{transfer="` + tr.ID + `",state="late"} 1`; !bytes.Contains(text.Bytes(), []byte(want)) {
 		t.Errorf("metrics lack %s:\n%s", want, text.String())
 	}
 	h := s.lookup(tr.ID).snapshot().Hosts[0]

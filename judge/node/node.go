@@ -106,29 +106,29 @@ func (n *Node) registerMetrics(set *metrics.Set) {
 	stat := func(f func(engine.Stats) float64) func() float64 {
 		return func() float64 { return f(n.eng.Stats()) }
 	}
-	set.NewGauge("judge_points_total", stat(func(s engine.Stats) float64 { return float64(s.Points) }))
-	set.NewGauge("judge_points_evaluated_total", stat(func(s engine.Stats) float64 { return float64(s.Points - s.Unwatched - s.OutOfOrder - s.SeriesDropped) }))
-	set.NewGauge("judge_points_unwatched_total", stat(func(s engine.Stats) float64 { return float64(s.Unwatched) }))
-	set.NewGauge("judge_points_out_of_order_total", stat(func(s engine.Stats) float64 { return float64(s.OutOfOrder) }))
-	set.NewGauge("judge_series_expired_total", stat(func(s engine.Stats) float64 { return float64(s.SeriesExpired) }))
-	set.NewGauge("judge_series_dropped_total", stat(func(s engine.Stats) float64 { return float64(s.SeriesDropped) }))
-	set.NewGauge(`judge_history_requests_total{result="ok"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryDone) }))
-	set.NewGauge(`judge_history_requests_total{result="failed"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryFailed) }))
-	set.NewGauge(`judge_history_requests_total{result="dropped"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryDrop) }))
-	set.NewGauge("judge_series", stat(func(s engine.Stats) float64 { return float64(s.Series) }))
-	set.NewGauge("judge_alerts", stat(func(s engine.Stats) float64 { return float64(s.Alerts) }))
-	set.NewGauge("judge_alerts_firing", stat(func(s engine.Stats) float64 { return float64(s.Firing) }))
-	set.NewGauge(`judge_notify_posts_total{result="ok"}`, func() float64 { s, _ := n.sender.Counts(); return float64(s) })
-	set.NewGauge(`judge_notify_posts_total{result="failed"}`, func() float64 { _, f := n.sender.Counts(); return float64(f) })
-	n.reloadErrors = set.NewCounter("judge_strategy_reload_errors_total")
-	n.saveErrors = set.NewCounter("judge_state_save_errors_total")
-	n.requests = set.NewCounter("judge_push_requests_total")
-	n.rejected = set.NewCounter("judge_push_items_rejected_total")
+	set.NewGauge("opskit_judge_points_total", stat(func(s engine.Stats) float64 { return float64(s.Points) }))
+	set.NewGauge("opskit_judge_points_evaluated_total", stat(func(s engine.Stats) float64 { return float64(s.Points - s.Unwatched - s.OutOfOrder - s.SeriesDropped) }))
+	set.NewGauge("opskit_judge_points_unwatched_total", stat(func(s engine.Stats) float64 { return float64(s.Unwatched) }))
+	set.NewGauge("opskit_judge_points_out_of_order_total", stat(func(s engine.Stats) float64 { return float64(s.OutOfOrder) }))
+	set.NewGauge("opskit_judge_series_expired_total", stat(func(s engine.Stats) float64 { return float64(s.SeriesExpired) }))
+	set.NewGauge("opskit_judge_series_dropped_total", stat(func(s engine.Stats) float64 { return float64(s.SeriesDropped) }))
+	set.NewGauge(`opskit_judge_history_requests_total{result="ok"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryDone) }))
+	set.NewGauge(`opskit_judge_history_requests_total{result="failed"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryFailed) }))
+	set.NewGauge(`opskit_judge_history_requests_total{result="dropped"}`, stat(func(s engine.Stats) float64 { return float64(s.HistoryDrop) }))
+	set.NewGauge("opskit_judge_series", stat(func(s engine.Stats) float64 { return float64(s.Series) }))
+	set.NewGauge("opskit_judge_alerts", stat(func(s engine.Stats) float64 { return float64(s.Alerts) }))
+	set.NewGauge("opskit_judge_alerts_firing", stat(func(s engine.Stats) float64 { return float64(s.Firing) }))
+	set.NewGauge(`opskit_judge_notify_posts_total{result="ok"}`, func() float64 { s, _ := n.sender.Counts(); return float64(s) })
+	set.NewGauge(`opskit_judge_notify_posts_total{result="failed"}`, func() float64 { _, f := n.sender.Counts(); return float64(f) })
+	n.reloadErrors = set.NewCounter("opskit_judge_strategy_reload_errors_total")
+	n.saveErrors = set.NewCounter("opskit_judge_state_save_errors_total")
+	n.requests = set.NewCounter("opskit_judge_push_requests_total")
+	n.rejected = set.NewCounter("opskit_judge_push_items_rejected_total")
 }
 
 func (n *Node) countTransitions(trs []engine.Transition) {
 	for _, t := range trs {
-		n.transitions.GetOrCreateCounter(fmt.Sprintf(`judge_transitions_total{status=%q,kind=%q}`, t.Status, t.Kind)).Inc()
+		n.transitions.GetOrCreateCounter(fmt.Sprintf(`opskit_judge_transitions_total{status=%q,kind=%q}`, t.Status, t.Kind)).Inc()
 	}
 }
 

@@ -201,7 +201,7 @@ func (g *Gateway) Load(cfg *Config) error {
 		}
 		p := newPool(name, uc, g.log)
 		p.fingerpr = fp
-		p.errors = g.metrics.GetOrCreateCounter(fmt.Sprintf(`ratelimit_upstream_errors_total{upstream=%q}`, name))
+		p.errors = g.metrics.GetOrCreateCounter(fmt.Sprintf(`opskit_ratelimit_upstream_errors_total{upstream=%q}`, name))
 		if uc.Adaptive != nil {
 			lim, err := adaptive.New(uc.Adaptive.limiterConfig())
 			if err != nil {
@@ -315,11 +315,11 @@ func (g *Gateway) zoneMetrics(name string) {
 			}
 		}
 	}
-	g.metrics.NewGauge(fmt.Sprintf(`ratelimit_zone_keys{zone=%q}`, name), stat(func(k, _ int, _, _, _ uint64) float64 { return float64(k) }))
-	g.metrics.NewGauge(fmt.Sprintf(`ratelimit_zone_max_keys{zone=%q}`, name), stat(func(_, m int, _, _, _ uint64) float64 { return float64(m) }))
-	g.metrics.NewGauge(fmt.Sprintf(`ratelimit_zone_expired_keys{zone=%q}`, name), stat(func(_, _ int, e, _, _ uint64) float64 { return float64(e) }))
-	g.metrics.NewGauge(fmt.Sprintf(`ratelimit_zone_evicted_keys{zone=%q}`, name), stat(func(_, _ int, _, e, _ uint64) float64 { return float64(e) }))
-	g.metrics.NewGauge(fmt.Sprintf(`ratelimit_zone_full_refusals{zone=%q}`, name), stat(func(_, _ int, _, _, f uint64) float64 { return float64(f) }))
+	g.metrics.NewGauge(fmt.Sprintf(`opskit_ratelimit_zone_keys{zone=%q}`, name), stat(func(k, _ int, _, _, _ uint64) float64 { return float64(k) }))
+	g.metrics.NewGauge(fmt.Sprintf(`opskit_ratelimit_zone_max_keys{zone=%q}`, name), stat(func(_, m int, _, _, _ uint64) float64 { return float64(m) }))
+	g.metrics.NewGauge(fmt.Sprintf(`opskit_ratelimit_zone_expired_keys{zone=%q}`, name), stat(func(_, _ int, e, _, _ uint64) float64 { return float64(e) }))
+	g.metrics.NewGauge(fmt.Sprintf(`opskit_ratelimit_zone_evicted_keys{zone=%q}`, name), stat(func(_, _ int, _, e, _ uint64) float64 { return float64(e) }))
+	g.metrics.NewGauge(fmt.Sprintf(`opskit_ratelimit_zone_full_refusals{zone=%q}`, name), stat(func(_, _ int, _, _, f uint64) float64 { return float64(f) }))
 }
 
 func (g *Gateway) newRoute(rc RouteConfig, st *state) (*route, error) {
@@ -352,10 +352,10 @@ func (g *Gateway) newRoute(rc RouteConfig, st *state) (*route, error) {
 	}
 	r.counts = map[string]*metrics.Counter{}
 	for _, s := range []string{"", "PASSED", "DELAYED", "REJECTED", "DELAYED_DRY_RUN", "REJECTED_DRY_RUN", statusOverloaded} {
-		r.counts[s] = g.metrics.GetOrCreateCounter(fmt.Sprintf(`ratelimit_requests_total{route=%q,limit_status=%q}`, rc.Name, s))
+		r.counts[s] = g.metrics.GetOrCreateCounter(fmt.Sprintf(`opskit_ratelimit_requests_total{route=%q,limit_status=%q}`, rc.Name, s))
 	}
-	r.delayed = g.metrics.GetOrCreateHistogram(fmt.Sprintf(`ratelimit_delay_seconds{route=%q}`, rc.Name))
-	r.wouldDe = g.metrics.GetOrCreateHistogram(fmt.Sprintf(`ratelimit_dry_run_delay_seconds{route=%q}`, rc.Name))
+	r.delayed = g.metrics.GetOrCreateHistogram(fmt.Sprintf(`opskit_ratelimit_delay_seconds{route=%q}`, rc.Name))
+	r.wouldDe = g.metrics.GetOrCreateHistogram(fmt.Sprintf(`opskit_ratelimit_dry_run_delay_seconds{route=%q}`, rc.Name))
 	return r, nil
 }
 
