@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -326,12 +324,12 @@ func TestCollectorSinkKillNineAndClickHouseOutage(t *testing.T) {
 	logsCollector(t, t.TempDir(), logDir, kc.Addrs())
 	kc.ReadTopic(t, "logs", n, 30*time.Second)
 
-	proxy := newLogsProxy(t, chs.NativeAddr())
+	proxy := testkit.NewCutProxy(t, chs.NativeAddr())
 	bin := testkit.Binary(t, "collector")
 	startSink := func() (*exec.Cmd, *syncLog) {
 		logs := &syncLog{}
 		cmd := exec.Command(bin, "sink", "--kafka-brokers", strings.Join(kc.Addrs(), ","), "--topics", "logs",
-			"--clickhouse-addr", proxy.addr(), "--clickhouse-database", chs.Database(),
+			"--clickhouse-addr", proxy.Addr(), "--clickhouse-database", chs.Database(),
 			"--batch-rows", "2000", "--batch-wait", "20ms", "--session-timeout", "6s")
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
@@ -365,7 +363,7 @@ func TestCollectorSinkKillNineAndClickHouseOutage(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // an insert the dead sink had sent may still land
 	killedAt := countRows("SELECT count() FROM logs")
 
-	proxy.setCut(true) // ClickHouse down
+	proxy.SetCut(true) // ClickHouse down
 	_, sinkLogs := startSink()
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -385,7 +383,7 @@ func TestCollectorSinkKillNineAndClickHouseOutage(t *testing.T) {
 	if c := countRows("SELECT count() FROM logs"); c != killedAt {
 		t.Fatalf("rows went from %d to %d while ClickHouse was cut off", killedAt, c)
 	}
-	proxy.setCut(false)
+	proxy.SetCut(false)
 	waitRows("SELECT count() FROM logs FINAL", n)
 	raw := countRows("SELECT count() FROM logs")
 	t.Logf("%d lines; %d rows stored (%d repeated after kill -9 at %d rows), %d after FINAL", n, raw, raw-n, killedAt, countRows("SELECT count() FROM logs FINAL"))
@@ -418,61 +416,6 @@ func (l *syncLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
-}
-
-// logsProxy forwards TCP to a target until cut: then it drops every
-// connection and refuses new ones, as a server that went down.
-type logsProxy struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	cut   bool
-	conns []net.Conn
-}
-
-func newLogsProxy(t *testing.T, target string) *logsProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &logsProxy{ln: ln}
-	t.Cleanup(func() { ln.Close(); p.setCut(true) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			up, err := net.Dial("tcp", target)
-			if p.cut || err != nil {
-				p.mu.Unlock()
-				c.Close()
-				if up != nil {
-					up.Close()
-				}
-				continue
-			}
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *logsProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *logsProxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
 }
 
 // TestCollectorLogsToFileAndMetrics: --logs-output file writes JSON lines,

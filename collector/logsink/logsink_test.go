@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,64 +18,6 @@ import (
 )
 
 func TestMain(m *testing.M) { testkit.Main(m) }
-
-// cutProxy forwards TCP to a target until cut: then it drops every
-// connection and refuses new ones, as a ClickHouse that went down.
-type cutProxy struct {
-	ln     net.Listener
-	mu     sync.Mutex
-	cut    bool
-	conns  []net.Conn
-	target string
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	t.Cleanup(func() { ln.Close(); p.setCut(true) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.cut {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -155,11 +95,11 @@ func TestSinkCommitsOnlyAfterInsert(t *testing.T) {
 	kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 2))
 	base := time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
 	produce(t, kc, 1000, base)
-	proxy := newCutProxy(t, chs.NativeAddr())
-	proxy.setCut(true)
+	proxy := testkit.NewCutProxy(t, chs.NativeAddr())
+	proxy.SetCut(true)
 	cfg := Config{Brokers: kc.Addrs(), Topics: []string{"logs"}, Group: "sink-test", BatchRows: 300, BatchWait: 50 * time.Millisecond,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond,
-		ClickHouse: ClickHouse{Addr: proxy.addr(), Database: chs.Database(), Table: "logs"}}
+		ClickHouse: ClickHouse{Addr: proxy.Addr(), Database: chs.Database(), Table: "logs"}}
 	set := metrics.NewSet()
 	_, stop := runSink(t, cfg, set)
 	waitFor(t, "failed inserts", func() bool { return set.GetOrCreateCounter("opskit_collector_sink_failed_inserts_total").Get() >= 3 })
@@ -170,7 +110,7 @@ func TestSinkCommitsOnlyAfterInsert(t *testing.T) {
 
 	// ClickHouse is back: a new member of the group starts from the
 	// beginning, as nothing was committed.
-	proxy.setCut(false)
+	proxy.SetCut(false)
 	s, stop := runSink(t, cfg, metrics.NewSet())
 	waitFor(t, "1000 rows", func() bool { return s.Inserted() >= 1000 })
 	stop()

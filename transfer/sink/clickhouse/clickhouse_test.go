@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,64 +16,6 @@ import (
 )
 
 func TestMain(m *testing.M) { testkit.Main(m) }
-
-// cuttableProxy forwards TCP connections to target until cut, which closes
-// every connection and refuses new ones until restored.
-type cuttableProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	cut    bool
-	conns  []net.Conn
-}
-
-func newCuttableProxy(t *testing.T, target string) *cuttableProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cuttableProxy{ln: ln, target: target}
-	t.Cleanup(func() { ln.Close(); p.setCut(true) })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			if p.cut {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				p.mu.Unlock()
-				c.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *cuttableProxy) setCut(cut bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = cut
-	if cut {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
-
-func (p *cuttableProxy) addr() string { return p.ln.Addr().String() }
 
 func push(t *testing.T, base string, t0 int64, step, series int) {
 	t.Helper()
@@ -135,10 +75,10 @@ func count(t *testing.T, ch *testkit.ClickHouseServer, where string) uint64 {
 // drops beyond it counted, and inserts resume once ClickHouse is reachable.
 func TestClickHouseSinkOutage(t *testing.T) {
 	ch := testkit.SharedClickHouse(t)
-	proxy := newCuttableProxy(t, ch.NativeAddr())
+	proxy := testkit.NewCutProxy(t, ch.NativeAddr())
 	const spoolBound = 128 << 10
 	p := testkit.Start(t, "transfer", testkit.StartOptions{}, "--graphite-listen", "",
-		"--clickhouse-addr", proxy.addr(), "--clickhouse-database", ch.Database(),
+		"--clickhouse-addr", proxy.Addr(), "--clickhouse-database", ch.Database(),
 		"--spool-max-bytes", fmt.Sprint(spoolBound), "--forward-timeout", "2s",
 		"--forward-min-backoff", "50ms", "--forward-max-backoff", "200ms")
 	base := "http://" + p.Addr
@@ -160,7 +100,7 @@ func TestClickHouseSinkOutage(t *testing.T) {
 		t.Fatalf("row: %v %v %v %v %v %s", names, values, value, stepCol, ctype, series)
 	}
 
-	proxy.setCut(true)
+	proxy.SetCut(true)
 	for step := 3; step < 40; step++ {
 		push(t, base, t0, step, 200)
 	}
@@ -169,7 +109,7 @@ func TestClickHouseSinkOutage(t *testing.T) {
 	if dropped <= 0 || spooled > spoolBound {
 		t.Fatalf("during the outage: %v points dropped, %v bytes spooled (bound %d)", dropped, spooled, spoolBound)
 	}
-	proxy.setCut(false)
+	proxy.SetCut(false)
 	waitFor(t, "the spool to drain", func() bool {
 		return metricValue(t, base, `opskit_transfer_forward_spool_points{kind="clickhouse",dest="samples"}`) == 0
 	})
