@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"os"
@@ -125,8 +126,10 @@ func TestAdminRefusedOffLoopbackWithoutToken(t *testing.T) {
 	if out, errs, code := testkit.Run(t, "alarm", "", "ctl", "stop", "--addr", "127.0.0.1:"+port, "--token-file", tokenFile); code != 0 {
 		t.Fatalf("ctl stop with token: %d %s %s", code, out, errs)
 	}
-	if code := p.Stop(t, 10*time.Second); code != 0 {
-		t.Fatalf("exit %d", code)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if code, err := p.Wait(ctx); err != nil || code != 0 {
+		t.Fatalf("after ctl stop: exit %d, %v", code, err)
 	}
 	if strings.Contains(p.Logs(), "t0ken") {
 		t.Fatal("the admin token appears in the log")

@@ -30,6 +30,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -466,10 +467,12 @@ wait:
 	} else {
 		log.Info("stopping", "reason", req.reason)
 	}
-	// A second SIGTERM or Ctrl-C during the graceful stop exits at once.
+	// A second SIGTERM or Ctrl-C during the graceful stop exits at once;
+	// one that arrives once the stop has finished changes nothing.
+	var finished atomic.Bool
 	go func() {
 		for s := range sigs {
-			if s != syscall.SIGHUP {
+			if s != syscall.SIGHUP && !finished.Load() {
 				log.Error("second stop signal; exiting without finishing the graceful stop")
 				os.Exit(ExitFailure)
 			}
@@ -477,6 +480,7 @@ wait:
 	}()
 	cancelRun()
 	clean := d.shutdown(srv, o.shutdownTimeout)
+	finished.Store(true)
 	if req.err != nil || !clean {
 		return ExitFailure
 	}
