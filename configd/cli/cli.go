@@ -50,6 +50,7 @@ func Commands() []Command {
 		{"events", "[APP]", "follow membership events as JSON lines (--after, --once)", events},
 		{"watch", "NS...", "print one JSON line per change of the namespaces", watch},
 		{"audit", "", "the audit log as JSON lines (admin)", audit},
+		{"fleet", "[list|send|events|...]", "the opskit daemons registered with configd: console, command broadcast, events", fleet},
 	}
 }
 
@@ -124,7 +125,7 @@ func Main(ctx context.Context, name string, args []string, stdio kit.IO) int {
 	case errors.As(err, &ue):
 		fmt.Fprintf(stdio.Err, "configd %s: %v\nUsage: configd %s %s [flags] (see --help)\n", name, err, cmd.Name, cmd.Usage)
 		return kit.ExitUsage
-	case ctx.Err() != nil && (name == "watch" || name == "events"):
+	case ctx.Err() != nil && (name == "watch" || name == "events" || name == "fleet"):
 		return kit.ExitOK
 	default:
 		fmt.Fprintf(stdio.Err, "configd %s: %v\n", name, err)
