@@ -38,6 +38,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/opskit/opskit/internal/buildinfo"
+	"github.com/opskit/opskit/internal/dye"
 )
 
 // Exit codes shared by every binary and subcommand.
@@ -248,6 +249,8 @@ type Daemon struct {
 	Mux *http.ServeMux
 	// ConfigFile is the --config path, "" if none.
 	ConfigFile string
+	// Dye holds the dye rules and trace records (see internal/dye).
+	Dye *dye.Tracer
 
 	level    *slog.LevelVar
 	addr     net.Addr
@@ -412,6 +415,7 @@ func runDaemon(spec Spec, o *options, stdio IO) int {
 		commands: map[string]AdminFunc{},
 		stopCh:   make(chan stopRequest, 1),
 	}
+	d.Dye = newDyeTracer(d)
 	set.NewGauge(fmt.Sprintf(`opskit_build_info{daemon=%q,version=%q,commit=%q,goversion=%q}`,
 		spec.Name, buildinfo.Version, buildinfo.Commit, goVersion()), func() float64 { return 1 })
 	if spec.Pending != "" {
