@@ -147,6 +147,7 @@ type options struct {
 	shutdownTimeout time.Duration
 	pprof           bool
 	version         bool
+	fleet           fleetOptions
 }
 
 func parseFlags(spec Spec, args []string, env func(string) (string, bool), stdio IO) (*options, *pflag.FlagSet, error) {
@@ -167,6 +168,7 @@ func parseFlags(spec Spec, args []string, env func(string) (string, bool), stdio
 	if spec.Flags != nil {
 		spec.Flags(fs)
 	}
+	addFleetFlags(fs, &o.fleet)
 	// Help that was asked for goes to stdout; help after a usage error to stderr.
 	helpOut := stdio.Err
 	for _, a := range args {
@@ -202,6 +204,9 @@ func parseFlags(spec Spec, args []string, env func(string) (string, bool), stdio
 		}
 	}
 	if err := applyEnv(fs, fromCmdline, env); err != nil {
+		return nil, nil, err
+	}
+	if err := o.fleet.resolve(); err != nil {
 		return nil, nil, err
 	}
 	if _, err := parseLevel(o.logLevel); err != nil {
@@ -262,6 +267,7 @@ type Daemon struct {
 	reloaders []func(context.Context) error
 	stoppers  []stopHook
 	commands  map[string]AdminFunc
+	listeners map[string]string // AdvertiseListener's, for configd
 	stopCh    chan stopRequest
 	wg        sync.WaitGroup
 }
@@ -447,6 +453,7 @@ func runDaemon(spec Spec, o *options, stdio IO) int {
 	}
 	d.SetReady("start")
 	log.Info("ready", "listen", ln.Addr().String())
+	d.startFleetRegistration(runCtx, o.fleet)
 
 	var req stopRequest
 wait:
