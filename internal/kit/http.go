@@ -40,6 +40,7 @@ func (d *Daemon) handler(withPprof bool) http.Handler {
 		io.WriteString(w, "ready\n")
 	})
 	mux.Handle("/admin/", d.requireToken(http.HandlerFunc(d.serveAdmin)))
+	d.registerDye(mux)
 	if withPprof {
 		mux.Handle("/debug/pprof/", d.requireToken(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/cmdline", d.requireToken(http.HandlerFunc(pprof.Cmdline)))
