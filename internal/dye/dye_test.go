@@ -76,11 +76,11 @@ func TestMatchPoints(t *testing.T) {
 				t.Fatalf("match %q on %s = %v, want %v", tc.match, tc.p.Labels, got, tc.want)
 			}
 			// The same through an alert's series map.
-			m2 := Map{}
+			m2 := map[string]string{}
 			for _, l := range tc.p.Labels {
 				m2[l.Name] = l.Value
 			}
-			if got := tr.MatchLabels(m2) == "d1"; got != tc.want {
+			if got := tr.MatchMap(m2) == "d1"; got != tc.want {
 				t.Fatalf("map match = %v, want %v", got, tc.want)
 			}
 		})

@@ -102,7 +102,9 @@ type Map map[string]string
 // Get returns the value of name.
 func (m Map) Get(name string) string { return m[name] }
 
-func (m *Match) matchesLabels(ls labelGetter) bool {
+// matchesLabels is generic so that metric.Labels is not boxed into an
+// interface (an allocation per point) on the hot path.
+func matchesLabels[L labelGetter](m *Match, ls L) bool {
 	if !m.pointFields() || m.lineFields() {
 		return false
 	}

@@ -187,15 +187,26 @@ func (t *Tracer) Rules() []Rule {
 	return slices.Clone(t.current(t.opts.Now()))
 }
 
-// MatchLabels returns the id of the first rule a series (a point's labels,
-// or an alert's series as a Map) matches, or "".
-func (t *Tracer) MatchLabels(ls labelGetter) string {
+// MatchLabels returns the id of the first rule a point's labels match, or "".
+func (t *Tracer) MatchLabels(ls metric.Labels) string {
 	if !t.Active() {
 		return ""
 	}
-	rules := t.current(t.opts.Now())
+	return matchRules(t.current(t.opts.Now()), ls)
+}
+
+// MatchMap returns the id of the first rule an alert's series (its labels
+// by name, the metric name under __name__) matches, or "".
+func (t *Tracer) MatchMap(series map[string]string) string {
+	if !t.Active() {
+		return ""
+	}
+	return matchRules(t.current(t.opts.Now()), Map(series))
+}
+
+func matchRules[L labelGetter](rules []Rule, ls L) string {
 	for i := range rules {
-		if rules[i].Match.matchesLabels(ls) {
+		if matchesLabels(&rules[i].Match, ls) {
 			return rules[i].ID
 		}
 	}
@@ -227,15 +238,12 @@ func (t *Tracer) Points(hop string, pts []metric.Point, took func(p *metric.Poin
 	rules := t.current(t.opts.Now())
 	for i := range pts {
 		p := &pts[i]
-		for j := range rules {
-			if rules[j].Match.matchesLabels(p.Labels) {
-				var d time.Duration
-				if took != nil {
-					d = took(p)
-				}
-				t.Hop(rules[j].ID, hop, PointSummary(p), d)
-				break
+		if id := matchRules(rules, p.Labels); id != "" {
+			var d time.Duration
+			if took != nil {
+				d = took(p)
 			}
+			t.Hop(id, hop, PointSummary(p), d)
 		}
 	}
 }
