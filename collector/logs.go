@@ -89,7 +89,7 @@ func (c *logsConfig) start(ctx context.Context, d *kit.Daemon, host string, poin
 		}
 		k, err := ship.NewKafka(ship.KafkaConfig{
 			Brokers: c.brokers, Compression: c.compression, Linger: c.linger, BatchBytes: c.batchBytes,
-			BufferBytes: c.bufferBytes, Host: host,
+			BufferBytes: c.bufferBytes, Host: host, Dye: d.Dye,
 		}, d.Metrics, d.Log)
 		if err != nil {
 			return err

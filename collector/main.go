@@ -26,6 +26,7 @@ import (
 	"github.com/opskit/opskit/collector/relay"
 	"github.com/opskit/opskit/collector/sink"
 	"github.com/opskit/opskit/collector/statsd"
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/internal/kit"
 	"github.com/opskit/opskit/internal/spool"
 	"github.com/opskit/opskit/transfer/intake"
@@ -154,11 +155,14 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	defaults := falconfmt.Defaults{Endpoint: endpoint, Step: int32(c.interval / time.Second)}
 	counters := sink.NewCounters(d.Metrics, d.Log)
 
+	// Intake times of spooled points, for the hop latency to transfer.
+	backlog := hop.NewBacklog(0, time.Now())
 	sp, err := spool.Open(spool.Options{
 		Dir:      filepath.Join(d.DataDir, "spool"),
 		MaxBytes: c.spoolMax,
 		OnDrop: func(records, points int, reason string) {
 			d.Metrics.GetOrCreateCounter(`opskit_collector_spool_dropped_points_total{reason="` + reason + `"}`).Add(points)
+			backlog.Drop(points)
 			d.Log.Warn("spool dropped points", "records", records, "points", points, "reason", reason)
 		},
 	})
@@ -169,11 +173,14 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	d.Metrics.NewGauge("opskit_collector_spool_points", func() float64 { return float64(sp.Stats().Count) })
 	d.Metrics.NewGauge("opskit_collector_spool_bytes", func() float64 { return float64(sp.Stats().Bytes) })
 	d.HandleAdmin("spool", func(context.Context, []string) (any, error) { return spoolStats(sp.Stats()), nil })
-	writer := &relay.Writer{Spool: sp, Defaults: defaults, BatchPoints: c.batchPoints}
+	// Points spooled by an earlier run count from now.
+	backlog.Add(sp.Stats().Count, time.Now())
+	writer := &relay.Writer{Spool: sp, Defaults: defaults, BatchPoints: c.batchPoints, Backlog: backlog, Dye: d.Dye}
 
 	rl, err := relay.New(relay.Config{
 		Targets: c.transfer, BatchPoints: c.batchPoints, Timeout: c.timeout,
 		BackoffMin: c.backoffMin, BackoffMax: c.backoffMax, Gzip: c.gzip,
+		Hops: hop.NewSet(d.Metrics), Backlog: backlog, Dye: d.Dye,
 	}, sp, d.Metrics, d.Log)
 	if err != nil {
 		return fmt.Errorf("--transfer: %w", err)

@@ -26,9 +26,12 @@ import (
 	"github.com/golang/snappy"
 
 	"github.com/opskit/opskit/collector/falconfmt"
+	"github.com/opskit/opskit/internal/dye"
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/internal/spool"
 	"github.com/opskit/opskit/transfer/intake"
+	"github.com/opskit/opskit/transfer/intake/falcon"
 )
 
 // Writer encodes points into spool records of at most BatchPoints points,
@@ -38,6 +41,10 @@ type Writer struct {
 	Spool       *spool.Spool
 	Defaults    falconfmt.Defaults
 	BatchPoints int
+	// Backlog, when set, learns when points were spooled (the relay's hop
+	// latency is measured from there); Dye traces dyed points at intake.
+	Backlog *hop.Backlog
+	Dye     *dye.Tracer
 }
 
 // Write appends pts to the spool; when it returns nil they are on disk.
@@ -57,7 +64,16 @@ func (w *Writer) Write(ctx context.Context, pts []metric.Point) error {
 		chunk := pts[start:min(start+n, len(pts))]
 		recs = append(recs, spool.Record{Count: len(chunk), Data: snappy.Encode(nil, falconfmt.AppendArray(nil, chunk, w.Defaults))})
 	}
-	return w.Spool.Append(ctx, recs...)
+	now := time.Now()
+	// Noted before the append, so that the relay cannot acknowledge the
+	// points before their intake time is known.
+	w.Backlog.Add(len(pts), now)
+	if err := w.Spool.Append(ctx, recs...); err != nil {
+		w.Backlog.Forget(len(pts))
+		return err
+	}
+	w.Dye.Points("intake", pts, dye.Age(now))
+	return nil
 }
 
 // Defaults of Config.
@@ -85,12 +101,19 @@ type Config struct {
 	Gzip bool
 	// Client is the HTTP client (default: one with Timeout).
 	Client *http.Client
+	// Hops counts what each target acknowledged; Backlog (shared with the
+	// Writer) gives the points' intake times. Dye traces dyed points when
+	// a target acknowledges them. All optional.
+	Hops    *hop.Set
+	Backlog *hop.Backlog
+	Dye     *dye.Tracer
 }
 
 // Relay sends the spool's batches to transfer.
 type Relay struct {
 	cfg     Config
 	targets []string
+	addrs   []string // the targets as hop labels
 	spool   *spool.Spool
 	log     *slog.Logger
 	current int
@@ -130,6 +153,7 @@ func New(cfg Config, sp *spool.Spool, set *metrics.Set, log *slog.Logger) (*Rela
 			t = "http://" + t
 		}
 		r.targets = append(r.targets, strings.TrimRight(t, "/")+"/api/push")
+		r.addrs = append(r.addrs, hop.Addr(t))
 	}
 	if len(r.targets) == 0 {
 		return nil, errors.New("relay: no transfer address")
@@ -175,6 +199,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			// sent, and must not block the spool.
 			r.log.Error("undecodable batch in the spool; dropping it", "points", b.Count, "err", err)
 			r.dropped.Add(b.Count)
+			r.cfg.Backlog.Drop(b.Count)
 			if err := r.spool.Ack(b); err != nil {
 				return fmt.Errorf("relay: %w", err)
 			}
@@ -185,6 +210,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		case delivered:
 			backoff = 0
 			maxRecords = 1 << 20
+			r.acked(body, b.Count)
 			if err := r.spool.Ack(b); err != nil {
 				return fmt.Errorf("relay: %w", err)
 			}
@@ -197,6 +223,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			// One record transfer will not take: it can never be sent.
 			r.log.Error("transfer refuses a batch as too large; dropping it", "points", b.Count, "bytes", len(body))
 			r.dropped.Add(b.Count)
+			r.cfg.Backlog.Drop(b.Count)
 			if err := r.spool.Ack(b); err != nil {
 				return fmt.Errorf("relay: %w", err)
 			}
@@ -213,6 +240,24 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// acked counts a batch the current target answered for: its points and
+// their latency from intake, and the dyed points among them.
+func (r *Relay) acked(body []byte, points int) {
+	now := time.Now()
+	_, latency := r.cfg.Backlog.Take(points, now)
+	to := r.addrs[r.current]
+	r.cfg.Hops.To(to).Acked(points, latency)
+	if !r.cfg.Dye.Active() {
+		return
+	}
+	res, err := falcon.Decode(body, now.Unix(), intake.Limits{}.WithDefaults())
+	if err != nil {
+		return
+	}
+	mean := latency / time.Duration(max(points, 1))
+	r.cfg.Dye.Points("send "+to, res.Points, func(*metric.Point) time.Duration { return mean })
 }
 
 // nextBackoff doubles the wait within [lo, hi], with up to 20 % jitter so
@@ -235,6 +280,7 @@ func (r *Relay) sendAnyTarget(ctx context.Context, body []byte, points int) outc
 			return res
 		}
 		r.failures.Inc()
+		r.cfg.Hops.To(r.addrs[idx]).Failed()
 		r.log.Warn("transfer did not take the batch", "target", r.targets[idx], "err", err)
 		if ctx.Err() != nil {
 			return retry

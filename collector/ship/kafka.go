@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/opskit/opskit/collector/tail"
+	"github.com/opskit/opskit/internal/dye"
+	"github.com/opskit/opskit/internal/hop"
 )
 
 // KafkaConfig configures the Kafka output.
@@ -33,6 +35,9 @@ type KafkaConfig struct {
 	RetryWait time.Duration
 	// Host is the event's host and the record key of inputs keyed by host.
 	Host string
+	// Dye, when set, traces dyed lines (by path or substring) at intake
+	// and on Kafka's acknowledgement.
+	Dye *dye.Tracer
 }
 
 // Kafka produces events to the topics of their inputs.
@@ -43,8 +48,11 @@ type Kafka struct {
 	log    *slog.Logger
 
 	produced, failed *metrics.Counter
-	recSlab          []kgo.Record
-	valSlab          []byte
+	// hop counts lines Kafka acknowledged, with their latency from the
+	// produce call, under to="kafka://FIRSTBROKER".
+	hop     *hop.Hop
+	recSlab []kgo.Record
+	valSlab []byte
 	// space is signalled when a record leaves the buffer.
 	space chan struct{}
 	// prodCtx outlives the tailer's context, so records buffered when the
@@ -125,6 +133,7 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 		space: make(chan struct{}, 1), prodCtx: prodCtx, prodCancel: prodCancel,
 		enc:      &Encoder{Host: cfg.Host, InvalidUTF8: set.GetOrCreateCounter("opskit_collector_logs_invalid_utf8_lines_total")},
 		produced: set.GetOrCreateCounter("opskit_collector_logs_kafka_acked_events_total"),
+		hop:      hop.New(set, hop.KafkaAddr(cfg.Brokers)),
 		failed:   set.GetOrCreateCounter("opskit_collector_logs_kafka_failed_events_total"),
 	}, nil
 }
@@ -175,8 +184,22 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	if k.cfg.Dye.Active() {
+		if id := k.cfg.Dye.MatchLine(k.cfg.Host, ev.Path, ev.Line); id != "" {
+			k.cfg.Dye.Hop(id, "intake", lineSummary(ev), time.Since(ev.Time))
+		}
+	}
 	k.produce(k.prodCtx, rec, ev)
 	return nil
+}
+
+// lineSummary describes a log line in a trace record.
+func lineSummary(ev *tail.Event) string {
+	line := ev.Line
+	if len(line) > 200 {
+		line = line[:200]
+	}
+	return ev.Path + ": " + string(line)
 }
 
 func (k *Kafka) produce(ctx context.Context, rec *kgo.Record, ev *tail.Event) {
@@ -187,6 +210,13 @@ func (k *Kafka) produce(ctx context.Context, rec *kgo.Record, ev *tail.Event) {
 		}
 		if err == nil {
 			k.produced.Inc()
+			took := time.Since(r.Timestamp)
+			k.hop.Acked(1, took)
+			if k.cfg.Dye.Active() {
+				if id := k.cfg.Dye.MatchLine(k.cfg.Host, ev.Path, ev.Line); id != "" {
+					k.cfg.Dye.Hop(id, "send "+k.hop.To(), lineSummary(ev), took)
+				}
+			}
 			ev.Done()
 			return
 		}
@@ -196,6 +226,7 @@ func (k *Kafka) produce(ctx context.Context, rec *kgo.Record, ev *tail.Event) {
 			return
 		}
 		k.failed.Inc()
+		k.hop.Failed()
 		k.warn("kafka refused an event; producing it again", "topic", r.Topic, "err", err)
 		k.retries.Add(1)
 		go func() {
