@@ -75,7 +75,9 @@ func (e *AgentError) Error() string {
 }
 
 // Is makes a 403 match ErrRefused.
-func (e *AgentError) Is(target error) bool { return target == ErrRefused && e.Status == http.StatusForbidden }
+func (e *AgentError) Is(target error) bool {
+	return target == ErrRefused && e.Status == http.StatusForbidden
+}
 
 func agentError(resp *http.Response, body []byte) error {
 	var e struct {

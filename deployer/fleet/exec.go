@@ -13,13 +13,17 @@ import (
 // stream of them (JSON lines) is what POST /v1/exec answers.
 type ExecEvent struct {
 	Host string `json:"host"`
-	// Type is "line" (Line holds one line of output, without its newline)
-	// or "end" (the host's run is over: ExitCode, Refused, Error).
+	// Type is "line" (Line holds one line of output, without its newline),
+	// "end" (the host's run is over: ExitCode, Refused, Error) or, last
+	// of a stream over HTTP, "summary" (Hosts ran, Failed of them did not
+	// exit 0; Host is empty).
 	Type     string `json:"type"`
 	Line     string `json:"line,omitempty"`
 	ExitCode int    `json:"exit_code,omitempty"`
 	Refused  bool   `json:"refused,omitempty"`
 	Error    string `json:"error,omitempty"`
+	Hosts    int    `json:"hosts,omitempty"`
+	Failed   int    `json:"failed,omitempty"`
 }
 
 // ExecResult is one host's outcome of a diagnostic command.
@@ -84,18 +88,24 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			w.partial = append(w.partial, p...)
-			for len(w.partial) >= maxLine {
-				w.emit(string(w.partial[:maxLine]))
-				w.partial = append(w.partial[:0], w.partial[maxLine:]...)
-			}
+			w.emitFull()
 			break
 		}
-		line := append(w.partial, p[:i]...)
-		w.emit(string(bytes.TrimSuffix(line, []byte("\r"))))
+		w.partial = append(w.partial, p[:i]...)
+		w.emitFull()
+		w.emit(string(bytes.TrimSuffix(w.partial, []byte("\r"))))
 		w.partial = w.partial[:0]
 		p = p[i+1:]
 	}
 	return n, nil
+}
+
+// emitFull passes on maxLine pieces of a line too long to keep whole.
+func (w *lineWriter) emitFull() {
+	for len(w.partial) > maxLine {
+		w.emit(string(w.partial[:maxLine]))
+		w.partial = append(w.partial[:0], w.partial[maxLine:]...)
+	}
 }
 
 // flush passes on a last line that had no newline.

@@ -58,6 +58,9 @@ type scheduled struct {
 // ErrBusy is returned by RunNow while the job is running.
 var ErrBusy = errors.New("the job is running")
 
+// ErrInvalid is wrapped when Add refuses a job.
+var ErrInvalid = errors.New("invalid job")
+
 // New loads the stored jobs.
 func New(opts Options) (*Scheduler, error) {
 	if opts.Clock == nil {
@@ -91,11 +94,11 @@ func New(opts Options) (*Scheduler, error) {
 func (s *Scheduler) Add(j Job) (Job, error) {
 	sched, err := j.Validate()
 	if err != nil {
-		return Job{}, err
+		return Job{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if s.opts.Check != nil {
 		if err := s.opts.Check(j); err != nil {
-			return Job{}, err
+			return Job{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 	}
 	j.Created = s.opts.Clock.Now().UTC()
