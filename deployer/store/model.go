@@ -93,10 +93,14 @@ const (
 	StepRunning    = "running"
 	StepDone       = "done"
 	StepFailed     = "failed"
+	// StepSkipped is a rollback with nowhere to go (no previous release).
+	StepSkipped = "skipped"
 )
 
 // Final says a host step has its outcome.
-func Final(state string) bool { return state == StepDone || state == StepFailed }
+func Final(state string) bool {
+	return state == StepDone || state == StepFailed || state == StepSkipped
+}
 
 // HostStep is one host's part of a deploy.
 type HostStep struct {
@@ -114,6 +118,10 @@ type HostStep struct {
 	// Previous is the release current on the host before this deploy's
 	// task, as the agent recorded it: the one a rollback goes back to.
 	Previous string `json:"previous,omitempty"`
+	// Direct says the agent's own rollback API was asked to switch to
+	// Version (a rollback to a release whose package deployer does not
+	// know).
+	Direct bool `json:"direct,omitempty"`
 	// Changed says the host now runs Version because of this deploy.
 	Changed bool            `json:"changed,omitempty"`
 	Result  *release.Result `json:"result,omitempty"`
@@ -125,7 +133,7 @@ type HostStep struct {
 // RollbackStep is one host's rollback to its previous release.
 type RollbackStep struct {
 	Version string `json:"version"`
-	State   string `json:"state"` // pending, dispatched, running, done, failed
+	State   string `json:"state"` // pending, dispatched, running, done, failed, skipped
 	TaskID  string `json:"task_id,omitempty"`
 	// Direct says the agent's own rollback API was used (the previous
 	// release's package is not known to deployer).
