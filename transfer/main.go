@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/opskit/opskit/internal/buildinfo"
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/internal/kit"
 	"github.com/opskit/opskit/transfer/cluster"
 	"github.com/opskit/opskit/transfer/intake"
@@ -190,7 +191,7 @@ func (c *config) withCommon(cc *cluster.Config) (*cluster.Config, error) {
 			return nil, err
 		}
 		c.closers = append(c.closers, func() error { k.Close(); return nil })
-		cc.Sinks = append(cc.Sinks, cluster.Sink{Kind: "kafka", Name: c.kafkaTopic, Deliverer: k})
+		cc.Sinks = append(cc.Sinks, cluster.Sink{Kind: "kafka", Name: c.kafkaTopic, Addr: hop.KafkaAddr(c.kafkaBrokers), Deliverer: k})
 	}
 	if c.clickhouseAddr != "" {
 		ch, err := clickhousesink.New(clickhousesink.Options{Addr: c.clickhouseAddr, Database: c.clickhouseDatabase, Table: c.clickhouseTable,
@@ -199,7 +200,7 @@ func (c *config) withCommon(cc *cluster.Config) (*cluster.Config, error) {
 			return nil, err
 		}
 		c.closers = append(c.closers, ch.Close)
-		cc.Sinks = append(cc.Sinks, cluster.Sink{Kind: "clickhouse", Name: c.clickhouseTable, Deliverer: ch})
+		cc.Sinks = append(cc.Sinks, cluster.Sink{Kind: "clickhouse", Name: c.clickhouseTable, Addr: hop.Addr(c.clickhouseAddr), Deliverer: ch})
 	}
 	cc.QueryTimeout = c.queryTimeout
 	cc.Outbox = cluster.OutboxOptions{
@@ -251,6 +252,9 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	if err != nil {
 		return err
 	}
+	if cc != nil {
+		cc.Dye = d.Dye
+	}
 	d.SetNotReady("storage", "replaying the write-ahead log")
 	n, err := node.Open(node.Config{
 		DataDir: d.DataDir,
@@ -266,6 +270,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		Graphite: graphite.Config{MaxConns: c.graphiteMaxConns, IdleTimeout: c.graphiteIdle},
 		Query:    query.Options{Timeout: c.queryTimeout, MaxSamples: c.queryMaxSamples, Revision: buildinfo.Version, Logger: d.Log},
 		Cluster:  cc,
+		Dye:      d.Dye,
 	}, d.Metrics, d.Log)
 	if err != nil {
 		return err

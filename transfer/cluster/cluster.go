@@ -39,6 +39,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/opskit/opskit/internal/dye"
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/internal/spool"
 	"github.com/opskit/opskit/transfer/intake"
@@ -73,15 +75,20 @@ type Config struct {
 	Client *http.Client
 	// QueryTimeout bounds one remote query call (default 30s).
 	QueryTimeout time.Duration
-	Metrics      *metrics.Set
-	Logger       *slog.Logger
+	// Dye traces dyed points as each destination acknowledges them.
+	Dye     *dye.Tracer
+	Metrics *metrics.Set
+	Logger  *slog.Logger
 }
 
 // Sink is a scale-out destination (Kafka, ClickHouse) fed through an
 // outbox: Deliver gets batches of encoded blocks (DecodeBlock reads them).
 type Sink struct {
 	Kind, Name string
-	Deliverer  Deliverer
+	// Addr labels the sink's hop statistics: kafka://FIRSTBROKER or the
+	// ClickHouse host:port.
+	Addr      string
+	Deliverer Deliverer
 }
 
 // Cluster routes points and queries; see the package documentation.
@@ -132,14 +139,14 @@ func New(cfg Config, local intake.Appender) (*Cluster, error) {
 	}
 	c.judges = jr
 	for _, j := range cfg.Judges {
-		if _, err := c.outbox("judge", j.Name, &judgeDeliverer{c: c, addr: j.Addr}); err != nil {
+		if _, err := c.outbox("judge", j.Name, hop.Addr(j.Addr), &judgeDeliverer{c: c, addr: j.Addr}); err != nil {
 			c.Close()
 			return nil, err
 		}
 	}
 	c.warnStrandedSpools()
 	for _, s := range cfg.Sinks {
-		o, err := c.outbox(s.Kind, s.Name, s.Deliverer)
+		o, err := c.outbox(s.Kind, s.Name, s.Addr, s.Deliverer)
 		if err != nil {
 			c.Close()
 			return nil, err
@@ -208,7 +215,7 @@ func (c *Cluster) SetNodes(nodes []ring.Node) error {
 		if n.Name == c.cfg.Self {
 			continue
 		}
-		if _, err := c.outbox("peer", n.Name, &peerDeliverer{c: c, name: n.Name}); err != nil {
+		if _, err := c.outbox("peer", n.Name, hop.Addr(n.Addr), &peerDeliverer{c: c, name: n.Name}); err != nil {
 			return err
 		}
 	}
@@ -233,8 +240,9 @@ func (c *Cluster) addr(name string) string {
 }
 
 // outbox returns the outbox of a destination, opening it (and starting its
-// delivery when Run has been called) the first time.
-func (c *Cluster) outbox(kind, name string, d Deliverer) (*Outbox, error) {
+// delivery when Run has been called) the first time. to labels its hop
+// statistics.
+func (c *Cluster) outbox(kind, name, to string, d Deliverer) (*Outbox, error) {
 	key := kind + "/" + name
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -248,6 +256,7 @@ func (c *Cluster) outbox(kind, name string, d Deliverer) (*Outbox, error) {
 	opts.Kind, opts.Name = kind, name
 	opts.Dir = filepath.Join(c.cfg.Dir, kind+"-"+safeName(name))
 	opts.Metrics, opts.Logger = c.cfg.Metrics, c.log
+	opts.To, opts.Dye = to, c.cfg.Dye
 	o, err := OpenOutbox(opts, d)
 	if err != nil {
 		return nil, err

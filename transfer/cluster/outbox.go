@@ -10,6 +10,9 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/opskit/opskit/internal/dye"
+	"github.com/opskit/opskit/internal/hop"
+	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/internal/spool"
 )
 
@@ -54,6 +57,11 @@ type OutboxOptions struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Timeout bounds one delivery (default 30s).
 	Timeout time.Duration
+	// To is the destination's address for the hop statistics (see
+	// internal/hop); empty counts none.
+	To string
+	// Dye traces dyed points when the destination acknowledges them.
+	Dye     *dye.Tracer
 	Metrics *metrics.Set
 	Logger  *slog.Logger
 }
@@ -96,6 +104,8 @@ type Outbox struct {
 	deliver Deliverer
 
 	sent, dropped, failures *metrics.Counter
+	hop                     *hop.Hop
+	backlog                 *hop.Backlog // spooling times, for the hop latency
 	up                      atomic.Bool
 	lastErr                 atomic.Pointer[string]
 }
@@ -111,10 +121,15 @@ func OpenOutbox(opts OutboxOptions, d Deliverer) (*Outbox, error) {
 		return opts.Metrics.GetOrCreateCounter(fmt.Sprintf(`opskit_transfer_forward_points_dropped_total{%s,reason=%q}`, lbl, reason))
 	}
 	o.dropped = dropped("refused")
+	if opts.To != "" {
+		o.hop = hop.New(opts.Metrics, opts.To)
+	}
+	o.backlog = hop.NewBacklog(0, time.Now())
 	sp, err := spool.Open(spool.Options{
 		Dir:      opts.Dir,
 		MaxBytes: opts.MaxBytes,
 		OnDrop: func(records, count int, reason string) {
+			o.backlog.Drop(count)
 			dropped(reason).Add(count)
 			opts.Logger.Error("forward spool dropped points", "kind", opts.Kind, "dest", opts.Name, "points", count, "blocks", records, "reason", reason)
 		},
@@ -123,6 +138,8 @@ func OpenOutbox(opts OutboxOptions, d Deliverer) (*Outbox, error) {
 		return nil, fmt.Errorf("outbox %s %s: %w", opts.Kind, opts.Name, err)
 	}
 	o.spool = sp
+	// What an earlier run spooled counts from now.
+	o.backlog.Add(sp.Stats().Count, time.Now())
 	o.up.Store(true)
 	opts.Metrics.GetOrCreateGauge(`opskit_transfer_forward_spool_points{`+lbl+`}`, func() float64 { return float64(o.spool.Stats().Count) })
 	opts.Metrics.GetOrCreateGauge(`opskit_transfer_forward_spool_bytes{`+lbl+`}`, func() float64 { return float64(o.spool.Stats().Bytes) })
@@ -138,7 +155,14 @@ func OpenOutbox(opts OutboxOptions, d Deliverer) (*Outbox, error) {
 // Add spools one encoded block of points; when it returns nil the points
 // survive a crash and will be delivered (or counted as dropped).
 func (o *Outbox) Add(ctx context.Context, block []byte, points int) error {
-	return o.spool.Append(ctx, spool.Record{Count: points, Data: block})
+	// Noted before the append, so that a delivery cannot take the points
+	// before their spooling time is known.
+	o.backlog.Add(points, time.Now())
+	if err := o.spool.Append(ctx, spool.Record{Count: points, Data: block}); err != nil {
+		o.backlog.Forget(points)
+		return err
+	}
+	return nil
 }
 
 // OutboxStatus is an outbox's state for the status endpoint.
@@ -187,14 +211,17 @@ func (o *Outbox) Run(ctx context.Context) error {
 		switch {
 		case err == nil:
 			o.sent.Add(b.Count)
+			o.acked(blocks, b.Count)
 		case errors.As(err, &perm):
 			o.dropped.Add(b.Count)
+			o.backlog.Drop(b.Count)
 			o.opts.Logger.Error("destination refused a batch; dropped", "kind", o.opts.Kind, "dest", o.opts.Name, "points", b.Count, "err", err)
 		default:
 			if ctx.Err() != nil {
 				return nil
 			}
 			o.failures.Inc()
+			o.hop.Failed()
 			msg := err.Error()
 			o.lastErr.Store(&msg)
 			if o.up.Swap(false) {
@@ -216,6 +243,23 @@ func (o *Outbox) Run(ctx context.Context) error {
 			o.opts.Logger.Info("destination back; draining spool", "kind", o.opts.Kind, "dest", o.opts.Name, "pending_points", o.spool.Stats().Count)
 		}
 	}
+}
+
+// acked counts a delivered batch in the hop statistics (latency from
+// spooling to the destination's answer) and traces its dyed points.
+func (o *Outbox) acked(blocks [][]byte, points int) {
+	now := time.Now()
+	_, latency := o.backlog.Take(points, now)
+	o.hop.Acked(points, latency)
+	if !o.opts.Dye.Active() {
+		return
+	}
+	var pts []metric.Point
+	for _, b := range blocks {
+		pts, _ = DecodeBlock(pts, b)
+	}
+	mean := latency / time.Duration(max(points, 1))
+	o.opts.Dye.Points("send "+o.opts.Kind+" "+o.opts.To, pts, func(*metric.Point) time.Duration { return mean })
 }
 
 // Close closes the spool; undelivered points stay on disk.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/opskit/opskit/internal/dye"
 	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/transfer/cluster"
 	"github.com/opskit/opskit/transfer/intake"
@@ -40,6 +41,9 @@ type Config struct {
 	// routed to their owners, judges and sinks, and queries span every
 	// node. Its Dir defaults to DataDir/spool.
 	Cluster *cluster.Config
+	// Dye traces dyed points at intake, with the time they took to become
+	// durable.
+	Dye *dye.Tracer
 }
 
 // Node is one running transfer node.
@@ -116,10 +120,18 @@ func (n *Node) Cluster() *cluster.Cluster { return n.cluster }
 // newer than their series' last update) are reported as an
 // *intake.PartialError, the others are stored.
 func (n *Node) Append(ctx context.Context, pts []metric.Point) error {
+	start := time.Now()
+	var err error
 	if n.cluster != nil {
-		return n.cluster.Append(ctx, pts)
+		err = n.cluster.Append(ctx, pts)
+	} else {
+		err = n.appendLocal(ctx, pts)
 	}
-	return n.appendLocal(ctx, pts)
+	if n.cfg.Dye.Active() {
+		took := time.Since(start)
+		n.cfg.Dye.Points("intake", pts, func(*metric.Point) time.Duration { return took })
+	}
+	return err
 }
 
 // appendLocal stores points in this node's engine.
