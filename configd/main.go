@@ -31,6 +31,8 @@ type serverFlags struct {
 	follow             string
 	followTokenFile    string
 	tokensFile         string
+	fleet              server.FleetConfig
+	fleetTokenFile     string
 }
 
 type agentFlags struct {
@@ -96,6 +98,11 @@ func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.follow, "follow", "", "run as a read replica of the primary at this URL (writes are forwarded to it)")
 	fs.StringVar(&f.followTokenFile, "follow-token-file", "", "file holding the token sent to the primary when following")
 	fs.StringVar(&f.tokensFile, "tokens-file", "", "YAML file of tokens with roles (admin, publisher, reader); without it every caller is admin")
+	fs.DurationVar(&f.fleet.TTL, "fleet-ttl", 15*time.Second, "a daemon registered with --configd that misses heartbeats this long (at least 3 of its intervals) is down")
+	fs.DurationVar(&f.fleet.ScrapeInterval, "fleet-scrape-interval", 5*time.Second, "how often every registered daemon's /metrics, /healthz and /readyz are read")
+	fs.DurationVar(&f.fleet.ScrapeTimeout, "fleet-scrape-timeout", 3*time.Second, "deadline of one daemon's scrape")
+	fs.StringVar(&f.fleet.AdminToken, "fleet-admin-token", "", "admin token `fleet send` presents to the daemons' /admin/*; prefer --fleet-admin-token-file")
+	fs.StringVar(&f.fleetTokenFile, "fleet-admin-token-file", "", "file holding the daemons' admin token")
 }
 
 func (f *serverFlags) start(ctx context.Context, d *kit.Daemon) error {
@@ -111,6 +118,14 @@ func (f *serverFlags) start(ctx context.Context, d *kit.Daemon) error {
 		}
 		followToken = strings.TrimSpace(string(b))
 	}
+	if f.fleetTokenFile != "" {
+		b, err := os.ReadFile(f.fleetTokenFile)
+		if err != nil {
+			return fmt.Errorf("--fleet-admin-token-file: %w", err)
+		}
+		f.fleet.AdminToken = strings.TrimSpace(string(b))
+	}
+	f.fleet.StateFile = filepath.Join(d.DataDir, "fleet.json")
 	st, err := store.Open(d.DataDir)
 	if err != nil {
 		return err
@@ -118,7 +133,7 @@ func (f *serverFlags) start(ctx context.Context, d *kit.Daemon) error {
 	cfg := server.Config{
 		WatchTimeout: f.watchTimeout, WatchBatch: f.watchBatch, WatchBatchInterval: f.watchBatchInterval,
 		HostTTL: f.hostTTL, MemberEvents: f.memberEvents, MaxBodyBytes: f.maxBodyBytes,
-		Follow: f.follow, FollowToken: followToken, Auth: auth, Logger: d.Log, Metrics: d.Metrics,
+		Follow: f.follow, FollowToken: followToken, Auth: auth, Logger: d.Log, Metrics: d.Metrics, Fleet: f.fleet,
 	}
 	if f.follow != "" {
 		d.SetNotReady("follow", "not yet in step with the primary "+f.follow)
@@ -146,6 +161,7 @@ func (f *serverFlags) start(ctx context.Context, d *kit.Daemon) error {
 		return nil
 	})
 	d.Go(ctx, "server", srv.Run)
+	d.Go(ctx, "fleet", srv.RunFleet)
 	return nil
 }
 

@@ -53,6 +53,9 @@ type Config struct {
 	Logger      *slog.Logger
 	Metrics     *metrics.Set
 	Now         func() time.Time
+
+	// Fleet tunes the registry of opskit daemons (see RunFleet).
+	Fleet FleetConfig
 }
 
 // Server serves configd's HTTP API.
@@ -61,6 +64,7 @@ type Server struct {
 	store   *store.Store
 	hub     *hub
 	members *members
+	fleet   *fleet
 	reports *reports
 	auth    atomic.Pointer[Auth]
 	log     *slog.Logger
@@ -118,6 +122,9 @@ func New(cfg Config, st *store.Store) (*Server, error) {
 		s.heads[h.Name] = h
 	}
 	if s.members, err = newMembers(st, cfg.HostTTL, cfg.MemberEvents, cfg.Now); err != nil {
+		return nil, err
+	}
+	if s.fleet, err = newFleet(cfg.Fleet, cfg.Now, cfg.Logger, cfg.Metrics); err != nil {
 		return nil, err
 	}
 	s.members.onEvent = func(e api.MemberEvent) {
@@ -225,6 +232,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	s.handle(mux, "GET /v1/events", primary, s.read(s.events))
 	s.handle(mux, "POST /v1/reports", primary, s.agent(s.report))
 	s.handle(mux, "GET /v1/audit", primary, s.admin(s.auditLog))
+	s.registerFleet(mux)
 }
 
 func (s *Server) handle(mux *http.ServeMux, pattern string, isLocal bool, h http.HandlerFunc) {
