@@ -31,13 +31,17 @@ type Fleet struct {
 	Allow []string
 }
 
-// Target picks an app's hosts: all of the app's hosts in Env, or only the
-// one named Host.
+// Target picks an app's hosts: all of the app's hosts in Env (DefaultEnv
+// when empty), or only the one named Host.
 type Target struct {
 	App  string `json:"app"`
 	Env  string `json:"env,omitempty"`
 	Host string `json:"host,omitempty"`
 }
+
+// DefaultEnv is the environment of a target that names none (as for
+// deploys).
+const DefaultEnv = "prod"
 
 // ErrNoSuchHost is wrapped when Target.Host is not one of the app's hosts.
 var ErrNoSuchHost = errors.New("no such host")
@@ -50,6 +54,9 @@ var ErrBadRequest = errors.New("bad request")
 func (f *Fleet) Resolve(ctx context.Context, t Target) ([]hosts.Host, error) {
 	if t.App == "" {
 		return nil, fmt.Errorf("%w: an app is required", ErrBadRequest)
+	}
+	if t.Env == "" {
+		t.Env = DefaultEnv
 	}
 	hs, err := f.Hosts.Hosts(ctx, t.App, t.Env)
 	if err != nil {

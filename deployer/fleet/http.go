@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,6 +123,7 @@ func (h *handlers) proc(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	req.Env = cmp.Or(req.Env, DefaultEnv)
 	user, ok := h.authorize(w, r, req.App, RoleOperator)
 	if !ok {
 		return
@@ -149,7 +151,7 @@ func (h *handlers) proc(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) stats(w http.ResponseWriter, r *http.Request) {
-	t := Target{App: r.PathValue("app"), Env: r.URL.Query().Get("env"), Host: r.URL.Query().Get("host")}
+	t := Target{App: r.PathValue("app"), Env: cmp.Or(r.URL.Query().Get("env"), DefaultEnv), Host: r.URL.Query().Get("host")}
 	if _, ok := h.authorize(w, r, t.App, RoleReader); !ok {
 		return
 	}
@@ -169,6 +171,7 @@ func (h *handlers) exec(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
+	req.Env = cmp.Or(req.Env, DefaultEnv)
 	user, ok := h.authorize(w, r, req.App, RoleOperator)
 	if !ok {
 		return
@@ -236,7 +239,7 @@ func (h *handlers) cronAdd(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	j.ID, j.CreatedBy = "", user
+	j.ID, j.CreatedBy, j.Env = "", user, cmp.Or(j.Env, DefaultEnv)
 	added, err := h.Cron.Add(j)
 	detail := fmt.Sprintf("%s %q target=%s %s", added.ID, j.Schedule, j.Target, strings.Join(append([]string{j.Name}, j.Args...), " "))
 	h.audit(user, "cron_add", j.App, j.Env, detail, err)
@@ -264,6 +267,16 @@ func (h *handlers) cronList(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, statusOf(err), err)
 		return
+	}
+	if app == "" && h.Authorize != nil {
+		// A list of every app's jobs shows only those the caller may read.
+		readable := jobs[:0]
+		for _, j := range jobs {
+			if _, err := h.Authorize(r, j.App, RoleReader); err == nil {
+				readable = append(readable, j)
+			}
+		}
+		jobs = readable
 	}
 	writeJSON(w, http.StatusOK, jobs)
 }
