@@ -111,6 +111,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	}
 	n, err := node.Open(node.Config{
 		OnTransitions: onTransitions,
+		Dye:           d.Dye,
 		DataDir:       d.DataDir,
 		Strategies:    c.strategies,
 		Groups:        c.groups,

@@ -15,6 +15,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/opskit/opskit/internal/dye"
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/internal/metric"
 	"github.com/opskit/opskit/judge/engine"
 	"github.com/opskit/opskit/judge/notify"
@@ -44,6 +46,9 @@ type Config struct {
 	// OnTransitions, when set, also gets every batch of transitions, after
 	// they are journaled (e.g. the Kafka output).
 	OnTransitions func([]engine.Transition)
+	// Dye traces dyed points through evaluation (and their alerts to the
+	// receivers, through Notify.Dye).
+	Dye *dye.Tracer
 }
 
 // Node is a running judge.
@@ -91,6 +96,8 @@ func Open(cfg Config, set *metrics.Set, log *slog.Logger) (*Node, error) {
 	n.eng.Restore(saved, time.Now())
 	n.eng.Changes() // what was restored is on disk already
 	cfg.Notify.Log = log
+	cfg.Notify.Dye = cfg.Dye
+	cfg.Notify.Hops = hop.NewSet(set)
 	if n.sender, err = notify.New(cfg.Notify, n.eng); err != nil {
 		return nil, err
 	}
@@ -255,6 +262,10 @@ func (n *Node) handlePush(w http.ResponseWriter, r *http.Request) {
 		n.log.Debug("push items rejected", "rejected", len(res.Rejected), "first", res.Rejected[0].Detail)
 	}
 	n.Push(now, res.Points)
+	if n.cfg.Dye.Active() {
+		took := time.Since(now)
+		n.cfg.Dye.Points("evaluate", res.Points, func(*metric.Point) time.Duration { return took })
+	}
 	rej := res.Rejected
 	if rej == nil {
 		rej = []intake.Rejection{}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"sort"
@@ -21,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/opskit/opskit/internal/dye"
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/judge/engine"
 )
 
@@ -48,14 +51,20 @@ type Config struct {
 	BatchSize int
 	Client    *http.Client
 	Log       *slog.Logger
+	// Hops counts the alerts each receiver took (see internal/hop); Dye
+	// marks the alerts of dyed series with the annotation opskit_dye and
+	// traces their delivery. Both optional.
+	Hops *hop.Set
+	Dye  *dye.Tracer
 }
 
 // Sender posts alerts to the receivers.
 type Sender struct {
-	cfg  Config
-	src  Source
-	urls []string
-	kick chan struct{}
+	cfg   Config
+	src   Source
+	urls  []string
+	addrs []string // the receivers as hop labels
+	kick  chan struct{}
 
 	sent, failed atomic.Uint64
 }
@@ -91,6 +100,7 @@ func New(cfg Config, src Source) (*Sender, error) {
 			return nil, fmt.Errorf("--alarm %q: want host:port or an http URL", a)
 		}
 		s.urls = append(s.urls, strings.TrimSuffix(u.String(), "/")+"/api/v2/alerts")
+		s.addrs = append(s.addrs, hop.Addr(a))
 	}
 	return s, nil
 }
@@ -180,10 +190,11 @@ func (s *Sender) send(ctx context.Context, alerts []engine.Alert, now time.Time)
 			return fmt.Errorf("encode alerts: %w", err)
 		}
 		ok := true
-		for _, u := range s.urls {
+		for i, u := range s.urls {
 			if err := s.post(ctx, u, body); err != nil {
 				ok = false
 				s.failed.Add(1)
+				s.cfg.Hops.To(s.addrs[i]).Failed()
 				s.cfg.Log.Warn("sending alerts failed; retrying at the next resend or change", "url", u, "alerts", len(batch), "err", err)
 				if firstErr == nil {
 					firstErr = err
@@ -191,6 +202,7 @@ func (s *Sender) send(ctx context.Context, alerts []engine.Alert, now time.Time)
 				continue
 			}
 			s.sent.Add(1)
+			s.acked(s.addrs[i], batch, now)
 		}
 		if ok {
 			s.src.MarkDelivered(batch, time.Now())
@@ -219,6 +231,25 @@ func (s *Sender) post(ctx context.Context, u string, body []byte) error {
 	return nil
 }
 
+// acked counts alerts a receiver took: their latency runs from the send
+// decision (the transition's kick, or the resend tick) at since.
+func (s *Sender) acked(addr string, batch []engine.Alert, since time.Time) {
+	took := time.Since(since)
+	s.cfg.Hops.To(addr).Acked(len(batch), took*time.Duration(len(batch)))
+	if !s.cfg.Dye.Active() {
+		return
+	}
+	for i := range batch {
+		if id := s.cfg.Dye.MatchMap(batch[i].Series); id != "" {
+			s.cfg.Dye.Hop(id, "send "+addr, alertSummary(&batch[i]), took)
+		}
+	}
+}
+
+func alertSummary(a *engine.Alert) string {
+	return fmt.Sprintf("%s %s %s %s value=%g", a.Strategy, a.State, a.Labels["endpoint"], a.Labels["metric"], a.Value)
+}
+
 // Payload converts alerts to the v2 API's form at now. A firing alert's
 // endsAt lies four resend intervals ahead, so it stays firing between
 // re-sends and resolves by itself if judge goes away for good.
@@ -226,13 +257,21 @@ func (s *Sender) Payload(alerts []engine.Alert, now time.Time) []Alert {
 	out := make([]Alert, 0, len(alerts))
 	for _, a := range alerts {
 		p := Alert{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, GeneratorURL: s.generatorURL(a)}
+		if id := s.cfg.Dye.MatchMap(a.Series); id != "" {
+			// Alarm recognises the dye by this annotation; annotations
+			// are not part of an alert's identity.
+			anns := make(map[string]string, len(p.Annotations)+1)
+			maps.Copy(anns, p.Annotations)
+			anns[dye.Annotation] = id
+			p.Annotations = anns
+		}
 		switch a.State {
 		case engine.StateFiring:
 			p.EndsAt = now.Add(4 * s.cfg.ResendInterval)
 		case engine.StateResolved:
 			p.EndsAt = a.EndsAt
-			anns := make(map[string]string, len(a.Annotations)+2)
-			for k, v := range a.Annotations {
+			anns := make(map[string]string, len(p.Annotations)+2)
+			for k, v := range p.Annotations {
 				anns[k] = v
 			}
 			anns["recovery_value"] = strconv.FormatFloat(a.ResolvedValue, 'g', -1, 64)
