@@ -24,6 +24,7 @@ import (
 	"github.com/opskit/opskit/alarm/server"
 	"github.com/opskit/opskit/alarm/silence"
 	"github.com/opskit/opskit/alarm/store"
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/internal/kit"
 )
 
@@ -138,6 +139,7 @@ func (f *flags) start(ctx context.Context, d *kit.Daemon) error {
 	nopt := f.notify
 	nopt.ExternalURL = externalURL
 	nopt.Now = now
+	nopt.Hops, nopt.Dye = hop.NewSet(d.Metrics), d.Dye
 	var rec notify.Recorder
 	if hist != nil {
 		rec = hist
@@ -146,7 +148,7 @@ func (f *flags) start(ctx context.Context, d *kit.Daemon) error {
 	opts := func(c *config.Config) server.Options {
 		return server.Options{
 			ResolveTimeout: c.ResolveTimeout, MaxBodyBytes: f.maxBodyBytes, Limits: alert.DefaultLimits,
-			ExternalURL: externalURL, ConfigText: c.Text, Now: now,
+			ExternalURL: externalURL, ConfigText: c.Text, Now: now, Dye: d.Dye,
 		}
 	}
 	srv := server.New(ctx, opts(cfg), server.Parts{

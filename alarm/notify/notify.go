@@ -18,7 +18,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,8 @@ import (
 
 	"github.com/opskit/opskit/alarm/alert"
 	"github.com/opskit/opskit/alarm/store"
+	"github.com/opskit/opskit/internal/dye"
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/internal/queue"
 )
 
@@ -73,6 +77,9 @@ type Notification struct {
 	Payload *Payload `json:"payload,omitempty"`
 	// Folded says storm control holds it back for a summary.
 	Folded bool `json:"folded,omitempty"`
+	// Dyes are the dye ids (annotation opskit_dye) of its alerts, traced
+	// when it is delivered.
+	Dyes []string `json:"dyes,omitempty"`
 	// Prev is the log entry this notification replaced, restored when it
 	// fails for good so that the next flush tries again.
 	Prev   *LogEntry `json:"prev,omitempty"`
@@ -92,7 +99,12 @@ type Options struct {
 	LogRetention   time.Duration // notification log entries kept this long
 	DeadLetterKeep int           // newest dead letters kept
 	Tick           time.Duration // how often merges and storm summaries are looked at
-	Now            func() time.Time
+	// Hops counts the alerts each webhook receiver took, with their
+	// latency from the notification's creation (the group's flush); Dye
+	// traces the delivery of dyed alerts. Both optional.
+	Hops *hop.Set
+	Dye  *dye.Tracer
+	Now  func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -317,6 +329,7 @@ func (n *Notifier) Notify(ctx context.Context, g *Group) error {
 					return err
 				}
 				nt.GroupLabels, nt.Prev, nt.LogKey = g.GroupLabels, prev, logKey
+				nt.Dyes = dyesOf(urgent)
 				if err := n.writeOutbox(tx, nt); err != nil {
 					return err
 				}
@@ -570,12 +583,16 @@ func (n *Notifier) attempt(ctx context.Context, nt *Notification) {
 	if err == nil {
 		n.delivered <- nt.seq
 		n.sent.Inc()
+		n.acked(nt, now)
 		if n.rec != nil {
 			n.rec.Record("notified", nt, "")
 		}
 		return
 	}
 	n.failed.Inc()
+	if strings.Contains(nt.Target, "://") {
+		n.opt.Hops.To(hop.Addr(nt.Target)).Failed()
+	}
 	nt.LastError = err.Error()
 	backoff := n.opt.RetryInitial << min(nt.Attempts-1, 20)
 	if backoff > n.opt.RetryMax || backoff <= 0 {
@@ -597,6 +614,36 @@ func (n *Notifier) attempt(ctx context.Context, nt *Notification) {
 			n.work.Push(ctx, nt)
 		}
 	})
+}
+
+// acked counts a delivered notification's alerts in the hop statistics of
+// its webhook and traces its dyes.
+func (n *Notifier) acked(nt *Notification, now time.Time) {
+	took := max(0, now.Sub(nt.CreatedAt))
+	target := nt.Target
+	if strings.Contains(target, "://") {
+		target = hop.Addr(target)
+		n.opt.Hops.To(target).Acked(nt.Alerts, took*time.Duration(nt.Alerts))
+	}
+	for _, id := range nt.Dyes {
+		n.opt.Dye.Hop(id, "notify "+nt.Receiver+" "+target, fmt.Sprintf("%s %s group %s (%d alerts)", nt.Kind, nt.Status, nt.GroupKey, nt.Alerts), took)
+	}
+}
+
+// dyesOf lists the distinct dye ids among alerts' annotations.
+func dyesOf(alerts []*alert.Alert) []string {
+	var ids []string
+	for _, a := range alerts {
+		if id := a.Annotations[dye.Annotation]; id != "" && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// AlertSummary describes an alert in a trace record.
+func AlertSummary(a *alert.Alert) string {
+	return a.Labels["alertname"] + " " + a.Labels.String()
 }
 
 func (n *Notifier) deadLetter(nt *Notification, now time.Time) {

@@ -14,8 +14,10 @@ import (
 
 	"github.com/opskit/opskit/alarm/alert"
 	"github.com/opskit/opskit/alarm/matcher"
+	"github.com/opskit/opskit/alarm/notify"
 	"github.com/opskit/opskit/alarm/silence"
 	"github.com/opskit/opskit/internal/buildinfo"
+	"github.com/opskit/opskit/internal/dye"
 	"github.com/opskit/opskit/internal/metric"
 )
 
@@ -71,10 +73,19 @@ func (s *Server) postAlerts(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	start := time.Now()
 	if err := s.Ingest(r.Context(), alerts); err != nil {
 		s.log.Error("storing alerts failed", "alerts", len(alerts), "err", err)
 		writeError(w, http.StatusInternalServerError, err)
 		return
+	}
+	if opt.Dye != nil {
+		took := time.Since(start)
+		for _, a := range alerts {
+			if id := a.Annotations[dye.Annotation]; id != "" {
+				opt.Dye.Hop(id, "intake", notify.AlertSummary(a), took)
+			}
+		}
 	}
 	if len(bad) > 0 {
 		s.refused.Add(len(bad))

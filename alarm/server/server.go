@@ -21,6 +21,7 @@ import (
 	"github.com/opskit/opskit/alarm/route"
 	"github.com/opskit/opskit/alarm/silence"
 	"github.com/opskit/opskit/alarm/timeinterval"
+	"github.com/opskit/opskit/internal/dye"
 )
 
 // Options are the server's settings.
@@ -31,6 +32,8 @@ type Options struct {
 	ExternalURL    string
 	ConfigText     string // shown by /api/v2/status
 	Now            func() time.Time
+	// Dye traces alerts carrying the annotation opskit_dye at intake.
+	Dye *dye.Tracer
 }
 
 // Server is the running core.
