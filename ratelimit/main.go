@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/internal/kit"
 	"github.com/opskit/opskit/ratelimit/cluster"
 	"github.com/opskit/opskit/ratelimit/gateway"
@@ -76,7 +77,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 }
 
 func (c *config) start(ctx context.Context, d *kit.Daemon) error {
-	g := gateway.New(gateway.Options{Log: d.Log, Metrics: d.Metrics, AccessLog: c.accessLog})
+	g := gateway.New(gateway.Options{Log: d.Log, Metrics: d.Metrics, AccessLog: c.accessLog, Hops: hop.NewSet(d.Metrics), Dye: d.Dye})
 	if c.routes != "" {
 		if err := g.LoadFile(c.routes); err != nil {
 			return err

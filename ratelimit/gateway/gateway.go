@@ -25,6 +25,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/opskit/opskit/internal/dye"
+	"github.com/opskit/opskit/internal/hop"
 	"github.com/opskit/opskit/ratelimit/adaptive"
 	"github.com/opskit/opskit/ratelimit/bucket"
 	"github.com/opskit/opskit/ratelimit/nginx"
@@ -55,6 +57,11 @@ type Options struct {
 	Metrics *metrics.Set
 	// AccessLog logs every request (dyed requests are always logged).
 	AccessLog bool
+	// Hops counts the requests each upstream server answered, with their
+	// response time (see internal/hop); Dye keeps trace records of dyed
+	// requests. Both optional.
+	Hops *hop.Set
+	Dye  *dye.Tracer
 	// NginxClock and Now replace the clocks (tests).
 	NginxClock nginx.Clock
 	Now        func() time.Time
@@ -541,7 +548,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	at := &attempt{pool: p}
+	at := &attempt{pool: p, hops: g.opts.Hops}
 	if p.cfg.Balance == "hash" {
 		at.hashKey = p.cfg.HashKey.key(&ri)
 	}
@@ -549,6 +556,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	g.proxy.ServeHTTP(sw, req.WithContext(context.WithValue(req.Context(), attemptKey, at)))
 	if done != nil {
 		done(sw.code >= 500 || sw.code == 0)
+	}
+	if dye != "" && g.opts.Dye != nil {
+		g.opts.Dye.Hop(dye, "proxy "+at.server, fmt.Sprintf("%s %s %s -> %d (upstream %s)", rt.cfg.Name, req.Method, req.RequestURI, sw.code, at.took.Round(time.Microsecond)), g.opts.Now().Sub(start))
 	}
 	g.access(req, rt, &ri, o.status, sw.code, at.server, start, dye)
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/opskit/opskit/internal/hop"
 )
 
 // Defaults of an upstream pool.
@@ -255,7 +257,9 @@ const attemptKey ctxKey = 0
 type attempt struct {
 	pool    *pool
 	hashKey string
-	server  string // the server that answered, for the access log
+	server  string        // the server that answered, for the access log
+	took    time.Duration // its response time (to the response header)
+	hops    *hop.Set
 }
 
 func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -279,9 +283,11 @@ func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.URL.Scheme = "http"
 		req.URL.Host = s.addr
 		s.inflight.Add(1)
+		sent := time.Now()
 		resp, err := p.transport.RoundTrip(req)
 		if err != nil {
 			s.inflight.Add(-1)
+			at.hops.To(s.addr).Failed()
 			lastErr = err
 			if req.Context().Err() != nil {
 				return nil, err
@@ -293,6 +299,8 @@ func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		at.server = s.addr
+		at.took = time.Since(sent)
+		at.hops.To(s.addr).Acked(1, at.took)
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			// The body is the upgraded connection: hand it over as it is.
 			s.inflight.Add(-1)
