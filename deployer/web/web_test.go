@@ -19,6 +19,10 @@ func fakeAPI(t *testing.T) *httptest.Server {
 	Register(mux)
 	answer := func(path, body string) {
 		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) {
+			if path == "/v1/deploys" && r.URL.Query().Get("state") != "running,paused" {
+				http.Error(w, `{"error":"want state=running,paused"}`, http.StatusBadRequest)
+				return
+			}
 			if r.Header.Get("Authorization") != "Bearer t0ken" {
 				http.Error(w, `{"error":"who are you?"}`, http.StatusUnauthorized)
 				return
@@ -27,12 +31,12 @@ func fakeAPI(t *testing.T) *httptest.Server {
 			w.Write([]byte(body))
 		})
 	}
-	answer("/v1/queue", `[{"id":"d3","app":"web","env":"prod","version":"1.3","user":"ci","state":"queued","created":"2026-11-22T01:00:00Z"}]`)
-	answer("/v1/deploys", `{"deploys":[{"id":"d2","app":"web","env":"prod","version":"1.2","state":"running"}]}`)
+	answer("/v1/queue", `{"active":[{"id":"d2","state":"running"}],"queued":[{"id":"d3","app":"web","env":"prod","version":"1.3","user":"ci","state":"queued","created":"2026-11-22T01:00:00Z","progress":{"hosts":3}}]}`)
+	answer("/v1/deploys", `[{"id":"d2","app":"web","env":"prod","version":"1.2","state":"running","progress":{"hosts":3,"done":1}}]`)
 	answer("/v1/deploys/d2", `{"id":"d2","app":"web","env":"prod","version":"1.2","user":"ci","state":"running","batch":1,"batch_sizes":[1,2],
 		"hosts":[{"host":"h1","batch":0,"state":"done"},{"host":"h2","batch":1,"state":"running"},{"host":"h3<b>","batch":1,"state":"pending"}]}`)
-	answer("/v1/history", `[{"id":"d1","app":"web","env":"prod","version":"1.1","user":"ci","state":"succeeded","finished":"2026-11-22T00:50:00Z","hosts":[{"host":"h1","state":"done"}]},
-		{"id":"d0","app":"web","env":"prod","version":"1.0","user":"ci","state":"rolled_back","error":"health gate failed"}]`)
+	answer("/v1/history", `[{"id":"d1","app":"web","env":"prod","version":"1.1","user":"ci","state":"succeeded","finished":"2026-11-22T00:50:00Z","progress":{"hosts":2,"done":2}},
+		{"id":"d0","app":"web","env":"prod","version":"1.0","user":"ci","state":"rolled_back","error":"health gate failed","progress":{"hosts":2,"done":1,"failed":1}}]`)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
@@ -68,6 +72,8 @@ func TestPageDrawsQueueRunningAndHistory(t *testing.T) {
 		`class="finished" data-deploy="d1" data-state="succeeded"`,
 		`class="finished" data-deploy="d0" data-state="rolled_back"`,
 		`health gate failed`,
+		`<td>2/2</td>`,
+		`<td>1/2 (1 failed)</td>`,
 		`h3&lt;b&gt;`, // drawn as text, not markup
 	} {
 		if !strings.Contains(dom, want) {

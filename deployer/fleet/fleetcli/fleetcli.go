@@ -36,8 +36,8 @@ func Commands() []kit.Command {
 }
 
 type client struct {
-	addr, tokenFile string
-	http            *http.Client
+	addr, token string
+	http        *http.Client
 }
 
 func clientFlags(fs *pflag.FlagSet) *client {
@@ -47,7 +47,7 @@ func clientFlags(fs *pflag.FlagSet) *client {
 		addr = "127.0.0.1:7170"
 	}
 	fs.StringVar(&c.addr, "addr", addr, "deployer's address (HOST:PORT or URL; OPSKIT_ADDR)")
-	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the bearer token (else OPSKIT_TOKEN)")
+	fs.StringVar(&c.token, "token", os.Getenv("OPSKIT_DEPLOYER_TOKEN"), "bearer token (OPSKIT_DEPLOYER_TOKEN); none needed on loopback")
 	return c
 }
 
@@ -57,17 +57,6 @@ func (c *client) url(path string) string {
 		base = "http://" + base
 	}
 	return strings.TrimSuffix(base, "/") + path
-}
-
-func (c *client) token() (string, error) {
-	if c.tokenFile == "" {
-		return os.Getenv("OPSKIT_TOKEN"), nil
-	}
-	b, err := os.ReadFile(c.tokenFile)
-	if err != nil {
-		return "", fmt.Errorf("--token-file: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 // send makes a request and returns the response when it is a 2xx; any
@@ -88,12 +77,8 @@ func (c *client) send(ctx context.Context, method, path string, body any) (*http
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	tok, err := c.token()
-	if err != nil {
-		return nil, err
-	}
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
