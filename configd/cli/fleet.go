@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/opskit/opskit/configd/api"
-	"github.com/opskit/opskit/configd/client"
 )
 
 // fleetSub is one `configd fleet SUB` command. Like the top-level
@@ -161,9 +160,6 @@ func fleetSend(ctx context.Context, e *env, args []string) error {
 	}
 	res, err := e.remote.FleetSend(ctx, api.FleetSendRequest{Dest: dest, Command: args[0], Args: args[1:]})
 	if err != nil {
-		if client.IsNotFound(err) {
-			return fmt.Errorf("no daemon matches --dest %s: %w", dest, err)
-		}
 		return err
 	}
 	asJSON, _ := e.fs.GetBool("json")

@@ -35,12 +35,14 @@ func kindRateDefs(kind string) []rateDef {
 	case "collector":
 		return []rateDef{
 			{"points/s", []string{"opskit_collector_intake_points_received_total", "opskit_collector_host_points_total"}},
+			{"rejected/s", []string{"opskit_collector_intake_points_rejected_total", "opskit_collector_relay_rejected_points_total"}},
 			{"sent/s", []string{"opskit_collector_relay_sent_points_total"}},
 			{"lines/s", []string{"opskit_collector_tail_lines_total"}},
 		}
 	case "transfer":
 		return []rateDef{
 			{"points/s", []string{"opskit_transfer_points_received_total", "opskit_transfer_forward_received_points_total"}},
+			{"rejected/s", []string{"opskit_transfer_points_rejected_total"}},
 			{"forwarded/s", []string{"opskit_transfer_forward_points_sent_total"}},
 			{"queries/s", []string{"opskit_transfer_query_requests_total"}},
 		}

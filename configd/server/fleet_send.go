@@ -97,6 +97,9 @@ func sendOne(ctx context.Context, client *http.Client, token, addr, cmd string, 
 	}
 	res.OK = resp.StatusCode/100 == 2
 	if !res.OK {
-		res.Error = fmt.Sprintf("%d %s", resp.StatusCode, text)
+		res.Error = text
+		if res.Error == "" {
+			res.Error = http.StatusText(resp.StatusCode)
+		}
 	}
 }

@@ -202,6 +202,11 @@ func (r *fleetRegistrar) heartbeat(ctx context.Context) {
 
 // leave deregisters, bounded so a gone configd cannot hold up the stop.
 func (r *fleetRegistrar) leave() {
+	if r.registersWithItself() {
+		// configd registered with itself: its HTTP server is stopping too.
+		// Restarted, it heartbeats again within its TTL.
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	id := advertisedAddr(r.d.addr.String(), r.host)
@@ -210,6 +215,15 @@ func (r *fleetRegistrar) leave() {
 		return
 	}
 	r.d.Log.Info("deregistered from configd")
+}
+
+func (r *fleetRegistrar) registersWithItself() bool {
+	for _, s := range r.opts.servers {
+		if u, err := url.Parse(s); err != nil || u.Host != r.d.addr.String() {
+			return false
+		}
+	}
+	return true
 }
 
 // send tries the servers in turn, starting with the last one that answered.
