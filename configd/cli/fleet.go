@@ -29,6 +29,8 @@ func fleetSubcommands() map[string]fleetSub {
 		"list":   {"", "one line per daemon: kind, host, pid, uptime, version, health, heap, goroutines, rates (the default)", fleetList},
 		"send":   {"--dest KIND|HOST|ID|all COMMAND [ARGS]", "run an admin command (loglevel LEVEL, reload, stop, ...) on the chosen daemons; exit 1 if any failed", fleetSend},
 		"events": {"", "daemon join / leave / rejoin events as JSON lines (--after, --once)", fleetEvents},
+		"dye":    {"MATCH [--for 10m] [--id ID]", "set a dye rule (e.g. 'endpoint=web01,metric=cpu.idle') on every daemon and print its id", fleetDye},
+		"trace":  {"DYE-ID", "the dyed items' journey: every daemon's trace records of the dye, in time order", fleetTrace},
 	}
 }
 
