@@ -150,13 +150,28 @@ func (s *Server) auth(role string, h handler) http.HandlerFunc {
 			return
 		}
 		if !c.Can(role, r.PathValue("app")) {
-			writeError(w, forbidden(c, role, r.PathValue("app")))
+			err := forbidden(c, role, r.PathValue("app"))
+			if r.Method != http.MethodGet {
+				s.record(c, actionName(r), nil, r.PathValue("app"), "", r.PathValue("id"), err)
+			}
+			writeError(w, err)
 			return
 		}
 		if err := h(w, r, c); err != nil {
 			writeError(w, err)
 		}
 	}
+}
+
+// actionName names a mutation for the audit log.
+func actionName(r *http.Request) string {
+	switch {
+	case r.PathValue("action") != "":
+		return r.PathValue("action")
+	case r.PathValue("app") != "":
+		return "rollback"
+	}
+	return "submit"
 }
 
 func forbidden(c Caller, role, app string) error {
