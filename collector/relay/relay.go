@@ -72,7 +72,8 @@ func (w *Writer) Write(ctx context.Context, pts []metric.Point) error {
 		w.Backlog.Forget(len(pts))
 		return err
 	}
-	w.Dye.Points("intake", pts, dye.Age(now))
+	took := time.Since(now)
+	w.Dye.Points("intake", pts, func(*metric.Point) time.Duration { return took })
 	return nil
 }
 

@@ -29,9 +29,9 @@
 //	                         no id: one is made up); answers the rule
 //	GET    /admin/dye        the rules in force, as a JSON array
 //	DELETE /admin/dye/{id}   removes a rule
-//	GET    /admin/trace?id=D the trace records of dye D, oldest first, as JSON
-//	                         lines: time, dye, daemon, instance, hop, item,
-//	                         duration_seconds (the time the item spent in that hop)
+//	GET    /admin/trace?id=D the trace records of dye D as JSON lines: time (when
+//	                         the item entered the hop), dye, daemon, instance,
+//	                         hop, item, duration_seconds (the time it spent there)
 //
 // # Cost
 //

@@ -212,6 +212,24 @@ func TestPointsRecordsOnlyMatches(t *testing.T) {
 	if len(recs) != 1 || recs[0].Hop != "intake" || recs[0].Duration != 3 || !strings.Contains(recs[0].Item, `endpoint="web01"`) {
 		t.Fatalf("records = %+v", recs)
 	}
+	if !recs[0].Time.Equal(c.now().Add(-3 * time.Second)) {
+		t.Fatalf("record time %v: want when the point entered the hop, 3s before now", recs[0].Time)
+	}
+}
+
+// TestTraceOrdersByEntry: a hop recorded when it ends but entered earlier
+// (an upstream's send, acknowledged after the downstream's intake) sorts by
+// when it was entered.
+func TestTraceOrdersByEntry(t *testing.T) {
+	tr, c, _ := newTest(t, 16)
+	c.add(10 * time.Millisecond)
+	tr.Hop("d", "downstream intake", "", 2*time.Millisecond) // entered at 8ms
+	c.add(time.Millisecond)
+	tr.Hop("d", "upstream send", "", 6*time.Millisecond) // entered at 5ms
+	recs := tr.Trace("d")
+	if len(recs) != 2 || recs[0].Hop != "upstream send" {
+		t.Fatalf("trace = %+v", recs)
+	}
 }
 
 func TestLogRateBound(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,9 @@ const DefaultCapacity = 4096
 
 // Record is one hop of one dyed item, as GET /admin/trace answers it.
 type Record struct {
+	// Time is when the item entered the hop (the record is made when it
+	// leaves, Duration later), so that sorting by Time gives the journey's
+	// order across daemons.
 	Time     time.Time `json:"time"`
 	Dye      string    `json:"dye"`
 	Daemon   string    `json:"daemon"`
@@ -253,25 +257,14 @@ func PointSummary(p *metric.Point) string {
 	return p.Labels.String() + " " + strconv.FormatFloat(p.Value, 'g', -1, 64) + " @" + strconv.FormatInt(p.Time, 10)
 }
 
-// Age is a took function for Points: the time since the point's own
-// timestamp, at now.
-func Age(now time.Time) func(p *metric.Point) time.Duration {
-	return func(p *metric.Point) time.Duration {
-		if p.Time <= 0 {
-			return 0
-		}
-		return max(0, now.Sub(time.Unix(p.Time, 0)))
-	}
-}
-
-// Hop records that the item dyed id passed hop, taking took there, and
-// logs it at info. Use it for items that carry their dye themselves (an
+// Hop records that the item dyed id has just passed hop, having spent took
+// there, and logs it at info. Use it for items that carry their dye themselves (an
 // alert's annotation, a request's header): it needs no rule.
 func (t *Tracer) Hop(id, hop, item string, took time.Duration) {
 	if t == nil || id == "" {
 		return
 	}
-	rec := Record{Time: t.opts.Now(), Dye: id, Daemon: t.opts.Daemon, Instance: t.opts.Instance, Hop: hop, Item: item, Duration: took.Seconds()}
+	rec := Record{Time: t.opts.Now().Add(-took), Dye: id, Daemon: t.opts.Daemon, Instance: t.opts.Instance, Hop: hop, Item: item, Duration: took.Seconds()}
 	t.mu.Lock()
 	t.ring[t.next] = rec
 	t.next = (t.next + 1) % len(t.ring)
@@ -293,7 +286,8 @@ func (t *Tracer) Unlogged() uint64 {
 	return t.unlogged.Load()
 }
 
-// Trace returns the kept records of dye id ("" for all), oldest first.
+// Trace returns the kept records of dye id ("" for all), in the order the
+// items entered their hops.
 func (t *Tracer) Trace(id string) []Record {
 	if t == nil {
 		return nil
@@ -308,6 +302,7 @@ func (t *Tracer) Trace(id string) []Record {
 			out = append(out, r)
 		}
 	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out
 }
 
