@@ -358,10 +358,9 @@ func (f *fleetRegistry) recordScrape(id string, pid int, cur *sample, health, de
 		st.Rates = kindRates(e.Kind, e.last, cur)
 		st.Hops = hopStats(e.last, cur)
 		e.last = cur
-	} else if e.Stats != nil {
-		// Metrics unreadable this time: keep the last figures.
-		st.HeapBytes, st.Goroutines, st.Rates, st.Hops = e.Stats.HeapBytes, e.Stats.Goroutines, e.Stats.Rates, e.Stats.Hops
 	}
+	// A failed scrape shows no figures rather than stale ones; the last
+	// good sample stays the base of the next rates.
 	e.Stats = st
 }
 

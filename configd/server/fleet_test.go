@@ -470,8 +470,17 @@ func TestFleetConsoleScrapeAndSend(t *testing.T) {
 	if _, err := admin.FleetSend(ctx, api.FleetSendRequest{Dest: "all", Command: "../stop"}); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Fatalf("bad command: %v", err)
 	}
-	// A down daemon is reported, not contacted.
+	// An unreachable daemon shows its health, no stale figures, no flows.
 	judge.srv.Close()
+	s.fleet.scraper.scrapeAll(ctx)
+	daemons, _ = reader.Fleet(ctx)
+	if st := daemons[1].Stats; st.Health != api.HealthUnreachable || st.Detail == "" || st.Rates != nil || st.Hops != nil || st.HeapBytes != 0 {
+		t.Fatalf("unreachable judge %+v", st)
+	}
+	if topo, _ := reader.Topology(ctx); len(topo.Edges) != 1 {
+		t.Fatalf("edges of an unreachable daemon drawn: %+v", topo.Edges)
+	}
+	// A down daemon is reported, not contacted.
 	s.fleet.reg.mu.Lock()
 	s.fleet.reg.daemons[judge.addr()].State = api.DaemonDown
 	s.fleet.reg.mu.Unlock()
