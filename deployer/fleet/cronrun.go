@@ -41,7 +41,7 @@ func (c CronRunner) RunJob(ctx context.Context, j cron.Job, seq uint64) ([]cron.
 	c.Fleet.eachHost(ctx, hs, func(ctx context.Context, i int, h hosts.Host) {
 		tail := &tailBuffer{keep: cron.OutputKeep}
 		code, err := c.Fleet.Agents.Diag(ctx, h.Addr, j.Name, j.Args, tail)
-		out[i] = cron.HostResult{Host: h.Name, ExitCode: code, Refused: errors.Is(err, ErrRefused), Error: errorText(err), Output: string(tail.buf), Bytes: tail.total}
+		out[i] = cron.HostResult{Host: h.Name, ExitCode: code, Refused: errors.Is(err, ErrRefused), Error: hostErrorText(err), Output: string(tail.buf), Bytes: tail.total}
 	})
 	return out, nil
 }

@@ -67,7 +67,7 @@ func (f *Fleet) Exec(ctx context.Context, t Target, name string, args []string, 
 		lw := &lineWriter{emit: func(line string) { send(ExecEvent{Host: h.Name, Type: "line", Line: line}) }}
 		code, err := f.Agents.Diag(ctx, h.Addr, name, args, lw)
 		lw.flush()
-		r := ExecResult{Host: h.Name, ExitCode: code, Refused: errors.Is(err, ErrRefused), Error: errorText(err), Bytes: lw.bytes}
+		r := ExecResult{Host: h.Name, ExitCode: code, Refused: errors.Is(err, ErrRefused), Error: hostErrorText(err), Bytes: lw.bytes}
 		results[i] = r
 		send(ExecEvent{Host: h.Name, Type: "end", ExitCode: r.ExitCode, Refused: r.Refused, Error: r.Error})
 	})

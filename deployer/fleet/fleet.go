@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -114,4 +115,14 @@ func errorText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// hostErrorText is how a host's failure reads in its result: an agent's
+// refusal is its own message (the result says it was refused).
+func hostErrorText(err error) string {
+	var ae *AgentError
+	if errors.As(err, &ae) && ae.Status == http.StatusForbidden {
+		return ae.Message
+	}
+	return errorText(err)
 }
