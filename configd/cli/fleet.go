@@ -34,8 +34,8 @@ func fleetSubcommands() map[string]fleetSub {
 	}
 }
 
-// FleetUsage describes the fleet subcommands, for help texts.
-func FleetUsage() string {
+// fleetUsage describes the fleet subcommands, for help texts.
+func fleetUsage() string {
 	subs := fleetSubcommands()
 	names := make([]string, 0, len(subs))
 	for n := range subs {
@@ -54,6 +54,11 @@ func FleetUsage() string {
 func fleet(ctx context.Context, e *env, args []string) error {
 	subs := fleetSubcommands()
 	if args == nil {
+		base := e.fs.Usage
+		e.fs.Usage = func() {
+			base()
+			fmt.Fprintf(e.fs.Output(), "\nFleet commands:\n%s", fleetUsage())
+		}
 		e.fs.Bool("json", false, "print JSON lines instead of text")
 		names := make([]string, 0, len(subs))
 		for n := range subs {
@@ -70,7 +75,7 @@ func fleet(ctx context.Context, e *env, args []string) error {
 	}
 	sub, ok := subs[args[0]]
 	if !ok {
-		return usagef("unknown fleet command %q; commands:\n%s", args[0], FleetUsage())
+		return usagef("unknown fleet command %q; commands:\n%s", args[0], fleetUsage())
 	}
 	return sub.run(ctx, e, args[1:])
 }
