@@ -163,6 +163,11 @@ func (f *fleetRegistry) register(reg api.DaemonRegistration) (api.FleetDaemon, e
 	case e.State != api.DaemonUp:
 		e.Joined = now
 		ev = f.event("rejoin", reg, "")
+	case e.PID != reg.PID || !e.Started.Equal(reg.Started):
+		// Restarted within its TTL (by a supervisor, say): still worth
+		// an event, since the process was gone.
+		e.Joined = now
+		ev = f.event("rejoin", reg, "restarted")
 	}
 	changed := ev != nil || !sameRegistration(e.DaemonRegistration, reg)
 	if known && (e.PID != reg.PID || !e.Started.Equal(reg.Started)) {

@@ -89,16 +89,21 @@ func TestFleetRegistryJoinLeaveRejoin(t *testing.T) {
 	if _, err := reg.register(transfer); err != nil {
 		t.Fatal(err)
 	}
+	// A judge restarted before its TTL ran out (a new pid) rejoins at once.
+	judge.PID = 102
+	if _, err := reg.register(judge); err != nil {
+		t.Fatal(err)
+	}
 	evs, _, last, gone := reg.eventsAfter(0)
-	want := "join judge, join transfer, leave transfer timeout, leave judge stopped, rejoin judge, rejoin transfer"
-	if got := eventTypes(evs); got != want || gone || last != 6 {
+	want := "join judge, join transfer, leave transfer timeout, leave judge stopped, rejoin judge, rejoin transfer, rejoin judge restarted"
+	if got := eventTypes(evs); got != want || gone || last != 7 {
 		t.Fatalf("events %q (last %d, gone %v), want %q", got, last, gone, want)
 	}
-	if evs, _, _, _ := reg.eventsAfter(4); eventTypes(evs) != "rejoin judge, rejoin transfer" {
+	if evs, _, _, _ := reg.eventsAfter(4); eventTypes(evs) != "rejoin judge, rejoin transfer, rejoin judge restarted" {
 		t.Fatalf("events after 4: %s", eventTypes(evs))
 	}
 	list := reg.list()
-	if len(list) != 2 || list[0].Kind != "judge" || list[0].PID != 101 || list[0].State != api.DaemonUp ||
+	if len(list) != 2 || list[0].Kind != "judge" || list[0].PID != 102 || list[0].State != api.DaemonUp ||
 		list[0].UptimeSeconds != time.Hour.Seconds()+12 {
 		t.Fatalf("list %+v", list)
 	}
@@ -109,7 +114,7 @@ func TestFleetRegistryJoinLeaveRejoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if evs, _, last, _ := again.eventsAfter(0); len(evs) != 7 || last != 7 {
+	if evs, _, last, _ := again.eventsAfter(0); len(evs) != 8 || last != 8 {
 		t.Fatalf("after restart: %d events, last %d", len(evs), last)
 	}
 	if c := again.counts(); c[api.DaemonUp] != 1 || c[api.DaemonStopped] != 1 {
