@@ -559,3 +559,38 @@ func TestFleetEventsLongPoll(t *testing.T) {
 		t.Fatalf("events after the leave: %+v %v", res, err)
 	}
 }
+
+// BenchmarkParseSample reads a /metrics page the size of a busy transfer's
+// (about 400 series) as the scraper does every interval.
+func BenchmarkParseSample(b *testing.B) {
+	var page strings.Builder
+	for i := range 200 {
+		fmt.Fprintf(&page, "# HELP go_thing_%d some help\n# TYPE go_thing_%d gauge\ngo_thing_%d %d\n", i, i, i, i)
+		fmt.Fprintf(&page, "opskit_transfer_points_received_total{proto=\"p%d\"} %d\n", i, i*1000)
+	}
+	page.WriteString("go_goroutines 42\ngo_memstats_heap_inuse_bytes 1.5e+06\nopskit_hop_items_total{to=\"127.0.0.1:7130\"} 123456\n")
+	data := []byte(page.String())
+	wanted := wantedMetrics()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		parseSample(data, time.Unix(0, 0), wanted)
+	}
+}
+
+// BenchmarkBuildTopology builds the graph of 200 daemons each sending to
+// two others.
+func BenchmarkBuildTopology(b *testing.B) {
+	var ds []api.FleetDaemon
+	for i := range 200 {
+		addr := fmt.Sprintf("10.0.%d.%d:7120", i/250, i%250)
+		ds = append(ds, api.FleetDaemon{DaemonRegistration: api.DaemonRegistration{ID: addr, Kind: "transfer", Host: fmt.Sprint("h", i), Addr: addr},
+			State: api.DaemonUp, Stats: &api.DaemonStats{Hops: []api.HopStats{
+				{To: fmt.Sprintf("10.0.%d.%d:7120", (i+1)/250, (i+1)%250), ItemsPerSecond: 10},
+				{To: "kafka://k1:9092", ItemsPerSecond: 1}}}})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		buildTopology(ds, time.Unix(0, 0))
+	}
+}
