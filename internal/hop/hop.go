@@ -13,6 +13,23 @@
 // host:port (a URL's host:port), or kafka://FIRSTBROKER.
 //
 // Counting costs one Add per acknowledged batch, not one per item.
+//
+// What each daemon counts, and from when its latency runs:
+//
+//	collector -> transfer   points; from spooling (intake) to transfer's answer
+//	collector -> Kafka      log lines; from the produce call to Kafka's ack
+//	transfer  -> peer, judge, Kafka, ClickHouse
+//	                        points; from spooling (intake) to the destination's answer
+//	judge     -> alarm      alerts; from the send decision (the transition's
+//	                        kick, or the resend tick) to the receiver's answer
+//	alarm     -> webhook    alerts; from the notification's creation (the
+//	                        group's flush) to the receiver's answer
+//	ratelimit -> upstream   requests; the upstream's response time (to its
+//	                        response header)
+//
+// Intake, not the items' own timestamps, is the start for points: an app
+// may push points stamped long ago, which would say nothing about the
+// pipeline. Points spooled by an earlier run count from the daemon's start.
 package hop
 
 import (
