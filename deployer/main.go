@@ -129,7 +129,15 @@ func (c *config) hostSource() (hosts.Source, error) {
 		}
 		return hosts.Configd(c.configd, token, nil), nil
 	}
-	return nil, errors.New("no hosts: give --hosts FILE or --configd URL")
+	return noHosts{}, nil
+}
+
+// noHosts is the source of a deployer started without --hosts or
+// --configd: it serves its API, and every deploy fails saying why.
+type noHosts struct{}
+
+func (noHosts) Hosts(context.Context, string, string) ([]hosts.Host, error) {
+	return nil, errors.New("deployer has no hosts source: start it with --hosts FILE or --configd URL")
 }
 
 func (c *config) start(ctx context.Context, d *kit.Daemon) error {
