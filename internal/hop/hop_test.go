@@ -143,3 +143,14 @@ func BenchmarkAcked(b *testing.B) {
 		h.Acked(1000, time.Second)
 	}
 }
+
+// BenchmarkBacklogAddTake is the per-batch cost of the intake-time backlog
+// kept beside a spool.
+func BenchmarkBacklogAddTake(b *testing.B) {
+	bl := NewBacklog(0, time.Now())
+	now := time.Now()
+	for b.Loop() {
+		bl.Add(1000, now)
+		bl.Take(1000, now)
+	}
+}
