@@ -11,19 +11,22 @@ mkdir -p var/demo-logs var/filefly-agent/srv
 # address (each daemon's default loopback port, see README.md), the binary
 # and its arguments.
 DEMO=(
+  "configd        127.0.0.1:7160  configd --fleet-scrape-interval 2s"  # config server, naming service and fleet view: first up, last down
   "alarm          127.0.0.1:7140  alarm --notify-config scripts/demo/alarm.yml"  # alerts in, notifications to var/demo-logs/notifications.jsonl
   "judge          127.0.0.1:7130  judge --strategies scripts/demo/strategies.yaml --alarm 127.0.0.1:7140 --transfer-url http://127.0.0.1:7120"
   "transfer       127.0.0.1:7120  transfer --judge j1=127.0.0.1:7130"  # metrics intake, storage, query; Graphite on 7121
   "kafka          127.0.0.1:9092  kfake --listen 127.0.0.1:9092 --topics logs:3"  # an in-process Kafka for the log pipeline
   "collector      127.0.0.1:7110  collector --interval 30s --config scripts/demo/collector.yaml --kafka-brokers 127.0.0.1:9092"  # host metrics, app intake, log tailing to Kafka
   "ratelimit      127.0.0.1:7150  ratelimit --routes scripts/demo/ratelimit.yaml"  # gateway on 7151 in front of transfer's query API
-  "configd        127.0.0.1:7160  configd"                       # config server and naming service
   "configd-agent  127.0.0.1:7161  configd agent --app demo --namespace demo/prod/app"  # keeps demo/prod/app on disk
   "abtest         127.0.0.1:7190  abtest --experiments scripts/demo/experiments.yaml"   # experiment assignment and reports
   "deploy         127.0.0.1:7171  deploy --stop-programs-on-exit"  # deploy agent and process supervisor (deploy apply --remote TASK.json)
   "filefly        127.0.0.1:7180  filefly"                       # file distribution server
   "filefly-agent  127.0.0.1:7181  filefly agent --data-dir var/filefly-agent --dest-prefix $PWD/var/filefly-agent --allow-root $PWD/var/filefly-agent/srv"  # receives files under var/filefly-agent/srv
 )
+
+# Every daemon registers with configd's fleet view (configd fleet, page /fleet).
+export OPSKIT_CONFIGD=http://127.0.0.1:7160 OPSKIT_CONFIGD_HEARTBEAT=2s
 
 pids=()
 names=()
@@ -84,6 +87,7 @@ for i in "${!names[@]}"; do
 done
 cat <<'TRY'
 Host metrics reach transfer every 30 s (rates from the second round on).
+Fleet view: http://127.0.0.1:7160/fleet (bin/configd fleet for the console)
 Try, in another shell:
   curl -s 'http://127.0.0.1:7120/api/v1/query?query={__name__="cpu.busy"}'
   echo "app.requests:1|c" > /dev/udp/127.0.0.1/8125          # StatsD into the collector
