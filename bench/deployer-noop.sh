@@ -7,6 +7,7 @@
 # Targets: overhead under 2 s, RSS under 100 MB.
 #
 # Usage: bench/deployer-noop.sh [agents] [pause] [idle]   (default 1000 1s 30s)
+# DEPLOYER_FLAGS adds flags to deployer's command line (e.g. "--tick 100ms").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AGENTS=${1:-1000}
@@ -34,9 +35,9 @@ YAML
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$WORK/deployer" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --hosts "$WORK/hosts.yaml" \
-	--apps "$WORK/apps.yaml" 2>"$WORK/deployer.log" &
+	--apps "$WORK/apps.yaml" ${DEPLOYER_FLAGS:-} 2>"$WORK/deployer.log" &
 DPID=$!
 for _ in $(seq 100); do curl -fsS "127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-echo "deployer $(git rev-parse --short HEAD), $AGENTS agents, pause $PAUSE, $(nproc) cores"
+echo "deployer $(git rev-parse --short HEAD) ${DEPLOYER_FLAGS:-}, $AGENTS agents, pause $PAUSE, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 "$WORK/agents" run --deployer "http://127.0.0.1:$PORT" --pid "$DPID" --agents "$AGENTS" \
 	--pause "$PAUSE" --batches 10 --idle "$IDLE"
