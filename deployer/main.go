@@ -21,6 +21,7 @@ import (
 	"github.com/opskit/opskit/deployer/agents"
 	"github.com/opskit/opskit/deployer/api"
 	"github.com/opskit/opskit/deployer/cli"
+	"github.com/opskit/opskit/deployer/fleet/fleetcli"
 	"github.com/opskit/opskit/deployer/hosts"
 	"github.com/opskit/opskit/deployer/plan"
 	"github.com/opskit/opskit/deployer/rollout"
@@ -44,6 +45,7 @@ type config struct {
 	kafkaTasks   string
 	kafkaResults string
 	kafkaGroup   string
+	fleet        fleetConfig
 }
 
 func main() {
@@ -54,7 +56,7 @@ func main() {
 		Summary:  "release control: per-app deploy queue, batches, health gates, rollback and audit",
 		Flags:    func(fs *pflag.FlagSet) { c.flags(fs) },
 		Start:    func(ctx context.Context, d *kit.Daemon) error { return c.start(ctx, d) },
-		Commands: cli.Commands(),
+		Commands: append(cli.Commands(), fleetcli.Commands()...),
 	})
 }
 
@@ -74,6 +76,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.kafkaTasks, "kafka-tasks-topic", "opskit-deploy-tasks", "Kafka topic of tasks (keyed by host)")
 	fs.StringVar(&c.kafkaResults, "kafka-results-topic", "opskit-deploy-results", "Kafka topic of results (keyed by task id)")
 	fs.StringVar(&c.kafkaGroup, "kafka-group", "opskit-deployer", "consumer group reading results")
+	c.fleet.flags(fs)
 }
 
 // reloadable holds a file's parsed content, swapped on reload.
@@ -206,6 +209,9 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		Log: d.Log})
 	srv := &api.Server{Engine: eng, Store: st, Hub: hub, Tokens: tokens.get, MaxWait: c.maxWait, Log: d.Log, Base: ctx}
 	srv.Register(d.Mux)
+	if err := c.fleet.start(ctx, d, src, st, tokens.get, c.agentToken); err != nil {
+		return err
+	}
 
 	d.Metrics.NewGauge("opskit_deployer_agent_polls_parked", func() float64 { return float64(hub.Parked()) })
 	d.Metrics.NewGauge("opskit_deployer_tasks_pending", func() float64 { return float64(hub.Pending()) })
