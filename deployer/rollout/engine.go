@@ -200,7 +200,7 @@ func (e *Engine) schedule(ctx context.Context) {
 	busy := map[string]bool{}
 	for _, d := range active {
 		busy[appEnv(d)] = true
-		e.startDriver(ctx, d.ID) // no-op when its driver runs
+		e.ensureDriver(ctx, d.ID)
 	}
 	queue, err := e.o.Store.Queue()
 	if err != nil {
@@ -279,6 +279,17 @@ func (e *Engine) update(id string, now time.Time, fn func(d *store.Deploy, tx *s
 	return d, err
 }
 
+// ensureDriver starts a deploy's driver unless it runs.
+func (e *Engine) ensureDriver(ctx context.Context, id string) {
+	e.mu.Lock()
+	_, ok := e.drivers[id]
+	e.mu.Unlock()
+	if !ok {
+		e.startDriver(ctx, id)
+	}
+}
+
+// startDriver starts a deploy's driver, or wakes it if it runs.
 func (e *Engine) startDriver(ctx context.Context, id string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -351,7 +362,7 @@ func (e *Engine) drive(ctx context.Context, id string, wake chan struct{}) {
 			return nil
 		})
 		if err != nil {
-			if errors.Is(err, ErrNotLeader) {
+			if errors.Is(err, ErrNotLeader) || errors.Is(err, store.ErrNotFound) {
 				return
 			}
 			e.o.Log.Error("deploy step failed", "deploy", id, "err", err)

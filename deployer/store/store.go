@@ -5,6 +5,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -316,6 +317,7 @@ func (s *Store) Update(token uint64, id string, now time.Time, fn func(d *Deploy
 		if _, err := checkLease(tx, token); err != nil {
 			return err
 		}
+		before := tx.Bucket(bucketDeploys).Get([]byte(id))
 		d, err := getDeploy(tx, id)
 		if err != nil {
 			return err
@@ -324,14 +326,26 @@ func (s *Store) Update(token uint64, id string, now time.Time, fn func(d *Deploy
 			return err
 		}
 		out = d
-		return putDeploy(tx, d)
+		after, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		if bytes.Equal(before, after) {
+			return errUnchanged // nothing to write: no commit, no fsync
+		}
+		return tx.Bucket(bucketDeploys).Put([]byte(d.ID), after)
 	})
+	if errors.Is(err, errUnchanged) {
+		return out, nil
+	}
 	if err != nil {
 		return nil, err
 	}
 	s.broadcast()
 	return out, nil
 }
+
+var errUnchanged = errors.New("unchanged")
 
 // Filter selects deploys; empty fields match all.
 type Filter struct {
