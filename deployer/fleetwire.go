@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -29,6 +30,7 @@ type fleetConfig struct {
 	callTimeout time.Duration
 	keepRuns    int
 	runTimeout  time.Duration
+	cronZone    string
 }
 
 func (f *fleetConfig) flags(fs *pflag.FlagSet) {
@@ -37,6 +39,7 @@ func (f *fleetConfig) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.callTimeout, "agent-call-timeout", time.Minute, "bound on one program action or host stats call to an agent")
 	fs.IntVar(&f.keepRuns, "cron-keep-runs", 100, "runs kept per cron job (the oldest are dropped)")
 	fs.DurationVar(&f.runTimeout, "cron-run-timeout", 10*time.Minute, "bound on one cron run across its hosts")
+	fs.StringVar(&f.cronZone, "cron-timezone", "UTC", "time zone cron schedules are read in (an IANA name such as Europe/Berlin, or Local)")
 }
 
 // start serves /v1/proc, /v1/apps/{app}/hosts/stats, /v1/exec, /v1/cron
@@ -49,13 +52,17 @@ func (f *fleetConfig) start(ctx context.Context, d *kit.Daemon, src hosts.Source
 		Concurrency: f.concurrency,
 		Allow:       f.execAllow,
 	}
+	loc, err := time.LoadLocation(f.cronZone)
+	if err != nil {
+		return fmt.Errorf("--cron-timezone: %w", err)
+	}
 	cronStore, err := cron.OpenStore(filepath.Join(d.DataDir, "cron.db"), f.keepRuns)
 	if err != nil {
 		return err
 	}
 	d.OnStop("cron store", func(context.Context) error { return cronStore.Close() })
 	sched, err := cron.New(cron.Options{Store: cronStore, Runner: fleet.CronRunner{Fleet: fl}, Log: d.Log.With("part", "cron"),
-		Metrics: d.Metrics, RunTimeout: f.runTimeout, Check: func(j cron.Job) error { return fl.CheckAllowed(j.Name) }})
+		Metrics: d.Metrics, RunTimeout: f.runTimeout, Location: loc, Check: func(j cron.Job) error { return fl.CheckAllowed(j.Name) }})
 	if err != nil {
 		return err
 	}

@@ -88,30 +88,35 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			w.partial = append(w.partial, p...)
-			w.emitFull()
+			// Pass on the head of an overlong line early, keeping one byte
+			// more than a piece: it may be the "\r" of a "\r\n".
+			for len(w.partial) > maxLine+1 {
+				w.emit(string(w.partial[:maxLine]))
+				w.partial = append(w.partial[:0], w.partial[maxLine:]...)
+			}
 			break
 		}
 		w.partial = append(w.partial, p[:i]...)
-		w.emitFull()
-		w.emit(string(bytes.TrimSuffix(w.partial, []byte("\r"))))
+		w.emitPieces(bytes.TrimSuffix(w.partial, []byte("\r")))
 		w.partial = w.partial[:0]
 		p = p[i+1:]
 	}
 	return n, nil
 }
 
-// emitFull passes on maxLine pieces of a line too long to keep whole.
-func (w *lineWriter) emitFull() {
-	for len(w.partial) > maxLine {
-		w.emit(string(w.partial[:maxLine]))
-		w.partial = append(w.partial[:0], w.partial[maxLine:]...)
+// emitPieces passes on a line, in maxLine pieces if it is longer.
+func (w *lineWriter) emitPieces(line []byte) {
+	for len(line) > maxLine {
+		w.emit(string(line[:maxLine]))
+		line = line[maxLine:]
 	}
+	w.emit(string(line))
 }
 
 // flush passes on a last line that had no newline.
 func (w *lineWriter) flush() {
 	if len(w.partial) > 0 {
-		w.emit(string(w.partial))
+		w.emitPieces(w.partial)
 		w.partial = nil
 	}
 }

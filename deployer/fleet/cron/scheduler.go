@@ -32,10 +32,12 @@ type Options struct {
 	// Check, when set, vets a job before it is added (e.g. the deployer's
 	// own allowlist of command names).
 	Check func(Job) error
+	// Location is the time zone schedules are read in (default UTC).
+	Location *time.Location
 }
 
-// Scheduler fires jobs on their schedules. Schedules are matched in the
-// clock's time (UTC unless the clock says otherwise). A job whose previous
+// Scheduler fires jobs on their schedules. Schedules are read in
+// Options.Location (UTC by default). A job whose previous
 // run is still going when it is due again skips that turn (logged and
 // counted); times missed while the deployer was down are not caught up:
 // after a restart each job next fires at its first time after the start.
@@ -72,12 +74,15 @@ func New(opts Options) (*Scheduler, error) {
 	if opts.RunTimeout <= 0 {
 		opts.RunTimeout = 10 * time.Minute
 	}
+	if opts.Location == nil {
+		opts.Location = time.UTC
+	}
 	s := &Scheduler{opts: opts, jobs: map[string]scheduled{}, running: map[string]bool{}, changed: make(chan struct{}, 1)}
 	jobs, err := opts.Store.Jobs()
 	if err != nil {
 		return nil, err
 	}
-	now := opts.Clock.Now()
+	now := s.now()
 	for _, j := range jobs {
 		sched, err := Parse(j.Schedule)
 		if err != nil {
@@ -107,7 +112,7 @@ func (s *Scheduler) Add(j Job) (Job, error) {
 		return Job{}, err
 	}
 	s.mu.Lock()
-	s.jobs[j.ID] = scheduled{job: j, schedule: sched, next: sched.Next(s.opts.Clock.Now())}
+	s.jobs[j.ID] = scheduled{job: j, schedule: sched, next: sched.Next(s.now())}
 	s.mu.Unlock()
 	s.wake()
 	return j, nil
@@ -199,6 +204,9 @@ func (s *Scheduler) RunNow(ctx context.Context, id string) (Run, error) {
 	return s.execute(ctx, j, "manual", time.Time{})
 }
 
+// now is the clock's time in the schedules' time zone.
+func (s *Scheduler) now() time.Time { return s.opts.Clock.Now().In(s.opts.Location) }
+
 func (s *Scheduler) claim(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -227,7 +235,7 @@ func (s *Scheduler) wake() {
 func (s *Scheduler) Run(ctx context.Context) error {
 	defer s.wg.Wait()
 	for {
-		now := s.opts.Clock.Now()
+		now := s.now()
 		var wakeAt time.Time
 		s.mu.Lock()
 		for id, sj := range s.jobs {

@@ -347,3 +347,28 @@ func ExampleSchedule_Next() {
 	// Mon 2026-11-23 02:30
 	// Mon 2026-11-30 02:30
 }
+
+func TestSchedulerReadsSchedulesInItsTimeZone(t *testing.T) {
+	loc, err := time.LoadLocation("Asia/Kolkata")
+	if err != nil {
+		t.Skip("no tzdata:", err)
+	}
+	clock := NewFakeClock(time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)) // 08:30 in Kolkata
+	st, err := OpenStore(filepath.Join(t.TempDir(), "cron.db"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s, err := New(Options{Store: st, Runner: &fakeRunner{}, Clock: clock, Location: loc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := s.Add(Job{App: "web", Schedule: "0 9 * * *", Name: "df"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := s.Job(j.ID)
+	if want := time.Date(2026, 11, 22, 3, 30, 0, 0, time.UTC); !v.Next.Equal(want) {
+		t.Fatalf("next = %s, want %s", v.Next, want)
+	}
+}

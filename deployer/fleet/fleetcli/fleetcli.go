@@ -347,7 +347,7 @@ func cronAdd(ctx context.Context, args []string, stdio kit.IO) int {
 	fs.SetInterspersed(false)
 	app := fs.String("app", "", "the app (required)")
 	env := fs.String("env", fleet.DefaultEnv, "the app's environment")
-	schedule := fs.String("schedule", "", `five-field cron schedule, e.g. "*/5 * * * *" (UTC), or @hourly, @daily...`)
+	schedule := fs.String("schedule", "", `five-field cron schedule, e.g. "*/5 * * * *" (in deployer's --cron-timezone, UTC by default), or @hourly, @daily...`)
 	target := fs.String("target", "all", "hosts of each run: all, one (in turn) or batch:N (the next N in turn)")
 	c := clientFlags(fs)
 	rest, code := parse(fs, args, stdio, -2, `cron add --app APP --schedule "*/5 * * * *" [--target all|one|batch:N] [--] NAME [ARG...]`)
