@@ -62,7 +62,7 @@ func main() {
 
 func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.hostsFile, "hosts", "", "static hosts file (apps: {APP: {ENV: [{name, addr, labels}]}}), reread when it changes")
-	fs.StringVar(&c.configd, "configd", "", "configd server URL(s), comma separated: the hosts of an app from its naming service (instead of --hosts)")
+	fs.StringVar(&c.configd, "configd", "", "configd server URL(s), comma separated: the hosts of an app from its naming service when there is no --hosts (and the kit's fleet registration)")
 	fs.StringVar(&c.configdToken, "configd-token-file", "", "file holding the bearer token for configd (naming service reads and the kit's fleet registration)")
 	fs.StringVar(&c.appsFile, "apps", "", "apps file: rollout strategy per app (batches, pause, max_fail, on_failure, timeouts, gate); reread on SIGHUP")
 	fs.StringVar(&c.tokensFile, "tokens", "", "tokens file: bearer tokens with roles per app; reread on SIGHUP (without it only loopback clients are served)")
@@ -117,9 +117,9 @@ func (c *config) loadTokens() (*api.Tokens, error) {
 
 func (c *config) hostSource() (hosts.Source, error) {
 	switch {
-	case c.hostsFile != "" && c.configd != "":
-		return nil, errors.New("give --hosts or --configd, not both")
 	case c.hostsFile != "":
+		// --configd may be set as well (the kit registers the daemon
+		// there); the file names the hosts.
 		return hosts.Static(c.hostsFile)
 	case c.configd != "":
 		token := ""

@@ -350,7 +350,7 @@ func TestDeployerRollsOutAcrossFiftyAgents(t *testing.T) {
 					t.Errorf("%s of batch %d got a task", h.Host, h.Batch+1)
 				}
 			case h.Host == "h03":
-				if h.State != "failed" || !strings.Contains(h.Error, "switched back to 1") {
+				if h.State != "failed" || !strings.Contains(h.Error, "rolled back to 1") {
 					t.Errorf("h03: %s %s", h.State, h.Error)
 				}
 			default:

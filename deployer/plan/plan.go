@@ -19,8 +19,8 @@ import (
 
 // Amount is a count of hosts or a percentage of them: 3 or "10%".
 type Amount struct {
-	N       int  `json:"n"`
-	Percent bool `json:"percent,omitempty"`
+	N       int
+	Percent bool
 }
 
 func (a Amount) String() string {
@@ -52,6 +52,28 @@ func (a *Amount) UnmarshalYAML(n *yaml.Node) error {
 	v, err := ParseAmount(n.Value)
 	if err != nil {
 		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*a = v
+	return nil
+}
+
+// MarshalJSON writes 3 or "10%".
+func (a Amount) MarshalJSON() ([]byte, error) {
+	if a.Percent {
+		return []byte(strconv.Quote(a.String())), nil
+	}
+	return []byte(strconv.Itoa(a.N)), nil
+}
+
+// UnmarshalJSON reads 3 or "10%" (or "3").
+func (a *Amount) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if u, err := strconv.Unquote(s); err == nil {
+		s = u
+	}
+	v, err := ParseAmount(s)
+	if err != nil {
+		return err
 	}
 	*a = v
 	return nil

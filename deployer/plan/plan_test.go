@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
@@ -142,4 +143,20 @@ func FuzzParseApps(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestAmountJSON(t *testing.T) {
+	for _, a := range []Amount{{N: 3}, {N: 10, Percent: true}} {
+		b, err := json.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Amount
+		if err := json.Unmarshal(b, &back); err != nil || back != a {
+			t.Errorf("%s -> %s -> %v %v", a, b, back, err)
+		}
+	}
+	if b, _ := json.Marshal([]Amount{{N: 1}, {N: 50, Percent: true}}); string(b) != `[1,"50%"]` {
+		t.Errorf("batches as JSON: %s", b)
+	}
 }

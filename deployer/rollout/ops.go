@@ -158,8 +158,8 @@ func recordStep(d *store.Deploy, h *store.HostStep, res release.Result, tx *stor
 			return
 		}
 		h.State, h.Finished, h.Error = store.StepFailed, now, res.Error
-		if res.RolledBack {
-			h.Error += " (the agent switched back to " + res.Previous + ")"
+		if res.RolledBack && !strings.Contains(h.Error, "rolled back") {
+			h.Error += " (the agent rolled back to " + res.Previous + ")"
 		}
 		tx.Emit(store.Event{Kind: "failed", Host: h.Host, Batch: h.Batch, TaskID: h.TaskID, Version: h.Version, State: h.State, Detail: h.Error})
 	}
