@@ -1,9 +1,10 @@
 package server
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
-
 	"net"
 	"net/http"
 	"strconv"
@@ -22,7 +23,7 @@ import (
 // parked is one watch waiting without a goroutine.
 type parked struct {
 	s       *Server
-	conn    net.Conn
+	conn    *rehomedConn
 	w       *waiter
 	check   func() ([]byte, bool, error)
 	timerMu sync.Mutex
@@ -40,6 +41,12 @@ type rehome struct {
 	mu   sync.Mutex
 	srv  *http.Server
 	ln   *chanListener
+	// reading holds the connections waiting for their next request
+	// outside net/http (see rewatch), closed on shutdown.
+	reading map[*rehomedConn]struct{}
+	closed  bool
+	// heads are rewatch's read buffers.
+	heads sync.Pool
 }
 
 type chanListener struct {
@@ -80,9 +87,33 @@ func (h *rehome) server(orig *http.Server, addr net.Addr) (*http.Server, *chanLi
 	return h.srv, h.ln
 }
 
+// track records c as waiting for its next request, or forgets it. It
+// reports false once shut down: the caller closes c.
+func (h *rehome) track(c *rehomedConn, reading bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !reading {
+		delete(h.reading, c)
+		return true
+	}
+	if h.closed {
+		return false
+	}
+	if h.reading == nil {
+		h.reading = map[*rehomedConn]struct{}{}
+	}
+	h.reading[c] = struct{}{}
+	return true
+}
+
 func (h *rehome) shutdown(ctx context.Context) {
 	h.mu.Lock()
 	srv := h.srv
+	h.closed = true
+	for c := range h.reading {
+		c.Close()
+	}
+	h.reading = nil
 	h.mu.Unlock()
 	if srv != nil {
 		// Handed-back connections the client has not used yet count as
@@ -95,18 +126,29 @@ func (h *rehome) shutdown(ctx context.Context) {
 
 // rehomedConn keeps the peer's address formatted once: net/http formats
 // it for every connection it is given, and a watcher's connection is given
-// back after every answer.
+// back after every answer. pending holds request bytes already read from
+// the connection when it is handed to net/http.
 type rehomedConn struct {
 	net.Conn
-	remote fixedAddr
+	remote  *fixedAddr
+	pending []byte
 }
 
 func (c *rehomedConn) RemoteAddr() net.Addr { return c.remote }
 
+func (c *rehomedConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
 type fixedAddr struct{ network, addr string }
 
-func (a fixedAddr) Network() string { return a.network }
-func (a fixedAddr) String() string  { return a.addr }
+func (a *fixedAddr) Network() string { return a.network }
+func (a *fixedAddr) String() string  { return a.addr }
 
 // park takes over a watch that has to wait. It returns false, leaving the
 // request untouched, when the connection cannot be parked (HTTP/2, or a
@@ -127,34 +169,45 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request, wt *waiter, check 
 	if err != nil {
 		return false
 	}
-	if _, ok := conn.(*rehomedConn); !ok {
+	rc, ok := conn.(*rehomedConn)
+	if !ok {
 		ra := conn.RemoteAddr()
-		conn = &rehomedConn{Conn: conn, remote: fixedAddr{network: ra.Network(), addr: ra.String()}}
+		rc = &rehomedConn{Conn: conn, remote: &fixedAddr{network: ra.Network(), addr: ra.String()}}
 	}
 	handler, _ := s.rehome.server(orig, conn.LocalAddr())
-	p := &parked{s: s, conn: conn, w: wt, check: check, close: r.Close, handler: handler}
-	if brw.Reader.Buffered() > 0 {
+	p := &parked{s: s, conn: rc, w: wt, check: check, close: r.Close, handler: handler}
+	if brw.Reader.Buffered() > 0 || len(rc.pending) > 0 {
 		// A pipelined request is already buffered: answer this watch now
-		// (no change yet; the client polls again) and let net/http carry on.
+		// (no change yet; the client polls again) and close.
 		p.close = true
 		p.finish(http.StatusNotModified, nil)
 		return true
 	}
+	p.wait(timeout)
+	return true
+}
+
+// wait parks p until a change or the timeout.
+func (p *parked) wait(timeout time.Duration) {
 	p.timerMu.Lock()
 	p.timer = time.AfterFunc(timeout, func() {
 		if p.finish(http.StatusNotModified, nil) {
-			s.watchTimeouts.Inc()
+			p.s.watchTimeouts.Inc()
 		}
 	})
 	p.timerMu.Unlock()
-	wt.park.Store(p)
+	p.w.park.Store(p)
 	// A change may have come between the first check and now.
 	select {
-	case <-wt.ch:
+	case <-p.w.ch:
 		p.wake()
 	default:
 	}
-	return true
+	// Shutdown answers every parked watch it finds; one parked while it
+	// looked answers itself.
+	if p.s.stopping.Load() {
+		p.finish(http.StatusNotModified, nil)
+	}
 }
 
 // wake runs the check after a change and answers if this watcher is concerned.
@@ -182,6 +235,7 @@ func (p *parked) finish(status int, payload []byte) bool {
 	}
 	p.timerMu.Unlock()
 	p.s.hub.unsubscribe(p.w)
+	closing := p.close || p.s.stopping.Load()
 	head := make([]byte, 0, 192)
 	head = append(head, "HTTP/1.1 "...)
 	head = strconv.AppendInt(head, int64(status), 10)
@@ -190,7 +244,7 @@ func (p *parked) finish(status int, payload []byte) bool {
 	head = append(head, "\r\nCache-Control: no-store\r\nDate: "...)
 	head = time.Now().UTC().AppendFormat(head, http.TimeFormat)
 	head = append(head, "\r\n"...)
-	if p.close {
+	if closing {
 		head = append(head, "Connection: close\r\n"...)
 	}
 	if status != http.StatusNotModified {
@@ -205,23 +259,15 @@ func (p *parked) finish(status int, payload []byte) bool {
 	if status != http.StatusNotModified {
 		bufs = append(bufs, payload)
 	}
-	var raw net.Conn = p.conn
-	if rc, ok := raw.(*rehomedConn); ok {
-		raw = rc.Conn // the TCP connection does writev; the wrapper would not
-	}
-	p.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	raw := p.conn.Conn // the TCP connection does writev; the wrapper would not
+	raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, err := bufs.WriteTo(raw)
-	p.conn.SetWriteDeadline(time.Time{})
-	if err != nil || p.close || p.s.stopping.Load() {
+	raw.SetWriteDeadline(time.Time{})
+	if err != nil || closing {
 		p.conn.Close()
 		return err == nil
 	}
-	_, ln := p.s.rehome.server(p.handler, nil)
-	select {
-	case ln.ch <- p.conn:
-	case <-ln.done:
-		p.conn.Close()
-	}
+	go p.s.rewatch(p.conn, p.handler)
 	return true
 }
 
@@ -231,9 +277,125 @@ func (s *Server) closeParked(ctx context.Context) {
 	s.stopping.Store(true)
 	for _, w := range s.hub.all() {
 		if p := w.park.Load(); p != nil {
-			p.close = true
 			p.finish(http.StatusNotModified, nil)
 		}
 	}
 	s.rehome.shutdown(ctx)
+}
+
+// rewatchHeadMax bounds the request head rewatch reads itself; a longer
+// one (a watch of very many namespaces) goes to net/http.
+const rewatchHeadMax = 2048
+
+// rewatch serves the next request on a connection whose watch has just
+// been answered. An agent sends its next watch at once, so every watcher of
+// a change comes back within the fan-out: when that request is a plain
+// namespace watch with no change to answer, it is parked again straight
+// from here, without net/http's per-connection state, response writer and
+// hijack. Anything else — another endpoint, a change already waiting, an
+// error to report, an unknown token, a pipelined request — is handed with
+// the bytes read so far to the http.Server that serves handed-back
+// connections, which runs the same handler.
+func (s *Server) rewatch(c *rehomedConn, handler *http.Server) {
+	if !s.rehome.track(c, true) {
+		c.Close()
+		return
+	}
+	bufp, _ := s.rehome.heads.Get().(*[]byte)
+	if bufp == nil {
+		b := make([]byte, 0, rewatchHeadMax)
+		bufp = &b
+	}
+	defer s.rehome.heads.Put(bufp)
+	head, complete, err := readHead(c.Conn, (*bufp)[:0], handler.IdleTimeout)
+	s.rehome.track(c, false)
+	*bufp = head[:0]
+	if err != nil {
+		c.Close() // idle past the timeout, or gone
+		return
+	}
+	if s.stopping.Load() {
+		c.Close()
+		return
+	}
+	if complete {
+		if req := parseRewatch(head); req != nil && s.parkRewatch(c, req, handler) {
+			return
+		}
+	}
+	c.pending = append([]byte(nil), head...)
+	_, ln := s.rehome.server(handler, nil)
+	select {
+	case ln.ch <- c:
+	case <-ln.done:
+		c.Close()
+	}
+}
+
+// readHead reads into buf until the end of a request head. It stops early,
+// with complete false, as soon as the bytes cannot begin a watch request or
+// buf is full.
+func readHead(conn net.Conn, buf []byte, idle time.Duration) (head []byte, complete bool, err error) {
+	if idle > 0 {
+		conn.SetReadDeadline(time.Now().Add(idle))
+		defer conn.SetReadDeadline(time.Time{})
+	}
+	for {
+		n, err := conn.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			return buf, false, err
+		}
+		const watchLine = "GET /v1/watch?"
+		if l := min(len(buf), len(watchLine)); string(buf[:l]) != watchLine[:l] {
+			return buf, false, nil
+		}
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			// Bytes past the head are a pipelined request: net/http's job.
+			return buf, i+4 == len(buf), nil
+		}
+		if len(buf) == cap(buf) {
+			return buf, false, nil
+		}
+	}
+}
+
+// parseRewatch parses a request head read by readHead. It returns nil for
+// a request rewatch leaves to net/http: anything but a body-less HTTP/1.1
+// GET /v1/watch with a Host header.
+func parseRewatch(head []byte) *http.Request {
+	req, err := http.ReadRequest(bufio.NewReaderSize(bytes.NewReader(head), len(head)))
+	if err != nil || req.Method != http.MethodGet || req.URL.Path != "/v1/watch" || req.ProtoMajor != 1 || req.ProtoMinor != 1 ||
+		req.Host == "" || req.ContentLength != 0 || len(req.TransferEncoding) > 0 || req.Header.Get("Expect") != "" {
+		return nil
+	}
+	return req
+}
+
+// parkRewatch parks req's watch on c if the caller may read, the watch is
+// a well-formed namespace watch and nothing has changed for it yet. It
+// reports false, having changed nothing, otherwise.
+func (s *Server) parkRewatch(c *rehomedConn, req *http.Request, handler *http.Server) bool {
+	if _, ok := s.auth.Load().Identify(req); !ok {
+		return false
+	}
+	q := req.URL.Query()
+	if q.Has("rev") {
+		return false
+	}
+	timeout, err := s.watchTimeoutOf(q)
+	if err != nil {
+		return false
+	}
+	wt, check, err := s.namespaceWatch(q)
+	if err != nil {
+		return false
+	}
+	if _, changed, err := check(); err != nil || changed {
+		s.hub.unsubscribe(wt)
+		return false
+	}
+	p := &parked{s: s, conn: c, w: wt, check: check, close: req.Close, handler: handler}
+	p.wait(timeout)
+	return true
 }

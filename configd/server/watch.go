@@ -61,8 +61,13 @@ func parseWatchQuery(q url.Values) (watchQuery, error) {
 // to 10% taken off at random so watchers that started together do not all
 // come back together.
 func (s *Server) watchTimeout(r *http.Request) (time.Duration, error) {
+	return s.watchTimeoutOf(r.URL.Query())
+}
+
+// watchTimeoutOf is watchTimeout from the parsed query.
+func (s *Server) watchTimeoutOf(q url.Values) (time.Duration, error) {
 	d := s.cfg.WatchTimeout
-	if t := r.URL.Query().Get("timeout"); t != "" {
+	if t := q.Get("timeout"); t != "" {
 		v, err := time.ParseDuration(t)
 		if err != nil || v <= 0 {
 			return 0, badRequest("timeout %q: want a duration such as 30s", t)
@@ -72,13 +77,44 @@ func (s *Server) watchTimeout(r *http.Request) (time.Duration, error) {
 	return d - time.Duration(rand.Int64N(int64(d)/10+1)), nil
 }
 
+// namespaceWatch parses a namespace watch and subscribes it. check returns
+// the encoded answer and whether this host's version of a namespace differs
+// from the one held. The caller unsubscribes the waiter (or parks it).
+func (s *Server) namespaceWatch(q url.Values) (*waiter, func() ([]byte, bool, error), error) {
+	wq, err := parseWatchQuery(q)
+	if err != nil {
+		return nil, nil, err
+	}
+	held, names, host, labels := wq.held, wq.names, wq.host, wq.labels
+	withContent := q.Get("content") != ""
+	if labels == nil && !s.Replica() {
+		labels = s.members.labelsOf(host)
+	}
+	wt := s.hub.subscribe(names, false)
+	check := func() ([]byte, bool, error) {
+		var out []api.Change
+		for _, n := range names {
+			h, _ := s.head(n)
+			if v := h.VersionFor(host, labels); v != held[n] {
+				out = append(out, api.Change{Namespace: n, Version: v})
+			}
+		}
+		if len(out) == 0 {
+			return nil, false, nil
+		}
+		b, err := s.changesJSON(out, withContent)
+		return b, true, err
+	}
+	return wt, check, nil
+}
+
 // watch long-polls. With ?ns=NAME:VERSION (repeated) it answers 200 with
 // the namespaces whose version for this host (?host=, ?label=) differs from
 // the one held, at once or when one changes, else 304 at the timeout. With
 // ?rev=N it answers the namespaces changed after server rev N (replicas).
 func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error {
 	q := r.URL.Query()
-	timeout, err := s.watchTimeout(r)
+	timeout, err := s.watchTimeoutOf(q)
 	if err != nil {
 		return err
 	}
@@ -99,31 +135,8 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			b, err := json.Marshal(api.RevChanges{Rev: now, Namespaces: names})
 			return b, true, err
 		}
-	} else {
-		wq, err := parseWatchQuery(q)
-		if err != nil {
-			return err
-		}
-		held, names, host, labels := wq.held, wq.names, wq.host, wq.labels
-		withContent := q.Get("content") != ""
-		if labels == nil && !s.Replica() {
-			labels = s.members.labelsOf(host)
-		}
-		wt = s.hub.subscribe(names, false)
-		check = func() ([]byte, bool, error) {
-			var out []api.Change
-			for _, n := range names {
-				h, _ := s.head(n)
-				if v := h.VersionFor(host, labels); v != held[n] {
-					out = append(out, api.Change{Namespace: n, Version: v})
-				}
-			}
-			if len(out) == 0 {
-				return nil, false, nil
-			}
-			b, err := s.changesJSON(out, withContent)
-			return b, true, err
-		}
+	} else if wt, check, err = s.namespaceWatch(q); err != nil {
+		return err
 	}
 	parked := false
 	defer func() {
@@ -131,9 +144,8 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			s.hub.unsubscribe(wt)
 		}
 	}()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for first := true; ; first = false {
+	var timer *time.Timer
+	for {
 		body, changed, err := check()
 		if err != nil {
 			return err
@@ -143,10 +155,14 @@ func (s *Server) watch(w http.ResponseWriter, r *http.Request, _ Identity) error
 			writeRaw(w, body)
 			return nil
 		}
-		// Namespace watches wait parked; replicas' rev watches are few.
-		if first && !q.Has("rev") && s.park(w, r, wt, check, timeout) {
-			parked = true
-			return nil
+		if timer == nil {
+			// Namespace watches wait parked; replicas' rev watches are few.
+			if !q.Has("rev") && s.park(w, r, wt, check, timeout) {
+				parked = true
+				return nil
+			}
+			timer = time.NewTimer(timeout)
+			defer timer.Stop()
 		}
 		select {
 		case <-wt.ch:
