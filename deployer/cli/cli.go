@@ -165,13 +165,12 @@ func submit(ctx context.Context, args []string, stdio kit.IO) int {
 		return kit.ExitOK
 	}
 	fmt.Fprintf(stdio.Err, "deployer: deploy %s queued\n", d.ID)
-	return follow(ctx, c, d.ID, stdio)
+	return follow(ctx, c, d.ID, 0, stdio)
 }
 
-// follow prints a deploy's events as JSON lines until it ends; exit 0
-// only if it succeeded.
-func follow(ctx context.Context, c *client, id string, stdio kit.IO) int {
-	var after int64
+// follow prints a deploy's events after the after'th as JSON lines until
+// it ends; exit 0 only if it succeeded.
+func follow(ctx context.Context, c *client, id string, after int64, stdio kit.IO) int {
 	for {
 		var page api.EventsAnswer
 		err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/deploys/%s/events?after=%d&wait=30s", url.PathEscape(id), after), nil, &page)
@@ -314,7 +313,8 @@ func action(name string) func(context.Context, []string, kit.IO) int {
 		}
 		printJSON(stdio.Out, line(d))
 		if *wait {
-			return follow(ctx, c, d.ID, stdio)
+			// From the event this action added on.
+			return follow(ctx, c, d.ID, max(d.EventSeq-1, 0), stdio)
 		}
 		return kit.ExitOK
 	}
@@ -339,7 +339,7 @@ func rollbackCmd(ctx context.Context, args []string, stdio kit.IO) int {
 	}
 	printJSON(stdio.Out, line(d))
 	if *wait {
-		return follow(ctx, c, d.ID, stdio)
+		return follow(ctx, c, d.ID, 0, stdio)
 	}
 	return kit.ExitOK
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -372,21 +373,24 @@ func (e *Engine) Rollback(ctx context.Context, app, env, version, user string) (
 		if err != nil {
 			return nil, err
 		}
+		// The latest deploy that left any host changed.
+		var last *store.Deploy
 		for _, p := range past {
-			if p.Kind != store.KindDeploy {
-				continue
-			}
-			for _, h := range p.Hosts {
-				if h.Changed && h.Previous != "" {
-					d.Hosts = append(d.Hosts, store.HostStep{Host: h.Host, Addr: h.Addr, Version: h.Previous, State: store.StepPending, Attempt: 1})
-				}
-			}
-			if len(d.Hosts) > 0 {
+			if p.Kind == store.KindDeploy && slices.ContainsFunc(p.Hosts, func(h store.HostStep) bool { return h.Changed }) {
+				last = p
 				break
 			}
 		}
+		if last == nil {
+			return nil, fmt.Errorf("%w: no deploy of %s/%s left a host changed; name a version", store.ErrConflict, app, env)
+		}
+		for _, h := range last.Hosts {
+			if h.Changed && h.Previous != "" {
+				d.Hosts = append(d.Hosts, store.HostStep{Host: h.Host, Addr: h.Addr, Version: h.Previous, State: store.StepPending, Attempt: 1})
+			}
+		}
 		if len(d.Hosts) == 0 {
-			return nil, fmt.Errorf("%w: no deploy of %s/%s left a host with a recorded previous release; name a version", store.ErrConflict, app, env)
+			return nil, fmt.Errorf("%w: deploy %s (%s) recorded no previous release on its hosts (first install); name a version", store.ErrConflict, last.ID, last.Version)
 		}
 	}
 	if len(d.Hosts) == 0 {
