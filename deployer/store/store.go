@@ -6,6 +6,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -28,6 +29,9 @@ var (
 	bucketAudit    = []byte("audit")
 	bucketReleases = []byte("releases")
 	bucketTasks    = []byte("tasks")
+	// bucketIndex holds each deploy's few fields that lists filter on, so
+	// a list never decodes deploys it does not return.
+	bucketIndex = []byte("index")
 
 	keyLease = []byte("lease")
 	keySeq   = []byte("seq")
@@ -67,10 +71,13 @@ func Open(dir string, timeout time.Duration) (*Store, error) {
 	}
 	s := &Store{db: db, changed: make(chan struct{})}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketDeploys, bucketEvents, bucketAudit, bucketReleases, bucketTasks} {
+		for _, b := range [][]byte{bucketMeta, bucketDeploys, bucketEvents, bucketAudit, bucketReleases, bucketTasks, bucketIndex} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
+		}
+		if err := rebuildIndex(tx); err != nil {
+			return err
 		}
 		meta := tx.Bucket(bucketMeta)
 		if n := meta.Get(keyNonce); n != nil {
@@ -248,7 +255,39 @@ func putDeploy(tx *bolt.Tx, d *Deploy) error {
 	if err != nil {
 		return err
 	}
+	if err := putIndex(tx, d); err != nil {
+		return err
+	}
 	return tx.Bucket(bucketDeploys).Put([]byte(d.ID), b)
+}
+
+// indexEntry is what lists filter and sort on.
+type indexEntry struct {
+	ID       string `json:"id"`
+	Seq      int64  `json:"seq"`
+	App      string `json:"app"`
+	Env      string `json:"env"`
+	State    string `json:"state"`
+	Priority bool   `json:"priority,omitempty"`
+}
+
+func putIndex(tx *bolt.Tx, d *Deploy) error {
+	b, _ := json.Marshal(indexEntry{ID: d.ID, Seq: d.Seq, App: d.App, Env: d.Env, State: d.State, Priority: d.Priority})
+	return tx.Bucket(bucketIndex).Put([]byte(d.ID), b)
+}
+
+// rebuildIndex fills the index of a store written before it existed.
+func rebuildIndex(tx *bolt.Tx) error {
+	if tx.Bucket(bucketIndex).Stats().KeyN > 0 || tx.Bucket(bucketDeploys).Stats().KeyN == 0 {
+		return nil
+	}
+	return tx.Bucket(bucketDeploys).ForEach(func(_, v []byte) error {
+		var d Deploy
+		if err := json.Unmarshal(v, &d); err != nil {
+			return err
+		}
+		return putIndex(tx, &d)
+	})
 }
 
 func getDeploy(tx *bolt.Tx, id string) (*Deploy, error) {
@@ -333,6 +372,9 @@ func (s *Store) Update(token uint64, id string, now time.Time, fn func(d *Deploy
 		if bytes.Equal(before, after) {
 			return errUnchanged // nothing to write: no commit, no fsync
 		}
+		if err := putIndex(tx, d); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketDeploys).Put([]byte(d.ID), after)
 	})
 	if errors.Is(err, errUnchanged) {
@@ -359,22 +401,34 @@ type Filter struct {
 func (s *Store) List(f Filter) ([]*Deploy, error) {
 	var out []*Deploy
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketDeploys).ForEach(func(_, v []byte) error {
-			var d Deploy
-			if err := json.Unmarshal(v, &d); err != nil {
+		var match []indexEntry
+		err := tx.Bucket(bucketIndex).ForEach(func(_, v []byte) error {
+			var e indexEntry
+			if err := json.Unmarshal(v, &e); err != nil {
 				return err
 			}
-			if (f.App == "" || f.App == d.App) && (f.Env == "" || f.Env == d.Env) &&
-				(len(f.States) == 0 || slices.Contains(f.States, d.State)) {
-				out = append(out, &d)
+			if (f.App == "" || f.App == e.App) && (f.Env == "" || f.Env == e.Env) &&
+				(len(f.States) == 0 || slices.Contains(f.States, e.State)) {
+				match = append(match, e)
 			}
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		slices.SortFunc(match, func(a, b indexEntry) int { return cmp.Compare(b.Seq, a.Seq) })
+		if f.Limit > 0 && len(match) > f.Limit {
+			match = match[:f.Limit]
+		}
+		for _, e := range match {
+			d, err := getDeploy(tx, e.ID)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return nil
 	})
-	slices.SortFunc(out, func(a, b *Deploy) int { return int(b.Seq - a.Seq) })
-	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
-	}
 	return out, err
 }
 
@@ -392,7 +446,7 @@ func (s *Store) Queue() ([]*Deploy, error) {
 			}
 			return 1
 		}
-		return int(a.Seq - b.Seq)
+		return cmp.Compare(a.Seq, b.Seq)
 	})
 	return ds, nil
 }

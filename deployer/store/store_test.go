@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	bolt "go.etcd.io/bbolt"
 	"testing"
 	"time"
 )
@@ -127,5 +128,29 @@ func TestQueueOrderAndPersistence(t *testing.T) {
 	// Other deploys' events are not mixed in.
 	if evs, _ := s2.Events(ids[1], 0, 0); len(evs) != 1 || evs[0].Deploy != ids[1] {
 		t.Errorf("events of %s: %+v", ids[1], evs)
+	}
+}
+
+func TestListIndexIsRebuiltForAnOlderStore(t *testing.T) {
+	s, dir := open(t)
+	now := time.Now()
+	for _, v := range []string{"1", "2"} {
+		if err := s.Enqueue(&Deploy{Kind: KindDeploy, App: "web", Env: "prod", Version: v, SHA256: v}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A store written before the index existed.
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketIndex) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s2, err := Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got, err := s2.List(Filter{App: "web", States: []string{Queued}, Limit: 1})
+	if err != nil || len(got) != 1 || got[0].Version != "2" {
+		t.Fatalf("list after reopen: %v %v", got, err)
 	}
 }
