@@ -50,7 +50,9 @@ func main() {
 	ns := flag.String("namespace", "bench/prod/app", "namespace every watcher watches")
 	dir := flag.String("dir", "", "where watchers write their files (default a temp dir)")
 	rampBatch := flag.Int("ramp", 500, "watchers connected at a time while ramping up")
+	clientKind := flag.String("client", "raw", "how watchers speak HTTP/1.1: raw (a request written and the answer parsed on each watcher's own connection, little CPU) or nethttp (net/http's Client, as the agent does, several goroutine hand-offs a request)")
 	cpuProfile := flag.String("cpuprofile", "", "write this process's CPU profile of the publishes to this file")
+	serverProfile := flag.String("server-cpuprofile", "", "write the server's CPU profile of the publishes to this file (the server needs --pprof)")
 	flag.Parse()
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "configd-watchers-")
@@ -83,15 +85,24 @@ func main() {
 	for i := 0; i < *watchers; i++ {
 		wdir := filepath.Join(*dir, strconv.Itoa(i/1000), strconv.Itoa(i))
 		must(os.MkdirAll(wdir, 0o755))
-		go watcher(ctx, &http.Client{Transport: newTransport()}, *server, *ns, fmt.Sprintf("sim-%05d", i), wdir, diskSlots, &published, func(v int64, answered, d time.Duration) {
-			mu.Lock()
-			lat[v] = append(lat[v], d)
-			answeredLat[v] = append(answeredLat[v], answered)
-			mu.Unlock()
-			if c := applied[v]; c != nil {
-				c.Add(1)
-			}
-		}, &errs)
+		sim := &simHost{server: *server, ns: *ns, host: fmt.Sprintf("sim-%05d", i), dir: wdir, diskSlots: diskSlots, published: &published, errs: &errs,
+			done: func(v int64, answered, d time.Duration) {
+				mu.Lock()
+				lat[v] = append(lat[v], d)
+				answeredLat[v] = append(answeredLat[v], answered)
+				mu.Unlock()
+				if c := applied[v]; c != nil {
+					c.Add(1)
+				}
+			}}
+		switch *clientKind {
+		case "raw":
+			go sim.watchRaw(ctx)
+		case "nethttp":
+			go sim.watch(ctx, &http.Client{Transport: newTransport()})
+		default:
+			log.Fatalf("--client %q: want raw or nethttp", *clientKind)
+		}
 		if (i+1)%*rampBatch == 0 {
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -121,6 +132,13 @@ func main() {
 		must(pprof.StartCPUProfile(f))
 		defer pprof.StopCPUProfile()
 	}
+	serverProfiled := make(chan error, 1)
+	if *serverProfile != "" {
+		// The profile covers the publishes: about a second each.
+		go func() { serverProfiled <- fetchProfile(hc, *server, *publishes+1, *serverProfile) }()
+	} else {
+		serverProfiled <- nil
+	}
 	serverCPU0 := metricsText(hc, *server)["process_cpu_seconds_total"]
 	ownCPU0 := ownCPU()
 	var all, allAnswered []time.Duration
@@ -142,6 +160,7 @@ func main() {
 	}
 	fmt.Printf("CPU during the publishes: server %.2f s, watchers %.2f s\n",
 		metricsText(hc, *server)["process_cpu_seconds_total"]-serverCPU0, ownCPU()-ownCPU0)
+	must(<-serverProfiled)
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	sort.Slice(allAnswered, func(i, j int) bool { return allAnswered[i] < allAnswered[j] })
 	fmt.Printf("all %d deliveries: watch answered p50 %v p99 %v; file on disk p50 %v p99 %v max %v (watch errors %d)\n",
@@ -191,56 +210,133 @@ func publish(hc *http.Client, server, ns string, n int) error {
 	return nil
 }
 
-// watcher does what an agent does: long-poll, take the release from the
-// answer, write it. diskSlots bounds the simulated hosts writing at once.
-func watcher(ctx context.Context, hc *http.Client, server, ns, host, dir string, diskSlots chan struct{}, published *sync.Map, done func(v int64, answered, onDisk time.Duration), errs *atomic.Int64) {
-	held := int64(0)
+// simHost is one simulated host: it does what an agent does — long-poll,
+// take the release from the answer, write it. diskSlots bounds the
+// simulated hosts writing at once.
+type simHost struct {
+	server, ns, host, dir string
+	diskSlots             chan struct{}
+	published             *sync.Map // version -> time.Time
+	done                  func(v int64, answered, onDisk time.Duration)
+	errs                  *atomic.Int64
+	held                  int64
+}
+
+func (h *simHost) watchURI() string {
+	return fmt.Sprintf("/v1/watch?ns=%s:%d&host=%s&timeout=10m&content=1", h.ns, h.held, h.host)
+}
+
+// watch long-polls with net/http's Client.
+func (h *simHost) watch(ctx context.Context, hc *http.Client) {
 	for ctx.Err() == nil {
-		resp, err := hc.Get(fmt.Sprintf("%s/v1/watch?ns=%s:%d&host=%s&timeout=10m&content=1", server, ns, held, host))
+		resp, err := hc.Get(h.server + h.watchURI())
 		if err != nil {
-			errs.Add(1)
+			h.errs.Add(1)
 			time.Sleep(time.Second)
 			continue
 		}
-		var changes []change
-		if resp.StatusCode == 200 {
-			err = json.NewDecoder(resp.Body).Decode(&changes)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil || len(changes) == 0 {
-			continue
-		}
-		var answered time.Duration
-		if t, ok := published.Load(changes[0].Version); ok {
-			answered = time.Since(t.(time.Time))
-		}
-		// The answer carries the release, as the agent asks for it.
-		rel := changes[0].Release
-		if rel == nil {
-			errs.Add(1)
-			continue
-		}
-		// All simulated hosts share this machine's disk and threads:
-		// thousands of concurrent creates would only fight over both.
-		diskSlots <- struct{}{}
-		for _, f := range rel.Files {
-			tmp := filepath.Join(dir, "."+f.Name+".tmp")
-			if err := os.WriteFile(tmp, []byte(f.Content), 0o644); err != nil {
-				log.Fatal(err)
-			}
-			if err := os.Rename(tmp, filepath.Join(dir, f.Name)); err != nil {
-				log.Fatal(err)
-			}
-		}
-		<-diskSlots
-		var since time.Duration
-		if t, ok := published.Load(rel.Version); ok {
-			since = time.Since(t.(time.Time))
-		}
-		held = rel.Version
-		done(rel.Version, answered, since)
+		h.answer(resp)
 	}
+}
+
+// watchRaw long-polls on a connection of its own, writing each request and
+// parsing each answer itself: the same exchange as the agent's, with none of
+// net/http's Transport goroutines, which on a machine shared with the
+// server cost more CPU than the server's own part.
+func (h *simHost) watchRaw(ctx context.Context) {
+	addr := strings.TrimPrefix(h.server, "http://")
+	for ctx.Err() == nil {
+		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			h.errs.Add(1)
+			time.Sleep(time.Second)
+			continue
+		}
+		br := bufio.NewReader(conn)
+		for ctx.Err() == nil {
+			if _, err = io.WriteString(conn, "GET "+h.watchURI()+" HTTP/1.1\r\nHost: configd\r\n\r\n"); err != nil {
+				break
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				break
+			}
+			if !h.answer(resp) {
+				break
+			}
+		}
+		conn.Close()
+	}
+}
+
+// answer applies a watch answer and reports whether the connection may
+// carry on.
+func (h *simHost) answer(resp *http.Response) bool {
+	var changes []change
+	var err error
+	if resp.StatusCode == 200 {
+		err = json.NewDecoder(resp.Body).Decode(&changes)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		h.errs.Add(1)
+		return false
+	}
+	if len(changes) == 0 {
+		return !resp.Close
+	}
+	var answered time.Duration
+	if t, ok := h.published.Load(changes[0].Version); ok {
+		answered = time.Since(t.(time.Time))
+	}
+	// The answer carries the release, as the agent asks for it.
+	rel := changes[0].Release
+	if rel == nil {
+		h.errs.Add(1)
+		return !resp.Close
+	}
+	// All simulated hosts share this machine's disk and threads:
+	// thousands of concurrent creates would only fight over both.
+	h.diskSlots <- struct{}{}
+	for _, f := range rel.Files {
+		tmp := filepath.Join(h.dir, "."+f.Name+".tmp")
+		if err := os.WriteFile(tmp, []byte(f.Content), 0o644); err != nil {
+			log.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(h.dir, f.Name)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	<-h.diskSlots
+	var since time.Duration
+	if t, ok := h.published.Load(rel.Version); ok {
+		since = time.Since(t.(time.Time))
+	}
+	h.held = rel.Version
+	h.done(rel.Version, answered, since)
+	return !resp.Close
+}
+
+// fetchProfile saves the server's CPU profile over the next seconds.
+func fetchProfile(hc *http.Client, server string, seconds int, path string) error {
+	resp, err := hc.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", server, seconds))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("server profile: %s (start the server with --pprof)", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func metricsText(hc *http.Client, server string) map[string]float64 {
