@@ -356,7 +356,7 @@ func (e *Engine) drive(ctx context.Context, id string, wake chan struct{}) {
 		now := e.o.Now()
 		d, err := e.update(id, now, func(d *store.Deploy, tx *store.Tx) error {
 			if !resent {
-				e.inFlight(d, &out)
+				e.inFlight(d, tx, &out)
 			}
 			e.advance(d, tx, now, &out)
 			return nil
@@ -417,7 +417,7 @@ func (e *Engine) drive(ctx context.Context, id string, wake chan struct{}) {
 
 // inFlight collects the tasks sent before a restart without a result yet,
 // to send them again under the same ids.
-func (e *Engine) inFlight(d *store.Deploy, out *outcome) {
+func (e *Engine) inFlight(d *store.Deploy, tx *store.Tx, out *outcome) {
 	if !store.Active(d.State) {
 		return
 	}
@@ -426,14 +426,14 @@ func (e *Engine) inFlight(d *store.Deploy, out *outcome) {
 		if h.State == store.StepDispatched || h.State == store.StepRunning {
 			if h.Direct {
 				out.directs = append(out.directs, i)
-			} else if t, ok := e.task(d, h.TaskID, h.Version, nil); ok {
+			} else if t, ok := e.task(d, h.TaskID, h.Version, tx); ok {
 				out.sends = append(out.sends, sendTask{h.Host, t})
 			}
 		}
 		if rb := h.Rollback; rb != nil && (rb.State == store.StepDispatched || rb.State == store.StepRunning) {
 			if rb.Direct {
 				out.directs = append(out.directs, i)
-			} else if t, ok := e.task(d, rb.TaskID, rb.Version, nil); ok {
+			} else if t, ok := e.task(d, rb.TaskID, rb.Version, tx); ok {
 				out.sends = append(out.sends, sendTask{h.Host, t})
 			}
 		}
@@ -441,20 +441,15 @@ func (e *Engine) inFlight(d *store.Deploy, out *outcome) {
 }
 
 // task builds the agent task installing version: the deploy's own package,
-// or the catalog's for another version.
+// or the catalog's for another version (read in the caller's transaction:
+// a read transaction opened inside a write one may deadlock bbolt).
 func (e *Engine) task(d *store.Deploy, id, version string, tx *store.Tx) (release.Task, bool) {
 	t := release.Task{ID: id, App: d.App, Version: version, Keep: d.Strategy.Keep}
 	if d.Kind == store.KindDeploy && version == d.Version {
 		t.Package, t.SHA256, t.Signature = d.Artifact, d.SHA256, d.Signature
 		return t, true
 	}
-	var rel store.Release
-	var ok bool
-	if tx != nil {
-		rel, ok = tx.Release(d.App, version)
-	} else {
-		rel, ok = e.o.Store.Release(d.App, version)
-	}
+	rel, ok := tx.Release(d.App, version)
 	if !ok {
 		return t, false
 	}
