@@ -9,6 +9,8 @@
 # (default raw: each watcher writes its request and parses the answer on
 # its own keep-alive connection, the same exchange for a fraction of the
 # CPU, which here is taken from the server's two cores).
+# CONFIGD=path runs that server binary instead of one built from this tree
+# (to compare two builds under the same simulator).
 # PROFILE_DIR=dir saves CPU profiles of the server (server.cpu) and of the
 # simulated watchers (watchers.cpu) over the publishes, and the server
 # binary beside them (configd) for go tool pprof.
@@ -24,7 +26,7 @@ cleanup() {
 	if [[ -n ${WATCH_DIR:-} ]]; then rm -rf "$WATCH_DIR"; fi
 }
 trap cleanup EXIT INT TERM
-go build -o "$work/configd" ./configd
+if [[ -n ${CONFIGD:-} ]]; then cp "$CONFIGD" "$work/configd"; else go build -o "$work/configd" ./configd; fi
 go build -o "$work/configd-watchers" ./bench/configd-watchers
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 profile_args=()
