@@ -38,6 +38,6 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 	--apps "$WORK/apps.yaml" ${DEPLOYER_FLAGS:-} 2>"$WORK/deployer.log" &
 DPID=$!
 for _ in $(seq 100); do curl -fsS "127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
-echo "deployer $(git rev-parse --short HEAD) ${DEPLOYER_FLAGS:-}, $AGENTS agents, pause $PAUSE, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
+echo "deployer $(git rev-parse --short HEAD)${DEPLOYER_FLAGS:+ $DEPLOYER_FLAGS}, $AGENTS agents, pause $PAUSE, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 "$WORK/agents" run --deployer "http://127.0.0.1:$PORT" --pid "$DPID" --agents "$AGENTS" \
 	--pause "$PAUSE" --batches 10 --idle "$IDLE"

@@ -12,7 +12,7 @@ import (
 // ExecEvent is one line of a host's output, or the end of its run. A
 // stream of them (JSON lines) is what POST /v1/exec answers.
 type ExecEvent struct {
-	Host string `json:"host"`
+	Host string `json:"host,omitempty"`
 	// Type is "line" (Line holds one line of output, without its newline),
 	// "end" (the host's run is over: ExitCode, Refused, Error) or, last
 	// of a stream over HTTP, "summary" (Hosts ran, Failed of them did not

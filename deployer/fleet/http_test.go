@@ -271,3 +271,58 @@ func TestHTTPCron(t *testing.T) {
 		t.Fatalf("unknown job without a token: %d %s", code, e.Error)
 	}
 }
+
+// TestHTTPExecStreamsAsOutputArrives: a host's first line reaches the
+// client while the command is still running.
+func TestHTTPExecStreamsAsOutputArrives(t *testing.T) {
+	release := make(chan struct{})
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Exit-Code, X-Error")
+		io.WriteString(w, "first\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+		io.WriteString(w, "second\n")
+		w.Header().Set("X-Exit-Code", "0")
+	}))
+	defer agent.Close()
+	defer close(release)
+	f := &Fleet{Hosts: staticSource{"web/prod": {{Name: "h1", Addr: strings.TrimPrefix(agent.URL, "http://")}}}, Agents: &AgentClient{}}
+	mux := http.NewServeMux()
+	Register(mux, Deps{Fleet: f})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	resp, err := http.Post(srv.URL+"/v1/exec", "application/json", strings.NewReader(`{"app":"web","name":"slow"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	select {
+	case l := <-lines:
+		if l != `{"host":"h1","type":"line","line":"first"}` {
+			t.Fatalf("first line %s", l)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first line did not arrive while the command ran")
+	}
+	release <- struct{}{}
+	var rest []string
+	for l := range lines {
+		rest = append(rest, l)
+	}
+	want := []string{`{"host":"h1","type":"line","line":"second"}`, `{"host":"h1","type":"end"}`, `{"type":"summary","hosts":1}`}
+	if strings.Join(rest, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("rest %q", rest)
+	}
+}
