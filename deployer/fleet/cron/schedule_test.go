@@ -141,3 +141,18 @@ func TestNextAgainstScan(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkNext(b *testing.B) {
+	for _, spec := range []string{"*/5 * * * *", "0 0 29 2 *", "30 4 1,15 * mon"} {
+		s, err := Parse(spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		at := time.Date(2026, 11, 22, 1, 2, 0, 0, time.UTC)
+		b.Run(spec, func(b *testing.B) {
+			for b.Loop() {
+				s.Next(at)
+			}
+		})
+	}
+}
