@@ -8,7 +8,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
-	"math"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -91,56 +91,57 @@ func (s *Store) Deliver(ctx context.Context, evs []events.Event) error {
 }
 
 // Report computes experiment's report with the per-unit aggregation done by
-// ClickHouse.
+// ClickHouse in one pass over the experiment's events; only numeric
+// unit-level rows travel back for the statistics (the boxplot fences are
+// quantiles of the unit values pooled across arms, so the units cannot be
+// reduced further in the same pass).
+//
+// Units are grouped by a 64-bit hash of their id rather than the id itself
+// (about twice as fast on ClickHouse 18.16): two units would be merged only
+// if their hashes collided, with a probability of about n²/2^65 for n units
+// (3·10^-8 for a million).
 func (s *Store) Report(ctx context.Context, experiment string, opt report.Options) (*report.Report, error) {
+	if len(opt.Variants) == 0 {
+		// Variants are numbered in the query: discover them first (a read of
+		// three short columns), in the order the builder would sort them.
+		variants, err := s.exposedVariants(ctx, experiment)
+		if err != nil {
+			return nil, err
+		}
+		opt.Variants = variants
+	}
 	b := report.NewBuilder(experiment, opt)
-	// An event is in the experiment period when its time is at or after
-	// PreEnd, compared in nanoseconds (time and nanos together).
-	preEnd := int64(math.MinInt64)
-	if !opt.PreEnd.IsZero() {
-		preEnd = opt.PreEnd.UnixNano()
-	}
-	inPeriod := fmt.Sprintf("(toInt64(time) * 1000000000 + nanos >= %d)", preEnd)
-	// The first and last variant name of a unit's exposures: they differ
-	// for a unit exposed to several variants (cheaper than collecting
-	// the set).
-	query := fmt.Sprintf(`SELECT
-	minIf(variant, kind = 'exposure') AS unit_first_variant,
-	maxIf(variant, kind = 'exposure') AS unit_last_variant,
-	countIf(kind = 'exposure') AS unit_exposures,
-	maxIf(forced, kind = 'exposure') AS unit_forced,
-	sumIf(value, kind != 'exposure' AND name = ? AND %[1]s) AS unit_value,
-	sumIf(value, kind != 'exposure' AND name = ? AND NOT %[1]s) AS unit_pre,
-	countIf(kind = 'conversion' AND name = ? AND %[1]s) AS unit_conversions,
-	countIf(kind = 'metric' AND name = ? AND %[1]s) AS unit_metrics,
-	count() AS unit_events
-FROM %[2]s WHERE experiment = ? GROUP BY unit`, inPeriod, s.table)
-	metric := opt.Metric
-	if metric == "" {
-		metric = "\x00" // matches no event name
-	}
-	rows, err := s.conn.Query(ctx, query, metric, metric, metric, metric, experiment)
+	// Literals are quoted here rather than bound: the driver's binding
+	// would also replace a "?" inside a metric or variant name.
+	rows, err := s.conn.Query(ctx, reportQuery(s.table, experiment, opt))
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse report query: %w", err)
 	}
 	defer rows.Close()
+	var (
+		first, last, exposures, named, conv, met, evs uint64
+		forced                                        uint8
+		value, pre                                    float64
+	)
 	for rows.Next() {
-		var (
-			first, last                  string
-			exposures, conv, met, events uint64
-			forced                       uint8
-			value, pre                   float64
-		)
-		if err := rows.Scan(&first, &last, &exposures, &forced, &value, &pre, &conv, &met, &events); err != nil {
+		if err := rows.Scan(&first, &last, &exposures, &forced, &named, &value, &pre, &conv, &met, &evs); err != nil {
 			return nil, fmt.Errorf("clickhouse report row: %w", err)
 		}
-		row := report.UnitRow{Forced: forced == 1, Value: value, Pre: pre, Conversions: int(conv), Metrics: int(met), Events: int(events)}
+		if exposures == 0 && named == 0 {
+			// Neither exposed nor measured: not a unit of this report.
+			b.AddEvents(int(evs))
+			continue
+		}
+		row := report.UnitRow{Forced: forced == 1, Value: value, Pre: pre, Conversions: int(conv), Metrics: int(met), Events: int(evs)}
 		switch {
 		case exposures == 0:
-		case first == last:
-			row.Variants = []string{first}
+			row.Variant = report.NotExposed
+		case first != last:
+			row.Variant = report.MixedVariants
+		case first == 0:
+			row.Variant = report.UnknownVariant
 		default:
-			row.Variants = []string{first, last}
+			row.Variant = int(first) - 1
 		}
 		b.AddUnit(row)
 	}
@@ -148,6 +149,83 @@ FROM %[2]s WHERE experiment = ? GROUP BY unit`, inPeriod, s.table)
 		return nil, fmt.Errorf("clickhouse report rows: %w", err)
 	}
 	return b.Build(), nil
+}
+
+// reportQuery is the report's SQL: one row per unit with the lowest and
+// highest 1-based index in opt.Variants of the variants it was exposed to
+// (0 for a variant not in the list; they differ for a unit exposed to
+// several), its exposure count, whether a whitelist forced it, its events
+// of the metric, the metric's sums in the experiment period and before it,
+// its conversion and metric event counts in the period, and its event count. PREWHERE reads the
+// experiment column first; as the table is ordered by experiment, only that
+// experiment's granules are read at all.
+func reportQuery(table, experiment string, opt report.Options) string {
+	// An event is in the experiment period when its time is at or after
+	// PreEnd, compared in nanoseconds (time and nanos together).
+	inPeriod, inPre := "1", "0"
+	if !opt.PreEnd.IsZero() {
+		inPeriod = fmt.Sprintf("(toInt64(time) * 1000000000 + nanos >= %d)", opt.PreEnd.UnixNano())
+		inPre = "NOT " + inPeriod
+	}
+	// No metric: the sums and counts stay 0 and the report holds the units
+	// and the sample-ratio check only.
+	named := "0"
+	if opt.Metric != "" {
+		named = "name = " + quote(opt.Metric)
+	}
+	variantIndex := "toUInt64(0)"
+	if len(opt.Variants) > 0 {
+		list := make([]string, len(opt.Variants))
+		for i, v := range opt.Variants {
+			list[i] = quote(v)
+		}
+		variantIndex = "indexOf([" + strings.Join(list, ", ") + "], variant)"
+	}
+	return fmt.Sprintf(`SELECT
+	minIf(%[1]s, kind = 'exposure' AS is_exposure),
+	maxIf(%[1]s, is_exposure),
+	countIf(is_exposure),
+	maxIf(forced, is_exposure),
+	countIf(NOT is_exposure AND %[2]s),
+	sumIf(value, NOT is_exposure AND %[2]s AND %[3]s),
+	sumIf(value, NOT is_exposure AND %[2]s AND %[4]s),
+	countIf(kind = 'conversion' AND %[2]s AND %[3]s),
+	countIf(kind = 'metric' AND %[2]s AND %[3]s),
+	count()
+FROM %[5]s
+PREWHERE experiment = %[6]s
+GROUP BY cityHash64(unit)`, variantIndex, named, inPeriod, inPre, table, quote(experiment))
+}
+
+// quote is a ClickHouse string literal of s (any bytes).
+func quote(s string) string {
+	return "'" + literalEscaper.Replace(s) + "'"
+}
+
+// literalEscaper escapes what ends or breaks a quoted literal.
+var literalEscaper = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`)
+
+// exposedVariants lists the variants experiment's units were exposed to,
+// sorted.
+func (s *Store) exposedVariants(ctx context.Context, experiment string) ([]string, error) {
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT variant FROM "+s.table+
+		" PREWHERE experiment = "+quote(experiment)+" WHERE kind = 'exposure' ORDER BY variant")
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse report variants: %w", err)
+	}
+	defer rows.Close()
+	var variants []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("clickhouse report variant: %w", err)
+		}
+		variants = append(variants, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("clickhouse report variants: %w", err)
+	}
+	return variants, nil
 }
 
 // Close closes the connection.

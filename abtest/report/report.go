@@ -90,7 +90,7 @@ type VariantResult struct {
 
 type unitState struct {
 	seen      bool
-	variant   int32 // -1 not exposed, -2 unknown variant
+	variant   int32 // index in Options.Variants, NotExposed or UnknownVariant
 	mixed     bool
 	forced    bool
 	value     float64
@@ -132,7 +132,7 @@ func (b *Builder) unit(id uint32) *unitState {
 	if int(id) >= len(b.units) {
 		b.units = slices.Grow(b.units, int(id)+1-len(b.units))
 		for len(b.units) <= int(id) {
-			b.units = append(b.units, unitState{variant: -1})
+			b.units = append(b.units, unitState{variant: NotExposed})
 		}
 	}
 	u := &b.units[id]
@@ -153,13 +153,13 @@ func (b *Builder) Add(r *store.Record) {
 				b.opt.Variants = append(b.opt.Variants, string(r.Variant))
 				b.variantIdx[string(r.Variant)] = v
 			} else {
-				v = -2
+				v = UnknownVariant
 			}
 		}
 		if r.Forced {
 			u.forced = true
 		}
-		if u.variant == -1 {
+		if u.variant == NotExposed {
 			u.variant = v
 		} else if u.variant != v {
 			u.mixed = true
@@ -212,20 +212,7 @@ func (b *Builder) Build() *Report {
 	conversions := make([]int, n)
 	for i := range b.units {
 		u := &b.units[i]
-		switch {
-		case !u.seen:
-			continue
-		case u.variant == -1:
-			rep.Excluded.Unexposed++
-			continue
-		case u.forced:
-			rep.Excluded.Forced++
-			continue
-		case u.mixed:
-			rep.Excluded.MixedVariants++
-			continue
-		case u.variant == -2:
-			rep.Excluded.UnknownVariant++
+		if !u.seen || rep.excluded(u) {
 			continue
 		}
 		rep.Variants[u.variant].Units++
@@ -264,6 +251,24 @@ func (b *Builder) Build() *Report {
 		b.means(rep, values, pres)
 	}
 	return rep
+}
+
+// excluded counts u in rep.Excluded when the analysis leaves it out, and
+// reports whether it does.
+func (rep *Report) excluded(u *unitState) bool {
+	switch {
+	case u.variant == NotExposed:
+		rep.Excluded.Unexposed++
+	case u.forced:
+		rep.Excluded.Forced++
+	case u.mixed:
+		rep.Excluded.MixedVariants++
+	case u.variant == UnknownVariant:
+		rep.Excluded.UnknownVariant++
+	default:
+		return false
+	}
+	return true
 }
 
 func (b *Builder) rates(rep *Report, conversions []int) {
@@ -366,41 +371,44 @@ func Compute(s Scanner, experiment string, opt Options) (*Report, error) {
 	return b.Build(), nil
 }
 
-// UnitRow is one unit's events already aggregated (by ClickHouse): the
-// variants it was exposed to, whether a whitelist forced it, the metric's
-// sums in the experiment and pre-periods, and its conversion and metric
-// event counts in the experiment period.
+// AddEvents counts events of units that AddUnit does not take: neither
+// exposed nor with events of the metric.
+func (b *Builder) AddEvents(n int) { b.events += n }
+
+// Exposure classes of a UnitRow besides a variant's index.
+const (
+	NotExposed     = -1 // the unit has metric events but no exposure
+	UnknownVariant = -2 // exposed to a variant not in Options.Variants
+	MixedVariants  = -3 // exposed to more than one variant
+)
+
+// UnitRow is one unit's events already aggregated (by ClickHouse). Variant
+// is the index in Options.Variants of the variant the unit was exposed to,
+// or NotExposed, UnknownVariant or MixedVariants; Forced says a whitelist
+// forced it. Value and Pre are the metric's sums in the experiment and
+// pre-periods; Conversions and Metrics count its conversion and metric
+// events of the metric in the experiment period, Events all its events.
 type UnitRow struct {
-	Variants    []string
-	Forced      bool
-	Value, Pre  float64
-	Conversions int
-	Metrics     int
-	Events      int
+	Variant                      int
+	Forced                       bool
+	Value, Pre                   float64
+	Conversions, Metrics, Events int
 }
 
-// AddUnit takes one aggregated unit instead of its events.
+// AddUnit takes one aggregated unit instead of its events. The report's
+// Options.Variants must be set (the indexes refer to them); do not mix with
+// Add in one report.
 func (b *Builder) AddUnit(row UnitRow) {
 	b.events += row.Events
 	b.conv += row.Conversions
 	b.met += row.Metrics
-	u := unitState{seen: true, variant: -1, forced: row.Forced, value: row.Value, pre: row.Pre, converted: row.Conversions > 0}
-	for _, name := range row.Variants {
-		v, ok := b.variantIdx[name]
-		if !ok {
-			if b.discover {
-				v = int32(len(b.opt.Variants))
-				b.opt.Variants = append(b.opt.Variants, name)
-				b.variantIdx[name] = v
-			} else {
-				v = -2
-			}
-		}
-		if u.variant == -1 {
-			u.variant = v
-		} else if u.variant != v {
-			u.mixed = true
-		}
+	u := unitState{seen: true, variant: int32(row.Variant), forced: row.Forced, value: row.Value, pre: row.Pre,
+		converted: row.Conversions > 0}
+	switch {
+	case row.Variant == MixedVariants:
+		u.variant, u.mixed = UnknownVariant, true
+	case row.Variant >= len(b.opt.Variants) || row.Variant < MixedVariants:
+		u.variant = UnknownVariant
 	}
 	b.units = append(b.units, u)
 }

@@ -213,3 +213,38 @@ func TestFormats(t *testing.T) {
 		t.Errorf("HTML lacks the embedded report or chart script")
 	}
 }
+
+// TestAddUnitClasses: aggregated units land in their arm or in the
+// exclusion they belong to, in the same order of precedence as events.
+func TestAddUnitClasses(t *testing.T) {
+	opt := Options{Metric: "spend", Variants: []string{"control", "treatment"}}
+	for _, c := range []struct {
+		name      string
+		row       UnitRow
+		wantUnits [2]int
+		want      Excluded
+	}{
+		{"control", UnitRow{Variant: 0, Value: 2, Metrics: 1}, [2]int{1, 0}, Excluded{}},
+		{"treatment", UnitRow{Variant: 1, Value: 2, Metrics: 1}, [2]int{0, 1}, Excluded{}},
+		{"not exposed", UnitRow{Variant: NotExposed, Value: 2, Metrics: 1}, [2]int{}, Excluded{Unexposed: 1}},
+		{"forced", UnitRow{Variant: 1, Forced: true}, [2]int{}, Excluded{Forced: 1}},
+		{"forced beats mixed", UnitRow{Variant: MixedVariants, Forced: true}, [2]int{}, Excluded{Forced: 1}},
+		{"mixed", UnitRow{Variant: MixedVariants}, [2]int{}, Excluded{MixedVariants: 1}},
+		{"unknown", UnitRow{Variant: UnknownVariant}, [2]int{}, Excluded{UnknownVariant: 1}},
+		{"index beyond the variants", UnitRow{Variant: 2}, [2]int{}, Excluded{UnknownVariant: 1}},
+		{"negative index", UnitRow{Variant: -9}, [2]int{}, Excluded{UnknownVariant: 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := NewBuilder("exp", opt)
+			b.AddUnit(c.row)
+			b.AddEvents(4)
+			rep := b.Build()
+			if got := [2]int{rep.Variants[0].Units, rep.Variants[1].Units}; got != c.wantUnits || rep.Excluded != c.want {
+				t.Errorf("units %v, excluded %+v; want %v, %+v", got, rep.Excluded, c.wantUnits, c.want)
+			}
+			if want := c.row.Events + 4; rep.Events != want {
+				t.Errorf("events %d, want %d", rep.Events, want)
+			}
+		})
+	}
+}
