@@ -43,7 +43,7 @@ type rehome struct {
 	ln   *chanListener
 	// reading holds the connections waiting for their next request
 	// outside net/http (see rewatch), closed on shutdown.
-	reading map[*rehomedConn]struct{}
+	reading map[*rehomedConn]time.Time // since when
 	closed  bool
 	// heads are rewatch's read buffers.
 	heads sync.Pool
@@ -83,6 +83,9 @@ func (h *rehome) server(orig *http.Server, addr net.Addr) (*http.Server, *chanLi
 		}
 		h.srv = &http.Server{Handler: orig.Handler, ReadHeaderTimeout: orig.ReadHeaderTimeout, IdleTimeout: idle, ErrorLog: orig.ErrorLog}
 		go h.srv.Serve(h.ln)
+		if idle > 0 {
+			go h.sweep(idle, h.ln.done)
+		}
 	}
 	return h.srv, h.ln
 }
@@ -100,10 +103,33 @@ func (h *rehome) track(c *rehomedConn, reading bool) bool {
 		return false
 	}
 	if h.reading == nil {
-		h.reading = map[*rehomedConn]struct{}{}
+		h.reading = map[*rehomedConn]time.Time{}
 	}
-	h.reading[c] = struct{}{}
+	h.reading[c] = time.Now()
 	return true
+}
+
+// sweep closes the connections left waiting for a request longer than
+// idle. One sweep for all of them costs less than a read deadline set and
+// cleared around every request.
+func (h *rehome) sweep(idle time.Duration, done <-chan struct{}) {
+	tick := time.NewTicker(max(idle/8, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-tick.C:
+			h.mu.Lock()
+			for c, since := range h.reading {
+				if now.Sub(since) >= idle {
+					c.Close()
+					delete(h.reading, c)
+				}
+			}
+			h.mu.Unlock()
+		}
+	}
 }
 
 func (h *rehome) shutdown(ctx context.Context) {
@@ -307,7 +333,7 @@ func (s *Server) rewatch(c *rehomedConn, handler *http.Server) {
 		bufp = &b
 	}
 	defer s.rehome.heads.Put(bufp)
-	head, complete, err := readHead(c.Conn, (*bufp)[:0], handler.IdleTimeout)
+	head, complete, err := readHead(c.Conn, (*bufp)[:0])
 	s.rehome.track(c, false)
 	*bufp = head[:0]
 	if err != nil {
@@ -335,11 +361,7 @@ func (s *Server) rewatch(c *rehomedConn, handler *http.Server) {
 // readHead reads into buf until the end of a request head. It stops early,
 // with complete false, as soon as the bytes cannot begin a watch request or
 // buf is full.
-func readHead(conn net.Conn, buf []byte, idle time.Duration) (head []byte, complete bool, err error) {
-	if idle > 0 {
-		conn.SetReadDeadline(time.Now().Add(idle))
-		defer conn.SetReadDeadline(time.Time{})
-	}
+func readHead(conn net.Conn, buf []byte) (head []byte, complete bool, err error) {
 	for {
 		n, err := conn.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]

@@ -79,7 +79,7 @@ func TestReadHead(t *testing.T) {
 				}
 			}()
 			defer client.Close()
-			head, complete, err := readHead(server, make([]byte, 0, rewatchHeadMax), time.Second)
+			head, complete, err := readHead(server, make([]byte, 0, rewatchHeadMax))
 			if string(head) != tt.read || complete != tt.complete || (err != nil) != tt.err {
 				t.Fatalf("read %q complete %v err %v; want %q %v err %v", head, complete, err, tt.read, tt.complete, tt.err)
 			}
@@ -301,4 +301,35 @@ func currentVersion(t *testing.T, s *testServer, ns string) int64 {
 		t.Fatalf("no namespace %s", ns)
 	}
 	return h.Current
+}
+
+// TestHandedBackConnectionClosedWhenIdle checks that a connection whose
+// client sends nothing after its watch's answer is closed once idle.
+func TestHandedBackConnectionClosedWhenIdle(t *testing.T) {
+	s := startServer(t, Config{WatchTimeout: 10 * time.Second})
+	s.rehome.idle = 100 * time.Millisecond // before the first watch starts the rehome server
+	ctx := context.Background()
+	const ns = "a/b/c"
+	admin := remote(t, s.url, client.RemoteOptions{})
+	admin.Publish(ctx, ns, api.PublishRequest{Files: []api.File{api.NewFile("f", "1")}})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	io.WriteString(conn, "GET /v1/watch?ns="+ns+":1 HTTP/1.1\r\nHost: configd\r\n\r\n")
+	waitWatchers(t, s, 1)
+	admin.Publish(ctx, ns, api.PublishRequest{Files: []api.File{api.NewFile("f", "2")}})
+	if resp := readResponse(t, br); resp.StatusCode != 200 {
+		t.Fatalf("watch: %s", resp.Status)
+	}
+	start := time.Now()
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("idle connection: %v, want EOF", err)
+	}
+	if took := time.Since(start); took < 100*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("idle connection closed after %v, want about 100ms", took)
+	}
 }
