@@ -20,12 +20,14 @@ import (
 
 	"github.com/opskit/opskit/deployer/agents"
 	"github.com/opskit/opskit/deployer/api"
+	"github.com/opskit/opskit/deployer/chevents"
 	"github.com/opskit/opskit/deployer/cli"
 	"github.com/opskit/opskit/deployer/fleet/fleetcli"
 	"github.com/opskit/opskit/deployer/hosts"
 	"github.com/opskit/opskit/deployer/plan"
 	"github.com/opskit/opskit/deployer/rollout"
 	"github.com/opskit/opskit/deployer/store"
+	"github.com/opskit/opskit/internal/chconn"
 	"github.com/opskit/opskit/internal/kit"
 )
 
@@ -45,6 +47,7 @@ type config struct {
 	kafkaTasks   string
 	kafkaResults string
 	kafkaGroup   string
+	clickhouse   chconn.Target
 	fleet        fleetConfig
 }
 
@@ -76,6 +79,10 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.kafkaTasks, "kafka-tasks-topic", "opskit-deploy-tasks", "Kafka topic of tasks (keyed by host)")
 	fs.StringVar(&c.kafkaResults, "kafka-results-topic", "opskit-deploy-results", "Kafka topic of results (keyed by task id)")
 	fs.StringVar(&c.kafkaGroup, "kafka-group", "opskit-deployer", "consumer group reading results")
+	fs.StringVar(&c.clickhouse.Addr, "clickhouse-addr", "", "ClickHouse native protocol host:port: every deploy event is also inserted there")
+	fs.StringVar(&c.clickhouse.Database, "clickhouse-database", "default", "ClickHouse database of the events table")
+	fs.StringVar(&c.clickhouse.Table, "clickhouse-table", chevents.DefaultTable, "ClickHouse table of deploy events (created if missing)")
+	fs.StringVar(&c.clickhouse.User, "clickhouse-user", "default", "ClickHouse user")
 	c.fleet.flags(fs)
 }
 
@@ -180,6 +187,14 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		return err
 	}
 	d.OnStop("store", func(context.Context) error { return st.Close() })
+	if c.clickhouse.Addr != "" {
+		sh, err := chevents.Open(st, chevents.Options{Target: c.clickhouse, Metrics: d.Metrics, Log: d.Log})
+		if err != nil {
+			return err
+		}
+		d.OnStop("clickhouse", func(context.Context) error { return sh.Close() })
+		d.Go(ctx, "clickhouse-events", sh.Run)
+	}
 
 	hub := agents.NewHub()
 	var dispatch rollout.Dispatcher = hub

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -32,6 +33,9 @@ var (
 	// bucketIndex holds each deploy's few fields that lists filter on, so
 	// a list never decodes deploys it does not return.
 	bucketIndex = []byte("index")
+	// bucketEventLog holds every event in one order while events are
+	// shipped elsewhere (ClickHouse), until the shipper trims them.
+	bucketEventLog = []byte("eventlog")
 
 	keyLease = []byte("lease")
 	keySeq   = []byte("seq")
@@ -54,6 +58,8 @@ var (
 type Store struct {
 	db    *bolt.DB
 	nonce string
+	// logEvents keeps events in bucketEventLog too, for a shipper.
+	logEvents atomic.Bool
 
 	mu      sync.Mutex
 	changed chan struct{}
@@ -71,7 +77,7 @@ func Open(dir string, timeout time.Duration) (*Store, error) {
 	}
 	s := &Store{db: db, changed: make(chan struct{})}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketDeploys, bucketEvents, bucketAudit, bucketReleases, bucketTasks, bucketIndex} {
+		for _, b := range [][]byte{bucketMeta, bucketDeploys, bucketEvents, bucketAudit, bucketReleases, bucketTasks, bucketIndex, bucketEventLog} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -239,7 +245,7 @@ func (s *Store) Enqueue(d *Deploy, now time.Time) error {
 			d.Attempt = 1
 		}
 		d.EventSeq = 1
-		if err := putEvent(tx, Event{Seq: 1, Time: now, Deploy: d.ID, Kind: "state", State: Queued, Version: d.Version}); err != nil {
+		if err := s.putEvent(tx, d, Event{Seq: 1, Time: now, Deploy: d.ID, Kind: "state", State: Queued, Version: d.Version}); err != nil {
 			return err
 		}
 		return putDeploy(tx, d)
@@ -302,9 +308,65 @@ func getDeploy(tx *bolt.Tx, id string) (*Deploy, error) {
 	return &d, nil
 }
 
-func putEvent(tx *bolt.Tx, e Event) error {
+func (s *Store) putEvent(tx *bolt.Tx, d *Deploy, e Event) error {
 	b, _ := json.Marshal(e)
-	return tx.Bucket(bucketEvents).Put(append([]byte(e.Deploy+"\x00"), u64(uint64(e.Seq))...), b)
+	if err := tx.Bucket(bucketEvents).Put(append([]byte(e.Deploy+"\x00"), u64(uint64(e.Seq))...), b); err != nil {
+		return err
+	}
+	if !s.logEvents.Load() {
+		return nil
+	}
+	log := tx.Bucket(bucketEventLog)
+	seq, err := log.NextSequence()
+	if err != nil {
+		return err
+	}
+	b, _ = json.Marshal(LoggedEvent{App: d.App, Env: d.Env, Event: e})
+	return log.Put(u64(seq), b)
+}
+
+// LoggedEvent is an event in the shipping log, with its deploy's app and
+// environment.
+type LoggedEvent struct {
+	Pos   uint64 `json:"-"`
+	App   string `json:"app"`
+	Env   string `json:"env"`
+	Event Event  `json:"event"`
+}
+
+// LogEvents makes every event from now on also go to the shipping log,
+// read by EventLog and emptied by TrimEventLog.
+func (s *Store) LogEvents() { s.logEvents.Store(true) }
+
+// EventLog returns up to limit of the oldest events not yet trimmed.
+func (s *Store) EventLog(limit int) ([]LoggedEvent, error) {
+	var out []LoggedEvent
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEventLog).Cursor()
+		for k, v := c.First(); k != nil && len(out) < limit; k, v = c.Next() {
+			var e LoggedEvent
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("event log record: %w", err)
+			}
+			e.Pos = binary.BigEndian.Uint64(k)
+			out = append(out, e)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// TrimEventLog drops the shipped events up to pos.
+func (s *Store) TrimEventLog(pos uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEventLog).Cursor()
+		for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= pos; k, _ = c.First() {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Get reads a deploy.
@@ -320,6 +382,7 @@ func (s *Store) Get(id string) (*Deploy, error) {
 
 // Tx is what an update function may do besides changing the deploy.
 type Tx struct {
+	s   *Store
 	tx  *bolt.Tx
 	d   *Deploy
 	now time.Time
@@ -333,7 +396,7 @@ func (t *Tx) Emit(e Event) {
 	if e.Time.IsZero() {
 		e.Time = t.now
 	}
-	_ = putEvent(t.tx, e)
+	_ = t.s.putEvent(t.tx, t.d, e)
 }
 
 // IndexTask makes a task id findable by TaskRef.
@@ -361,7 +424,7 @@ func (s *Store) Update(token uint64, id string, now time.Time, fn func(d *Deploy
 		if err != nil {
 			return err
 		}
-		if err := fn(d, &Tx{tx: tx, d: d, now: now}); err != nil {
+		if err := fn(d, &Tx{s: s, tx: tx, d: d, now: now}); err != nil {
 			return err
 		}
 		out = d

@@ -154,3 +154,30 @@ func TestListIndexIsRebuiltForAnOlderStore(t *testing.T) {
 		t.Fatalf("list after reopen: %v %v", got, err)
 	}
 }
+
+func TestEventLogOnlyWhenShipping(t *testing.T) {
+	s, _ := open(t)
+	now := time.Now()
+	if err := s.Enqueue(&Deploy{Kind: KindDeploy, App: "web", Version: "1", SHA256: "1"}, now); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := s.EventLog(10); len(evs) != 0 {
+		t.Fatalf("logged without a shipper: %v", evs)
+	}
+	s.LogEvents()
+	for _, v := range []string{"2", "3", "4"} {
+		if err := s.Enqueue(&Deploy{Kind: KindDeploy, App: "web", Env: "prod", Version: v, SHA256: v}, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, err := s.EventLog(2)
+	if err != nil || len(evs) != 2 || evs[0].App != "web" || evs[0].Env != "prod" || evs[0].Pos >= evs[1].Pos {
+		t.Fatalf("log %+v %v", evs, err)
+	}
+	if err := s.TrimEventLog(evs[1].Pos); err != nil {
+		t.Fatal(err)
+	}
+	if rest, _ := s.EventLog(10); len(rest) != 1 || rest[0].Pos <= evs[1].Pos {
+		t.Errorf("after trim: %+v", rest)
+	}
+}
