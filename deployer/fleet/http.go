@@ -28,12 +28,13 @@ type Deps struct {
 	Cron *cron.Scheduler
 	// Authorize checks that the request's bearer may act on app with role
 	// (RoleOperator for changes, RoleReader for reads; app "" means every
-	// app) and returns who it is. A nil Authorize lets everyone in as
-	// "anonymous". An error with a StatusCode() int method sets the answer's
-	// status; any other error answers 403.
+	// app) and returns who it is (with a refusal too, when known, for the
+	// audit log). A nil Authorize lets everyone in as "anonymous". An error
+	// with a StatusCode() int method sets the answer's status; any other
+	// error answers 403.
 	Authorize func(r *http.Request, app, role string) (user string, err error)
-	// Audit, when set, records every change tried: who, what, on which
-	// app, and its outcome (err nil for success).
+	// Audit, when set, records every change tried, refused ones too: who,
+	// what, on which app, and its outcome (err nil for success).
 	Audit func(user, action, app, env, detail string, err error)
 	Log   *slog.Logger
 }
@@ -96,8 +97,15 @@ type StatsAnswer struct {
 }
 
 func (h *handlers) authorize(w http.ResponseWriter, r *http.Request, app, role string) (string, bool) {
+	user, err := h.check(w, r, app, role)
+	return user, err == nil
+}
+
+// check is authorize returning the refusal (and who was refused, when
+// known), after answering it.
+func (h *handlers) check(w http.ResponseWriter, r *http.Request, app, role string) (string, error) {
 	if h.Authorize == nil {
-		return "anonymous", true
+		return "anonymous", nil
 	}
 	user, err := h.Authorize(r, app, role)
 	if err != nil {
@@ -107,6 +115,17 @@ func (h *handlers) authorize(w http.ResponseWriter, r *http.Request, app, role s
 			code = sc.StatusCode()
 		}
 		writeError(w, code, err)
+		return user, err
+	}
+	return user, nil
+}
+
+// authorizeChange is authorize for the operator role, with a refusal
+// written to the audit log.
+func (h *handlers) authorizeChange(w http.ResponseWriter, r *http.Request, action, app, env, detail string) (string, bool) {
+	user, err := h.check(w, r, app, RoleOperator)
+	if err != nil {
+		h.audit(cmp.Or(user, "unknown"), action, app, env, detail, err)
 		return "", false
 	}
 	return user, true
@@ -124,13 +143,13 @@ func (h *handlers) proc(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Env = cmp.Or(req.Env, DefaultEnv)
-	user, ok := h.authorize(w, r, req.App, RoleOperator)
+	action := r.PathValue("action")
+	detail := fmt.Sprintf("%s %s host=%s", action, req.Program, req.Host)
+	user, ok := h.authorizeChange(w, r, "proc", req.App, req.Env, detail)
 	if !ok {
 		return
 	}
-	action := r.PathValue("action")
 	results, err := h.Fleet.Proc(r.Context(), req.Target, action, req.Program)
-	detail := fmt.Sprintf("%s %s host=%s", action, req.Program, req.Host)
 	if err != nil {
 		h.audit(user, "proc", req.App, req.Env, detail, err)
 		writeError(w, statusOf(err), err)
@@ -172,13 +191,13 @@ func (h *handlers) exec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Env = cmp.Or(req.Env, DefaultEnv)
-	user, ok := h.authorize(w, r, req.App, RoleOperator)
-	if !ok {
-		return
-	}
 	detail := strings.TrimSpace(req.Name + " " + strings.Join(req.Args, " "))
 	if req.Host != "" {
 		detail += " host=" + req.Host
+	}
+	user, ok := h.authorizeChange(w, r, "exec", req.App, req.Env, detail)
+	if !ok {
+		return
 	}
 	if err := h.Fleet.CheckAllowed(req.Name); err != nil {
 		h.audit(user, "exec", req.App, req.Env, detail, err)
@@ -235,13 +254,15 @@ func (h *handlers) cronAdd(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &j) {
 		return
 	}
-	user, ok := h.authorize(w, r, j.App, RoleOperator)
+	j.Env = cmp.Or(j.Env, DefaultEnv)
+	command := strings.Join(append([]string{j.Name}, j.Args...), " ")
+	user, ok := h.authorizeChange(w, r, "cron_add", j.App, j.Env, fmt.Sprintf("%q target=%s %s", j.Schedule, j.Target, command))
 	if !ok {
 		return
 	}
-	j.ID, j.CreatedBy, j.Env = "", user, cmp.Or(j.Env, DefaultEnv)
+	j.ID, j.CreatedBy = "", user
 	added, err := h.Cron.Add(j)
-	detail := fmt.Sprintf("%s %q target=%s %s", added.ID, j.Schedule, j.Target, strings.Join(append([]string{j.Name}, j.Args...), " "))
+	detail := fmt.Sprintf("%s %q target=%s %s", added.ID, j.Schedule, j.Target, command)
 	h.audit(user, "cron_add", j.App, j.Env, detail, err)
 	if err != nil {
 		writeError(w, statusOf(err), err)
@@ -282,8 +303,8 @@ func (h *handlers) cronList(w http.ResponseWriter, r *http.Request) {
 }
 
 // cronJob finds the job of the request's {id} and checks the caller's role
-// on its app.
-func (h *handlers) cronJob(w http.ResponseWriter, r *http.Request, role string) (cron.JobView, string, bool) {
+// on its app; a change (action not "") refused is audited.
+func (h *handlers) cronJob(w http.ResponseWriter, r *http.Request, role, action string) (cron.JobView, string, bool) {
 	if !h.cronEnabled(w) {
 		return cron.JobView{}, "", false
 	}
@@ -296,18 +317,22 @@ func (h *handlers) cronJob(w http.ResponseWriter, r *http.Request, role string) 
 		}
 		return cron.JobView{}, "", false
 	}
+	if action != "" {
+		user, ok := h.authorizeChange(w, r, action, v.App, v.Env, v.ID)
+		return v, user, ok
+	}
 	user, ok := h.authorize(w, r, v.App, role)
 	return v, user, ok
 }
 
 func (h *handlers) cronGet(w http.ResponseWriter, r *http.Request) {
-	if v, _, ok := h.cronJob(w, r, RoleReader); ok {
+	if v, _, ok := h.cronJob(w, r, RoleReader, ""); ok {
 		writeJSON(w, http.StatusOK, v)
 	}
 }
 
 func (h *handlers) cronRemove(w http.ResponseWriter, r *http.Request) {
-	v, user, ok := h.cronJob(w, r, RoleOperator)
+	v, user, ok := h.cronJob(w, r, RoleOperator, "cron_rm")
 	if !ok {
 		return
 	}
@@ -321,7 +346,7 @@ func (h *handlers) cronRemove(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) cronRuns(w http.ResponseWriter, r *http.Request) {
-	v, _, ok := h.cronJob(w, r, RoleReader)
+	v, _, ok := h.cronJob(w, r, RoleReader, "")
 	if !ok {
 		return
 	}
@@ -343,7 +368,7 @@ func (h *handlers) cronRuns(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handlers) cronRunNow(w http.ResponseWriter, r *http.Request) {
-	v, user, ok := h.cronJob(w, r, RoleOperator)
+	v, user, ok := h.cronJob(w, r, RoleOperator, "cron_run")
 	if !ok {
 		return
 	}

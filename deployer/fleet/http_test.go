@@ -24,12 +24,12 @@ func tokenAuth(r *http.Request, app, role string) (string, error) {
 		if app == "web" || app == "" {
 			return "olga", nil
 		}
-		return "", errors.New("olga may not touch " + app)
+		return "olga", errors.New("olga may not touch " + app)
 	case "Bearer ro":
 		if role == RoleReader && (app == "web" || app == "") {
 			return "rita", nil
 		}
-		return "", errors.New("rita may only read")
+		return "rita", errors.New("rita may only read")
 	}
 	return "", unauthenticated{}
 }
@@ -52,6 +52,17 @@ func (a *auditLog) record(user, action, app, env, detail string, err error) {
 		res = err.Error()
 	}
 	a.entries = append(a.entries, strings.Join([]string{user, action, app, env, detail, res}, "|"))
+}
+
+func (a *auditLog) has(entry string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range a.entries {
+		if e == entry {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *auditLog) last() string {
@@ -136,6 +147,16 @@ func TestHTTPProcAndStats(t *testing.T) {
 	} {
 		if code := call(t, srv, c.token, "POST", c.path, c.body, &e); code != c.want || e.Error == "" {
 			t.Errorf("%s %s %s = %d %q, want %d", c.token, c.path, c.body, code, e.Error, c.want)
+		}
+	}
+
+	for _, want := range []string{
+		"unknown|proc|web|prod|restart server host=|no valid token",
+		"rita|proc|web|prod|restart server host=|rita may only read",
+		"olga|proc|api|prod|restart server host=|olga may not touch api",
+	} {
+		if !audit.has(want) {
+			t.Errorf("refusal not audited: %s\n%v", want, audit.entries)
 		}
 	}
 
@@ -258,8 +279,8 @@ func TestHTTPCron(t *testing.T) {
 	if code := call(t, srv, "ro", "GET", "/v1/cron?app=web", "", &list); code != 200 || len(list) != 1 || list[0].Last.Seq != 2 {
 		t.Fatalf("list: %d %+v", code, list)
 	}
-	if code := call(t, srv, "ro", "DELETE", "/v1/cron/c1", "", &e); code != 403 {
-		t.Fatalf("reader rm: %d", code)
+	if code := call(t, srv, "ro", "DELETE", "/v1/cron/c1", "", &e); code != 403 || !audit.has("rita|cron_rm|web|prod|c1|rita may only read") {
+		t.Fatalf("reader rm: %d, audit %v", code, audit.entries)
 	}
 	if code := call(t, srv, "op", "DELETE", "/v1/cron/c1", "", nil); code != 200 {
 		t.Fatalf("rm: %d", code)
