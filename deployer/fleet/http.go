@@ -131,7 +131,9 @@ func (h *handlers) authorizeChange(w http.ResponseWriter, r *http.Request, actio
 	return user, true
 }
 
+// audit records a change tried in the audit log and the daemon's log.
 func (h *handlers) audit(user, action, app, env, detail string, err error) {
+	h.Log.Info("fleet "+action, "user", user, "app", app, "env", env, "detail", detail, "result", cmp.Or(errorText(err), "ok"))
 	if h.Audit != nil {
 		h.Audit(user, action, app, env, detail, err)
 	}
