@@ -77,6 +77,12 @@ func New(opts Options) (*Scheduler, error) {
 	if opts.Location == nil {
 		opts.Location = time.UTC
 	}
+	if opts.Metrics != nil {
+		// Shown from the start, at 0.
+		opts.Metrics.GetOrCreateCounter("opskit_deployer_cron_skipped_total")
+		opts.Metrics.GetOrCreateCounter(`opskit_deployer_cron_runs_total{result="ok"}`)
+		opts.Metrics.GetOrCreateCounter(`opskit_deployer_cron_runs_total{result="failed"}`)
+	}
 	s := &Scheduler{opts: opts, jobs: map[string]scheduled{}, running: map[string]bool{}, changed: make(chan struct{}, 1)}
 	jobs, err := opts.Store.Jobs()
 	if err != nil {
@@ -243,7 +249,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				continue
 			}
 			if !sj.next.After(now) {
-				s.fire(ctx, sj, now)
+				s.fire(ctx, sj)
 				sj.next = sj.schedule.Next(now)
 				s.jobs[id] = sj
 			}
@@ -267,7 +273,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 
 // fire starts a scheduled run unless the job's previous one is still
 // going. s.mu is held.
-func (s *Scheduler) fire(ctx context.Context, sj scheduled, now time.Time) {
+func (s *Scheduler) fire(ctx context.Context, sj scheduled) {
 	if s.running[sj.job.ID] {
 		s.opts.Log.Warn("cron job skipped: its previous run is still going", "job", sj.job.ID, "due", sj.next)
 		if s.opts.Metrics != nil {
@@ -280,7 +286,9 @@ func (s *Scheduler) fire(ctx context.Context, sj scheduled, now time.Time) {
 	go func() {
 		defer s.wg.Done()
 		defer s.release(sj.job.ID)
-		_, _ = s.execute(ctx, sj.job, "schedule", sj.next)
+		if _, err := s.execute(ctx, sj.job, "schedule", sj.next); err != nil {
+			s.opts.Log.Error("cron run", "job", sj.job.ID, "err", err)
+		}
 	}()
 }
 

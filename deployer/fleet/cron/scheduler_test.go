@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 )
 
 // fakeRunner records the runs it is asked for and answers one result per
@@ -218,8 +220,16 @@ func seqs(runs []Run) []uint64 {
 func TestSchedulerSkipsWhileRunningAndRunNow(t *testing.T) {
 	clock := NewFakeClock(time.Date(2026, 11, 22, 1, 0, 0, 0, time.UTC))
 	runner := &fakeRunner{hosts: []string{"h1", "h2", "h3"}, calls: make(chan call, 10), block: make(chan struct{})}
-	s, st := newTestScheduler(t, t.TempDir(), clock, runner)
+	st, err := OpenStore(filepath.Join(t.TempDir(), "cron.db"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer st.Close()
+	set := metrics.NewSet()
+	s, err := New(Options{Store: st, Runner: runner, Clock: clock, Metrics: set})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
@@ -248,6 +258,13 @@ func TestSchedulerSkipsWhileRunningAndRunNow(t *testing.T) {
 	}
 	noCall(t, runner)
 	waitIdle(t, s, job.ID, 1)
+	var text strings.Builder
+	set.WritePrometheus(&text)
+	for _, want := range []string{"opskit_deployer_cron_skipped_total 1\n", `opskit_deployer_cron_runs_total{result="ok"} 1` + "\n", `opskit_deployer_cron_runs_total{result="failed"} 0` + "\n"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("metrics lack %q:\n%s", want, text.String())
+		}
+	}
 	// "one" takes the hosts in turn.
 	r, err := s.RunNow(context.Background(), job.ID)
 	if err != nil || r.Trigger != "manual" || r.Seq != 2 || len(r.Hosts) != 1 || r.Hosts[0].Host != "h2" {
