@@ -355,14 +355,15 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) error 
 	defer timer.Stop()
 	for {
 		changed := s.Store.Changed()
-		if d, err = s.Store.Get(d.ID); err != nil {
+		state, err := s.Store.State(d.ID)
+		if err != nil {
 			return err
 		}
 		evs, err := s.Store.Events(d.ID, after, 1000)
 		if err != nil {
 			return err
 		}
-		if len(evs) > 0 || store.Terminal(d.State) || wait == 0 {
+		if len(evs) > 0 || store.Terminal(state) || wait == 0 {
 			if evs == nil {
 				evs = []store.Event{}
 			}
@@ -370,7 +371,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c Caller) error 
 			if len(evs) > 0 {
 				last = evs[len(evs)-1].Seq
 			}
-			writeJSON(w, http.StatusOK, EventsAnswer{Deploy: d.ID, State: d.State, Last: last, Events: evs})
+			writeJSON(w, http.StatusOK, EventsAnswer{Deploy: d.ID, State: state, Last: last, Events: evs})
 			return nil
 		}
 		select {

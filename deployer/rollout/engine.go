@@ -79,6 +79,10 @@ type Engine struct {
 	mu      sync.Mutex
 	drivers map[string]chan struct{}
 	wg      sync.WaitGroup
+
+	// reports wait for commitReports; stopped is closed when Run returns.
+	reports chan *pendingReport
+	stopped chan struct{}
 }
 
 // New returns an engine; Run starts it.
@@ -102,7 +106,8 @@ func New(o Options) *Engine {
 	if o.AgentHTTP == nil {
 		o.AgentHTTP = &http.Client{}
 	}
-	return &Engine{o: o, kick: make(chan struct{}, 1), drivers: map[string]chan struct{}{}}
+	return &Engine{o: o, kick: make(chan struct{}, 1), drivers: map[string]chan struct{}{},
+		reports: make(chan *pendingReport, maxReportBatch), stopped: make(chan struct{})}
 }
 
 // Leader says this instance holds the lease now.
@@ -118,6 +123,13 @@ func (e *Engine) poke() {
 // Run holds the lease (waiting for it while another instance has it) and
 // drives deploys until ctx ends, then gives the lease up.
 func (e *Engine) Run(ctx context.Context) error {
+	defer close(e.stopped)
+	committed := make(chan struct{})
+	go func() {
+		defer close(committed)
+		e.commitReports(ctx)
+	}()
+	defer func() { <-committed }()
 	for ctx.Err() == nil {
 		l, err := e.o.Store.Acquire(e.o.Holder, e.o.LeaseTTL, e.o.Now())
 		if err != nil {

@@ -123,9 +123,9 @@ type HostStep struct {
 	// know).
 	Direct bool `json:"direct,omitempty"`
 	// Changed says the host now runs Version because of this deploy.
-	Changed bool            `json:"changed,omitempty"`
-	Result  *release.Result `json:"result,omitempty"`
-	Error   string          `json:"error,omitempty"`
+	Changed bool         `json:"changed,omitempty"`
+	Result  *AgentResult `json:"result,omitempty"`
+	Error   string       `json:"error,omitempty"`
 	// Rollback, when set, is this host's way back to Previous.
 	Rollback *RollbackStep `json:"rollback,omitempty"`
 }
@@ -137,11 +137,11 @@ type RollbackStep struct {
 	TaskID  string `json:"task_id,omitempty"`
 	// Direct says the agent's own rollback API was used (the previous
 	// release's package is not known to deployer).
-	Direct   bool            `json:"direct,omitempty"`
-	Sent     time.Time       `json:"sent,omitzero"`
-	Deadline time.Time       `json:"deadline,omitzero"`
-	Result   *release.Result `json:"result,omitempty"`
-	Error    string          `json:"error,omitempty"`
+	Direct   bool         `json:"direct,omitempty"`
+	Sent     time.Time    `json:"sent,omitzero"`
+	Deadline time.Time    `json:"deadline,omitzero"`
+	Result   *AgentResult `json:"result,omitempty"`
+	Error    string       `json:"error,omitempty"`
 }
 
 // Event is one thing that happened to a deploy, for `submit --wait` and
@@ -201,4 +201,24 @@ type TaskRef struct {
 	Deploy   string `json:"deploy"`
 	Host     string `json:"host"`
 	Rollback bool   `json:"rollback,omitempty"`
+}
+
+// AgentResult is what an agent last reported of a task: its Result without
+// the task, which the host step already names (kept small: a deploy's
+// record holds one per host).
+type AgentResult struct {
+	State      string         `json:"state"`
+	Error      string         `json:"error,omitempty"`
+	Previous   string         `json:"previous,omitempty"`
+	RolledBack bool           `json:"rolled_back,omitempty"`
+	Replayed   bool           `json:"replayed,omitempty"`
+	Steps      []release.Step `json:"steps,omitempty"`
+	Started    time.Time      `json:"started,omitzero"`
+	Finished   time.Time      `json:"finished,omitzero"`
+}
+
+// NewAgentResult keeps what a host step needs of an agent's result.
+func NewAgentResult(r release.Result) *AgentResult {
+	return &AgentResult{State: r.State, Error: r.Error, Previous: r.Previous, RolledBack: r.RolledBack,
+		Replayed: r.Replayed, Steps: r.Steps, Started: r.Started, Finished: r.Finished}
 }

@@ -369,6 +369,20 @@ func (s *Store) TrimEventLog(pos uint64) error {
 	})
 }
 
+// State reads a deploy's state from the index, without decoding the
+// deploy (for long polls woken at every change).
+func (s *Store) State(id string) (string, error) {
+	var e indexEntry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketIndex).Get([]byte(id))
+		if b == nil {
+			return fmt.Errorf("deploy %s: %w", id, ErrNotFound)
+		}
+		return json.Unmarshal(b, &e)
+	})
+	return e.State, err
+}
+
 // Get reads a deploy.
 func (s *Store) Get(id string) (*Deploy, error) {
 	var d *Deploy
