@@ -15,7 +15,16 @@
 // --rate-is-absolute, requests a second) and a duration. --limits-url polls
 // the gateway's GET /limits every 100 ms and reports the adaptive limit.
 // --halve-url and --halve-at halve the backend's slots once, mid-run. It
-// prints one JSON line per phase.
+// prints one JSON line per phase; with --measured-capacity each phase also
+// gives its goodput as a fraction of that.
+//
+//	ratelimitload capacity --url URL --concurrency N --duration 5s
+//
+// measures what a backend really serves: N requests kept in flight at all
+// times (closed loop, N above its slots so it is never idle) for the
+// duration, answered requests a second printed as one JSON line. A backend
+// of C slots × S serves less than C/S when its sleeps overrun on a busy
+// machine.
 package main
 
 import (
@@ -46,6 +55,8 @@ func main() {
 		err = backend(os.Args[2:])
 	case "load":
 		err = load(os.Args[2:])
+	case "capacity":
+		err = measureCapacity(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -128,6 +139,7 @@ type result struct {
 	P50ms      float64 `json:"p50_ms"`
 	P99ms      float64 `json:"p99_ms"`
 	P999ms     float64 `json:"p99_9_ms"`
+	OfMeasured float64 `json:"goodput_of_measured,omitempty"`
 	LimitMin   int     `json:"limit_min,omitempty"`
 	LimitMax   int     `json:"limit_max,omitempty"`
 	LimitLast  int     `json:"limit_last,omitempty"`
@@ -144,6 +156,7 @@ func load(args []string) error {
 	halveAt := fs.Duration("halve-at", 0, "when to halve the backend's slots (from the start)")
 	halveTo := fs.Int("halve-to", 0, "slots after halving")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a request after this long (counted as an error)")
+	measured := fs.Float64("measured-capacity", 0, "the backend's measured requests a second (see capacity): each phase's goodput is also given as a fraction of it")
 	fs.Parse(args)
 	var phases []phase
 	for _, p := range strings.Split(*phasesText, ",") {
@@ -262,6 +275,9 @@ func load(args []string) error {
 			Refused:    refused, Errors: errs,
 			P50ms: pct(lat, 0.50), P99ms: pct(lat, 0.99), P999ms: pct(lat, 0.999),
 		}
+		if *measured > 0 {
+			r.OfMeasured = round(r.OKRPS / *measured)
+		}
 		if l := limits[pi]; len(l) > 0 {
 			r.LimitMin, r.LimitMax, r.LimitLast = l[0], l[0], l[len(l)-1]
 			for _, v := range l {
@@ -280,6 +296,53 @@ func load(args []string) error {
 		fmt.Fprintf(os.Stderr, "adaptive limit every 100 ms:\n%s\n", strings.Join(all, "\n"))
 	}
 	return nil
+}
+
+func measureCapacity(args []string) error {
+	fs := flag.NewFlagSet("capacity", flag.ExitOnError)
+	url := fs.String("url", "http://127.0.0.1:7159/", "backend URL to GET")
+	concurrency := fs.Int("concurrency", 20, "requests kept in flight (above the backend's slots)")
+	duration := fs.Duration("duration", 5*time.Second, "how long to measure, after a 1 s warm-up")
+	fs.Parse(args)
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *concurrency}}
+	var ok, failed atomic.Int64
+	var counting atomic.Bool
+	stop := time.Now().Add(time.Second + *duration)
+	var wg sync.WaitGroup
+	for range *concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				resp, err := client.Get(*url)
+				good := err == nil && resp.StatusCode == 200
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				switch {
+				case !counting.Load():
+				case good:
+					ok.Add(1)
+				default:
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	counting.Store(true)
+	begin := time.Now()
+	wg.Wait()
+	// Requests in flight at the stop finish after it: count them over the
+	// time they took.
+	elapsed := time.Since(begin)
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"measured_capacity_rps": round(float64(ok.Load()) / elapsed.Seconds()),
+		"concurrency":           *concurrency,
+		"seconds":               round(elapsed.Seconds()),
+		"errors":                failed.Load(),
+	})
 }
 
 func pct(lat []time.Duration, q float64) float64 {

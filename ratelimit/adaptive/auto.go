@@ -20,6 +20,13 @@ const (
 	autoFailPunish      = 1.0
 	autoLatencyFactor   = 1.0
 	seedAlpha           = 0.3 // the seed formula's overload threshold
+
+	// Our change to brpc: how far above the no-load latency (beyond the
+	// explore ratio's own allowance) a window's latency must be for the
+	// upstream to count as saturated, and how much of the gap between the
+	// peak-qps EMA and the window's qps a saturated window closes.
+	autoSaturatedMargin = 0.15
+	autoSaturatedDecay  = 0.5
 )
 
 // auto is brpc's AutoConcurrencyLimiter (and with seed, its first formula).
@@ -137,9 +144,22 @@ func (a *auto) update(now time.Time) {
 	} else if avgUs < a.minLatencyUs {
 		a.minLatencyUs = avgUs*autoEMAAlpha + a.minLatencyUs*(1-autoEMAAlpha)
 	}
-	if qps >= a.emaMaxQPS {
+	// brpc lets the peak fall by 1 % of the gap a window, so that a lull
+	// in traffic does not shrink the limit. But a window whose latency is
+	// above what the explore ratio explains was saturated: the upstream
+	// queued what it was given, so its qps is what the upstream can serve
+	// now, not a lull. Such windows pull the peak down by half the gap (a
+	// capacity halved is learned in a few windows). The peak never falls
+	// below a saturated window's qps, so it cannot undershoot the capacity;
+	// as in BBR's bandwidth estimate, an old peak is forgotten in bounded
+	// time once the path shows it no longer holds.
+	saturated := a.minLatencyUs > 0 && avgUs > a.minLatencyUs*(1+a.exploreRatio+autoSaturatedMargin)
+	switch {
+	case qps >= a.emaMaxQPS:
 		a.emaMaxQPS = qps
-	} else {
+	case saturated && !a.seed:
+		a.emaMaxQPS = qps*autoSaturatedDecay + a.emaMaxQPS*(1-autoSaturatedDecay)
+	default:
 		f := autoEMAAlpha / 10
 		a.emaMaxQPS = qps*f + a.emaMaxQPS*(1-f)
 	}
