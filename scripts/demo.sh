@@ -20,7 +20,8 @@ DEMO=(
   "ratelimit      127.0.0.1:7150  ratelimit --routes scripts/demo/ratelimit.yaml"  # gateway on 7151 in front of transfer's query API
   "configd-agent  127.0.0.1:7161  configd agent --app demo --namespace demo/prod/app"  # keeps demo/prod/app on disk
   "abtest         127.0.0.1:7190  abtest --experiments scripts/demo/experiments.yaml"   # experiment assignment and reports
-  "deploy         127.0.0.1:7171  deploy --stop-programs-on-exit"  # deploy agent and process supervisor (deploy apply --remote TASK.json)
+  "deployer       127.0.0.1:7170  deployer --hosts scripts/demo/deployer-hosts.yaml --apps scripts/demo/deployer-apps.yaml"  # release control: queue, batches, gates, rollback
+  "deploy         127.0.0.1:7171  deploy --stop-programs-on-exit --deployer http://127.0.0.1:7170 --host-name demo-host"  # deploy agent: takes its tasks from deployer
   "filefly        127.0.0.1:7180  filefly"                       # file distribution server
   "filefly-agent  127.0.0.1:7181  filefly agent --data-dir var/filefly-agent --dest-prefix $PWD/var/filefly-agent --allow-root $PWD/var/filefly-agent/srv"  # receives files under var/filefly-agent/srv
 )
@@ -103,7 +104,9 @@ Try, in another shell:
   curl -s '127.0.0.1:7190/v1/assign?unit=user-1&attr.country=US&attr.age=30'   # the unit's variant in every layer
   kcat -C -b 127.0.0.1:9092 -t logs -o beginning -e -q | head -2   # the daemons' logs, shipped by the collector
   bin/filefly send README.md --hosts 127.0.0.1:7181 --dest /srv/README.md --wait   # lands in var/filefly-agent/srv
+  bin/deployer submit --app demo --env prod --version 1.0 --artifact URL --sha256 HEX --wait   # a release through deployer to the deploy agent
   bin/deploy status                                              # programs the deploy agent supervises
+  bin/configd fleet                                              # every daemon, its health and rates
   Grafana: add a Prometheus data source at http://127.0.0.1:7120 (examples/grafana/)
 Ctrl-C stops everything.
 TRY
