@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # HTTP assign requests per second (target: at least 50,000/s): starts abtest
-# with two layers of experiments and drives GET /v1/assign with wrk, a new
-# random unit id per request (so most requests log an exposure).
-# Usage: bench/abtest-assign.sh [duration (default 15s)] [connections (default 64)]
+# with two layers of experiments and drives GET /v1/assign with wrk over
+# keep-alive connections, a new random unit id per request (so most requests
+# log exposures).
+# Usage: bench/abtest-assign.sh [duration (default 15s)] [connections (default 64)] [wrk threads (default 2)]
 # ABTEST_PROFILE=FILE also saves a CPU profile of the daemon.
+# ABTEST_CEILING=1 then runs the same wrk command against a trivial Go
+# net/http handler answering a body of the same size (what this machine's
+# kernel and net/http allow at all) and prints the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-15s}"
 conns="${2:-64}"
+threads="${3:-2}"
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
 work="$(mktemp -d)"
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
 go build -o "$work/abtest" ./abtest
 cat >"$work/experiments.yaml" <<'YAML'
 layers: [{name: ui}, {name: pricing}]
@@ -20,11 +26,16 @@ experiments:
   - {key: price, layer: pricing, variants: [{name: control}, {name: low}, {name: high}]}
   - {key: us-only, variants: [{name: control}, {name: t}], condition: {country: US}}
 YAML
+wait_ready() {
+	for _ in $(seq 50); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
+	echo "no answer from $1" >&2
+	return 1
+}
 port=$((20000 + RANDOM % 20000))
 "$work/abtest" --listen "127.0.0.1:$port" --data-dir "$work/data" --experiments "$work/experiments.yaml" \
 	--log-level warn --pprof 2>"$work/abtest.log" &
-pid=$!
-for _ in $(seq 50); do curl -sf "127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+pids+=($!)
+wait_ready "127.0.0.1:$port/readyz"
 cat >"$work/assign.lua" <<'LUA'
 -- Each wrk thread has its own Lua state: seed each differently (a table's address).
 math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)"), 16) % 100000)
@@ -33,12 +44,48 @@ request = function()
 end
 LUA
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "one request: $(curl -s "127.0.0.1:$port/v1/assign?unit=u1&attr.country=US")"
+sample="$(curl -s "127.0.0.1:$port/v1/assign?unit=u1&attr.country=US")"
+echo "one request: $sample"
 if [[ -n "${ABTEST_PROFILE:-}" ]]; then
 	# A 5 s CPU profile of the daemon from the middle of the run.
 	(sleep 3 && curl -s -o "$ABTEST_PROFILE" "127.0.0.1:$port/debug/pprof/profile?seconds=5") &
 	profiler=$!
 fi
-wrk -t 2 -c "$conns" -d "$duration" --latency -s "$work/assign.lua" "http://127.0.0.1:$port/"
+wrk -t "$threads" -c "$conns" -d "$duration" --latency -s "$work/assign.lua" "http://127.0.0.1:$port/" | tee "$work/abtest.wrk"
 [[ -n "${profiler:-}" ]] && wait "$profiler"
-curl -s "127.0.0.1:$port/metrics" | grep -E '^abtest_(assignments|exposures)_' || true
+curl -s "127.0.0.1:$port/metrics" | grep -E '^opskit_abtest_(assignments|exposures)_' || true
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+[[ -n "${ABTEST_CEILING:-}" ]] || exit 0
+
+# The ceiling: net/http with a handler that only writes a fixed answer.
+mkdir "$work/hello"
+printf 'module hello\n\ngo 1.22\n' >"$work/hello/go.mod"
+cat >"$work/hello/main.go" <<'GO'
+// hello answers every request with the same JSON body and nothing else.
+package main
+
+import (
+	"net/http"
+	"os"
+)
+
+func main() {
+	body := []byte(os.Args[2] + "\n")
+	http.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	})
+	panic(http.ListenAndServe(os.Args[1], nil))
+}
+GO
+(cd "$work/hello" && go build -o hello .)
+hello_port=$((port + 1))
+"$work/hello/hello" "127.0.0.1:$hello_port" "$sample" &
+pids+=($!)
+wait_ready "127.0.0.1:$hello_port/"
+echo "ceiling: trivial net/http handler, same wrk command, body of ${#sample} bytes; load $(cut -d' ' -f1-3 /proc/loadavg)"
+wrk -t "$threads" -c "$conns" -d "$duration" --latency -s "$work/assign.lua" "http://127.0.0.1:$hello_port/" | tee "$work/hello.wrk"
+rate() { awk '/^Requests\/sec/ {print $2}' "$1"; }
+awk -v a="$(rate "$work/abtest.wrk")" -v h="$(rate "$work/hello.wrk")" \
+	'BEGIN { printf "abtest / ceiling: %.0f / %.0f requests/s = %.0f %%\n", a, h, 100 * a / h }'
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"

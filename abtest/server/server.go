@@ -6,13 +6,13 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,7 +22,6 @@ import (
 	"github.com/opskit/opskit/abtest/exposure"
 	"github.com/opskit/opskit/abtest/report"
 	"github.com/opskit/opskit/abtest/sdk"
-	"github.com/opskit/opskit/internal/queue"
 )
 
 // Sink stores events durably: when Append returns nil they are kept.
@@ -61,12 +60,25 @@ type Options struct {
 type Server struct {
 	opt       Options
 	assigner  atomic.Pointer[sdk.Assigner]
-	dedup     *exposure.Dedup
-	exposures *queue.Queue[events.Event]
+	exposures *exposure.Buffer
+	// scratch holds *assignScratch: what one assignment request needs,
+	// reused so that the handler allocates next to nothing.
+	scratch     sync.Pool
+	contentJSON []string // the Content-Type header value, shared
 
 	assigns, exposuresLogged, dupExposures *metrics.Counter
+	droppedExposures                       *metrics.Counter
 	eventsAccepted, eventsRejected         *metrics.Counter
 	writeErrors                            *metrics.Counter
+}
+
+// assignScratch is one request's working memory.
+type assignScratch struct {
+	query     assignQuery
+	attrs     map[string]any
+	results   []sdk.Result
+	exposures []events.Event
+	body      []byte
 }
 
 // New builds a server with the given initial config.
@@ -94,16 +106,18 @@ func New(a *sdk.Assigner, opt Options) *Server {
 	}
 	m := opt.Metrics
 	s := &Server{
-		opt:             opt,
-		dedup:           exposure.NewDedup(opt.DedupCapacity),
-		exposures:       queue.New[events.Event](opt.ExposureQueue, m.NewCounter(`opskit_abtest_exposures_dropped_total{reason="queue_full"}`)),
-		assigns:         m.NewCounter("opskit_abtest_assignments_total"),
-		exposuresLogged: m.NewCounter("opskit_abtest_exposures_total"),
-		dupExposures:    m.NewCounter("opskit_abtest_exposures_deduplicated_total"),
-		eventsAccepted:  m.NewCounter("opskit_abtest_events_accepted_total"),
-		eventsRejected:  m.NewCounter("opskit_abtest_events_rejected_total"),
-		writeErrors:     m.NewCounter("opskit_abtest_event_write_errors_total"),
+		opt:              opt,
+		exposures:        exposure.NewBuffer(opt.ExposureQueue, opt.DedupCapacity),
+		contentJSON:      []string{"application/json"},
+		droppedExposures: m.NewCounter(`opskit_abtest_exposures_dropped_total{reason="queue_full"}`),
+		assigns:          m.NewCounter("opskit_abtest_assignments_total"),
+		exposuresLogged:  m.NewCounter("opskit_abtest_exposures_total"),
+		dupExposures:     m.NewCounter("opskit_abtest_exposures_deduplicated_total"),
+		eventsAccepted:   m.NewCounter("opskit_abtest_events_accepted_total"),
+		eventsRejected:   m.NewCounter("opskit_abtest_events_rejected_total"),
+		writeErrors:      m.NewCounter("opskit_abtest_event_write_errors_total"),
 	}
+	s.scratch.New = func() any { return &assignScratch{attrs: map[string]any{}} }
 	s.assigner.Store(a)
 	m.NewGauge("opskit_abtest_exposure_queue_length", func() float64 { return float64(s.exposures.Len()) })
 	m.NewGauge("opskit_abtest_experiments", func() float64 { return float64(len(s.assigner.Load().Experiments())) })
@@ -125,48 +139,39 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/report/{experiment}", s.handleReport)
 }
 
-// RunExposureWriter writes queued exposures in batches until ctx ends, then
-// drains the queue. Run it in the background.
+// RunExposureWriter writes logged exposures in batches until ctx ends,
+// then stops taking exposures and writes what is left. Run it in the
+// background.
 func (s *Server) RunExposureWriter(ctx context.Context) error {
-	// Large batches let one fsync cover many exposures when the disk is
-	// slow; the linger applies only to small ones.
-	const maxBatch, smallBatch = 65536, 1024
-	batch := make([]events.Event, 0, 4096)
-	var more []events.Event
-	stopped := false
-	for {
-		var err error
-		popCtx := ctx
-		if stopped {
-			popCtx = context.Background()
+	var batch []events.Event
+	write := func() {
+		batch = s.exposures.Drain(batch[:0])
+		if len(batch) == 0 {
+			return
 		}
-		batch, err = s.exposures.PopBatch(popCtx, batch, maxBatch)
-		if err == nil && len(batch) < smallBatch && s.opt.ExposureLinger > 0 && !stopped {
+		if err := s.opt.Sink.Append(batch); err != nil {
+			s.writeErrors.Inc()
+			s.opt.Log.Error("exposures not written", "count", len(batch), "err", err)
+		}
+		clear(batch) // let the GC have the strings
+	}
+	for {
+		if err := s.exposures.Wait(ctx); err != nil {
+			s.exposures.Close()
+			write()
+			return nil
+		}
+		// Gather more before writing: one write (and fsync) for many
+		// exposures.
+		if s.opt.ExposureLinger > 0 {
+			t := time.NewTimer(s.opt.ExposureLinger)
 			select {
 			case <-ctx.Done():
-			case <-time.After(s.opt.ExposureLinger):
+			case <-t.C:
 			}
-			if s.exposures.Len() > 0 {
-				more, _ = s.exposures.PopBatch(context.Background(), more, maxBatch-len(batch))
-				batch = append(batch, more...)
-			}
+			t.Stop()
 		}
-		if len(batch) > 0 {
-			if werr := s.opt.Sink.Append(batch); werr != nil {
-				s.writeErrors.Inc()
-				s.opt.Log.Error("exposures not written", "count", len(batch), "err", werr)
-			}
-		}
-		switch {
-		case errors.Is(err, queue.ErrClosed):
-			return nil
-		case ctx.Err() != nil && !stopped:
-			// Stop taking exposures, then drain what is queued.
-			stopped = true
-			s.exposures.Close()
-		case err != nil && !stopped:
-			return err
-		}
+		write()
 	}
 }
 
@@ -195,59 +200,80 @@ type Assignment struct {
 	Bucket     float64 `json:"bucket"`
 }
 
-func (s *Server) assign(req AssignRequest, now time.Time) AssignResponse {
-	resp := AssignResponse{Unit: req.Unit, Assignments: []Assignment{}}
-	if req.Unit == "" || len(req.Unit) > events.MaxUnitLen {
-		resp.Error = fmt.Sprintf("unit must be 1 to %d bytes", events.MaxUnitLen)
-		return resp
-	}
+// unitError is the answer to a unit id that is empty or too long.
+func unitError() string { return fmt.Sprintf("unit must be 1 to %d bytes", events.MaxUnitLen) }
+
+// evaluate assigns u in the given experiments (all when empty), appending
+// the results to sc.results, and logs their exposures.
+func (s *Server) evaluate(sc *assignScratch, u sdk.Unit, experiments []string, now time.Time) {
 	a := s.assigner.Load()
-	u := sdk.Unit{ID: req.Unit, Attributes: req.Attributes}
-	var results []sdk.Result
-	if len(req.Experiments) == 0 {
-		results = a.AssignAll(make([]sdk.Result, 0, 8), u, now)
+	sc.results = sc.results[:0]
+	if len(experiments) == 0 {
+		sc.results = a.AssignAll(sc.results, u, now)
 	} else {
-		for _, key := range req.Experiments {
+		for _, key := range experiments {
 			if r := a.Evaluate(key, u, now); r.InExperiment {
-				results = append(results, r)
+				sc.results = append(sc.results, r)
 			}
 		}
 	}
-	s.assigns.Add(len(results))
-	for _, r := range results {
+	s.assigns.Add(len(sc.results))
+	sc.exposures = sc.exposures[:0]
+	for i := range sc.results {
+		r := &sc.results[i]
+		// The exposure is the hashed unit (which may differ from the id).
+		sc.exposures = append(sc.exposures, events.Event{Kind: events.Exposure, Unit: r.HashValue, Experiment: r.Experiment,
+			Variant: r.Variant, Time: now, Forced: r.Forced})
+	}
+	if len(sc.exposures) > 0 {
+		res := s.exposures.Add(sc.exposures)
+		s.exposuresLogged.Add(res.Added)
+		s.dupExposures.Add(res.Duplicates)
+		s.droppedExposures.Add(res.Dropped)
+		clear(sc.exposures)
+	}
+}
+
+func (s *Server) assign(sc *assignScratch, req AssignRequest, now time.Time) AssignResponse {
+	resp := AssignResponse{Unit: req.Unit, Assignments: []Assignment{}}
+	if req.Unit == "" || len(req.Unit) > events.MaxUnitLen {
+		resp.Error = unitError()
+		return resp
+	}
+	s.evaluate(sc, sdk.Unit{ID: req.Unit, Attributes: req.Attributes}, req.Experiments, now)
+	for _, r := range sc.results {
 		resp.Assignments = append(resp.Assignments, Assignment{Experiment: r.Experiment, Layer: r.Layer, Variant: r.Variant,
 			Index: r.Index, Forced: r.Forced, Bucket: r.Bucket})
-		// The exposure is the hashed unit (which may differ from the id).
-		if !s.dedup.First(r.HashValue, r.Experiment) {
-			s.dupExposures.Inc()
-			continue
-		}
-		if s.exposures.TryPush(events.Event{Kind: events.Exposure, Unit: r.HashValue, Experiment: r.Experiment,
-			Variant: r.Variant, Time: now, Forced: r.Forced}) {
-			s.exposuresLogged.Inc()
-		}
 	}
 	return resp
 }
 
 // handleAssignGet: GET /v1/assign?unit=U&attr.k=v&experiment=E...
 func (s *Server) handleAssignGet(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	req := AssignRequest{Unit: q.Get("unit"), Experiments: q["experiment"]}
-	for k, vs := range q {
-		if name, ok := strings.CutPrefix(k, "attr."); ok && len(vs) > 0 {
-			if req.Attributes == nil {
-				req.Attributes = map[string]any{}
-			}
-			req.Attributes[name] = QueryValue(vs[0])
-		}
-	}
-	resp := s.assign(req, s.opt.Now())
-	if resp.Error != "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": resp.Error})
+	sc := s.scratch.Get().(*assignScratch)
+	defer s.putScratch(sc)
+	q := &sc.query
+	parseAssignQuery(r.URL.RawQuery, q, sc.attrs)
+	if q.unit == "" || len(q.unit) > events.MaxUnitLen {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": unitError()})
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	s.evaluate(sc, sdk.Unit{ID: q.unit, Attributes: q.attributes}, q.experiments, s.opt.Now())
+	sc.body = appendAssignResponse(sc.body[:0], q.unit, sc.results)
+	w.Header()["Content-Type"] = s.contentJSON
+	_, _ = w.Write(sc.body)
+}
+
+// putScratch empties sc (no strings kept alive) and returns it to the pool.
+func (s *Server) putScratch(sc *assignScratch) {
+	clear(sc.attrs)
+	clear(sc.results)
+	clear(sc.query.experiments)
+	sc.query = assignQuery{experiments: sc.query.experiments[:0]}
+	if cap(sc.body) > 64<<10 {
+		sc.body = nil // an outsized answer: do not keep its buffer
+	}
+	s.scratch.Put(sc)
 }
 
 // QueryValue types a query attribute the way a JSON body would: numbers
@@ -259,10 +285,26 @@ func QueryValue(v string) any {
 	case "false":
 		return false
 	}
-	if f, err := strconv.ParseFloat(v, 64); err == nil && strings.TrimSpace(v) == v {
-		return f
+	if couldBeNumber(v) {
+		if f, err := strconv.ParseFloat(v, 64); err == nil && strings.TrimSpace(v) == v {
+			return f
+		}
 	}
 	return v
+}
+
+// couldBeNumber is false for most strings strconv.ParseFloat rejects: those
+// that cannot start a number (a sign, a digit, a point, inf, nan). It saves
+// building ParseFloat's error for every word attribute.
+func couldBeNumber(v string) bool {
+	if v == "" {
+		return false
+	}
+	switch c := v[0]; {
+	case c >= '0' && c <= '9', c == '+', c == '-', c == '.', c == 'i', c == 'I', c == 'n', c == 'N':
+		return true
+	}
+	return false
 }
 
 // handleAssignPost: POST /v1/assign {"units": [AssignRequest...]}.
@@ -280,8 +322,10 @@ func (s *Server) handleAssignPost(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.opt.Now()
 	out := make([]AssignResponse, len(body.Units))
+	sc := s.scratch.Get().(*assignScratch)
+	defer s.putScratch(sc)
 	for i, req := range body.Units {
-		out[i] = s.assign(req, now)
+		out[i] = s.assign(sc, req, now)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"results": out})
 }

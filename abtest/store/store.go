@@ -266,10 +266,13 @@ func (l *logFile) append(evs []events.Event, which []int) error {
 		e := &evs[i]
 		id, ok := l.ids[e.Unit]
 		if !ok {
+			// A copy: the caller's string may share memory with much
+			// more (an exposure's unit is a piece of its request's URL).
+			name := strings.Clone(e.Unit)
 			id = uint32(len(l.names))
-			l.ids[e.Unit] = id
-			l.names = append(l.names, e.Unit)
-			units = appendFrame(units, []byte(e.Unit))
+			l.ids[name] = id
+			l.names = append(l.names, name)
+			units = appendFrame(units, []byte(name))
 		}
 		recs = appendRecord(recs, e, id)
 	}
