@@ -24,9 +24,11 @@ const (
 	// Our change to brpc: how far above the no-load latency (beyond the
 	// explore ratio's own allowance) a window's latency must be for the
 	// upstream to count as saturated, and how much of the gap between the
-	// peak-qps EMA and the window's qps a saturated window closes.
+	// peak-qps EMA and the window's qps a saturated window closes, once
+	// autoSaturatedRun windows in a row have been saturated.
 	autoSaturatedMargin = 0.15
 	autoSaturatedDecay  = 0.5
+	autoSaturatedRun    = 2
 )
 
 // auto is brpc's AutoConcurrencyLimiter (and with seed, its first formula).
@@ -42,6 +44,7 @@ type auto struct {
 	exploreRatio   float64
 	lastSample     time.Time
 	lastAvgUs      float64
+	saturatedRun   int // windows in a row whose latency showed saturation
 
 	// the sample window
 	start            time.Time
@@ -148,16 +151,21 @@ func (a *auto) update(now time.Time) {
 	// in traffic does not shrink the limit. But a window whose latency is
 	// above what the explore ratio explains was saturated: the upstream
 	// queued what it was given, so its qps is what the upstream can serve
-	// now, not a lull. Such windows pull the peak down by half the gap (a
-	// capacity halved is learned in a few windows). The peak never falls
-	// below a saturated window's qps, so it cannot undershoot the capacity;
-	// as in BBR's bandwidth estimate, an old peak is forgotten in bounded
-	// time once the path shows it no longer holds.
-	saturated := a.minLatencyUs > 0 && avgUs > a.minLatencyUs*(1+a.exploreRatio+autoSaturatedMargin)
+	// now, not a lull. From the second such window in a row (one stall of
+	// the gateway's own CPU looks the same and should not count), they pull
+	// the peak down by half the gap, so a capacity halved is learned in a
+	// few windows. The peak never falls below a saturated window's qps. As
+	// in BBR's bandwidth estimate, an old peak is forgotten in bounded time
+	// once the path shows it no longer holds.
+	if a.minLatencyUs > 0 && avgUs > a.minLatencyUs*(1+a.exploreRatio+autoSaturatedMargin) {
+		a.saturatedRun++
+	} else {
+		a.saturatedRun = 0
+	}
 	switch {
 	case qps >= a.emaMaxQPS:
 		a.emaMaxQPS = qps
-	case saturated && !a.seed:
+	case a.saturatedRun >= autoSaturatedRun && !a.seed:
 		a.emaMaxQPS = qps*autoSaturatedDecay + a.emaMaxQPS*(1-autoSaturatedDecay)
 	default:
 		f := autoEMAAlpha / 10

@@ -15,6 +15,10 @@ type simServer struct {
 	service time.Duration
 	busy    []simReq // in service, by finish time
 	queue   []simReq
+	// stall, if set, delays the answers finished at a time (not the
+	// slots): the caller's own CPU stalling, seen as latency.
+	stall func(at time.Duration) time.Duration
+	late  []simReq // finished, answer delayed to finish
 }
 
 type simReq struct {
@@ -51,8 +55,28 @@ func simulate(t *testing.T, cfg Config, rps func(time.Duration) float64, d, judg
 		}
 		// Finish what is due.
 		kept := srv.busy[:0]
+		late := srv.late[:0]
+		for _, r := range srv.late {
+			if r.finish.After(now) {
+				late = append(late, r)
+				continue
+			}
+			r.tok.Done(false)
+			if r.arrived.Sub(begin) >= judgeFrom {
+				res.done++
+				res.latencies = append(res.latencies, now.Sub(r.arrived))
+			}
+		}
+		srv.late = late
 		for _, r := range srv.busy {
 			if !r.finish.After(now) {
+				if srv.stall != nil {
+					if d := srv.stall(now.Sub(begin)); d > 0 {
+						r.finish = now.Add(d)
+						srv.late = append(srv.late, r)
+						continue
+					}
+				}
 				r.tok.Done(false)
 				if r.arrived.Sub(begin) >= judgeFrom {
 					res.done++
@@ -185,14 +209,18 @@ func TestCapacityHalved(t *testing.T) {
 		return 20
 	}
 	idx := func(at time.Duration) int { return int(at / (100 * time.Millisecond)) }
+	// The 10 slots, plus the latency the explore ratio allows before a
+	// window counts as saturated: 14.
+	slotsAfter := 10.0
+	autoSettled := int(slotsAfter * (1 + autoMaxExplore + autoSaturatedMargin))
 	for _, tc := range []struct {
 		alg        string
 		overload   float64 // of the full capacity, after the ramp
 		settledMax int     // the limit's bound from cut+settle to restore
 		p99Bound   time.Duration
 	}{
-		{"auto", 2, 13, 2 * noLoad},
-		{"auto", 4, 13, 2 * noLoad},
+		{"auto", 2, autoSettled, 2 * noLoad},
+		{"auto", 4, autoSettled, 2 * noLoad},
 		{"gradient2", 2, 70, 10 * noLoad},
 	} {
 		t.Run(fmt.Sprintf("%s at %gx", tc.alg, tc.overload), func(t *testing.T) {
@@ -229,6 +257,34 @@ func TestCapacityHalved(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStallsDoNotShrinkLimit: the caller's CPU stalls for 200 ms every
+// 2 s (answers arrive 30 ms late meanwhile) while the backend keeps its
+// capacity, at 2× load. Such a stall looks like saturation for a window;
+// the limit must not be pulled down to what the stalls let through.
+func TestStallsDoNotShrinkLimit(t *testing.T) {
+	stall := func(at time.Duration) time.Duration {
+		if at >= 10*time.Second && at%(2*time.Second) < 200*time.Millisecond {
+			return 30 * time.Millisecond
+		}
+		return 0
+	}
+	load := func(at time.Duration) float64 { return min(ramp(2000)(at), 4000) }
+	srv := &simServer{slots: 20, service: 10 * time.Millisecond, stall: stall}
+	_, res := simulate(t, Config{}, load, 30*time.Second, 15*time.Second, srv, nil)
+	goodput := float64(res.done) / 15
+	lo := res.limits[150]
+	for _, v := range res.limits[150:] {
+		lo = min(lo, v)
+	}
+	t.Logf("goodput %.0f/s of 2000, limit from 15 s %v", goodput, every(res.limits[150:], 2))
+	if goodput < 1800 {
+		t.Errorf("goodput %.0f/s with stalls, want >= 90%% of 2000", goodput)
+	}
+	if lo < 18 {
+		t.Errorf("the limit fell to %d with stalls, want >= 18 (20 slots)", lo)
 	}
 }
 
