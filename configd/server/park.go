@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -329,7 +331,9 @@ func (s *Server) rewatch(c *rehomedConn, handler *http.Server) {
 	}
 	bufp, _ := s.rehome.heads.Get().(*[]byte)
 	if bufp == nil {
-		b := make([]byte, 0, rewatchHeadMax)
+		// Most heads fit: a watcher's request is a few hundred bytes, and
+		// every watcher of a change holds a buffer until it sends its next.
+		b := make([]byte, 0, 512)
 		bufp = &b
 	}
 	defer s.rehome.heads.Put(bufp)
@@ -358,10 +362,10 @@ func (s *Server) rewatch(c *rehomedConn, handler *http.Server) {
 	}
 }
 
-// readHead reads into buf until the end of a request head. It stops early,
-// with complete false, as soon as the bytes cannot begin a watch request or
-// buf is full.
-func readHead(conn net.Conn, buf []byte) (head []byte, complete bool, err error) {
+// readHead reads into buf (growing it up to rewatchHeadMax) until the end
+// of a request head. It stops early, with complete false, as soon as the
+// bytes cannot begin a watch request or the head is longer than that.
+func readHead(conn io.Reader, buf []byte) (head []byte, complete bool, err error) {
 	for {
 		n, err := conn.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -377,7 +381,10 @@ func readHead(conn net.Conn, buf []byte) (head []byte, complete bool, err error)
 			return buf, i+4 == len(buf), nil
 		}
 		if len(buf) == cap(buf) {
-			return buf, false, nil
+			if cap(buf) >= rewatchHeadMax {
+				return buf, false, nil
+			}
+			buf = slices.Grow(buf, rewatchHeadMax-len(buf))
 		}
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/opskit/opskit/configd/api"
@@ -47,6 +49,39 @@ func TestParseRewatch(t *testing.T) {
 	}
 }
 
+// FuzzRewatchHead reads arbitrary bytes as the request after a watch's
+// answer, a byte at a time, and checks that only a single complete, body-less
+// HTTP/1.1 GET /v1/watch head is taken for the fast path.
+func FuzzRewatchHead(f *testing.F) {
+	seeds, _ := filepath.Glob("testdata/rewatch/*")
+	for _, s := range seeds {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		head, complete, err := readHead(iotest.OneByteReader(bytes.NewReader(data)), make([]byte, 0, 16))
+		if !bytes.HasPrefix(data, head) || len(head) > rewatchHeadMax {
+			t.Fatalf("read %q of %q", head, data)
+		}
+		if !complete {
+			return
+		}
+		if err != nil || !bytes.HasPrefix(head, []byte("GET /v1/watch?")) || bytes.Index(head, []byte("\r\n\r\n")) != len(head)-4 {
+			t.Fatalf("complete head %q (%v)", head, err)
+		}
+		req := parseRewatch(head)
+		if req == nil {
+			return
+		}
+		if req.Method != http.MethodGet || req.URL.Path != "/v1/watch" || req.Proto != "HTTP/1.1" || req.Host == "" || req.ContentLength != 0 {
+			t.Fatalf("took %q for the fast path: %+v", head, req)
+		}
+	})
+}
+
 func TestReadHead(t *testing.T) {
 	watch := "GET /v1/watch?ns=a/b/c:1 HTTP/1.1\r\nHost: x\r\n\r\n"
 	tests := []struct {
@@ -79,7 +114,7 @@ func TestReadHead(t *testing.T) {
 				}
 			}()
 			defer client.Close()
-			head, complete, err := readHead(server, make([]byte, 0, rewatchHeadMax))
+			head, complete, err := readHead(server, make([]byte, 0, 16)) // grown as needed
 			if string(head) != tt.read || complete != tt.complete || (err != nil) != tt.err {
 				t.Fatalf("read %q complete %v err %v; want %q %v err %v", head, complete, err, tt.read, tt.complete, tt.err)
 			}
