@@ -26,43 +26,51 @@ var ErrClosed = errors.New("exposure buffer closed")
 // swaps each shard's slice for an empty one, so the writer holds a lock for
 // a few instructions only.
 //
-// Each shard remembers pairs in two generations: when the current one is
-// full it becomes the old one and the older is forgotten. Memory stays
-// bounded; a pair forgotten that way may be logged again, which reports
-// tolerate (they count distinct units).
+// Pairs are remembered as 64-bit hashes in a fixed table per shard, in sets
+// of 8 (one cache line, so a lookup costs one memory access where a map
+// costs several): a set keeps its 8 most recently seen pairs and forgets the
+// least recent. Memory stays bounded; a pair forgotten that way may be
+// logged again, which reports tolerate (they count distinct units).
 type Buffer struct {
-	seed       maphash.Seed
-	dedupLimit int // pairs per generation per shard
-	capacity   int // exposures waiting per shard
-	closed     atomic.Bool
-	ready      chan struct{} // a shard went from empty to not empty
-	drainMu    sync.Mutex    // one drainer at a time: it owns the spares
-	shards     [shards]shard
+	seed     maphash.Seed
+	sets     uint64 // sets per shard, a power of two
+	capacity int    // exposures waiting per shard
+	closed   atomic.Bool
+	ready    chan struct{} // a shard went from empty to not empty
+	drainMu  sync.Mutex    // one drainer at a time: it owns the spares
+	shards   [shards]shard
 }
 
+// setWays is the number of pairs in a set: 8 hashes fill a cache line.
+const setWays = 8
+
 type shard struct {
-	mu       sync.Mutex
-	cur, old map[uint64]struct{}
-	pending  []events.Event
-	spare    []events.Event // the drainer's, swapped in under mu
+	mu      sync.Mutex
+	pairs   []uint64 // sets × setWays hashes, most recent first; 0 is empty
+	pending []events.Event
+	spare   []events.Event // the drainer's, swapped in under mu
 	// Padding keeps neighbouring shards' locks off one cache line.
 	_ [64]byte
 }
 
 // NewBuffer holds up to about capacity exposures waiting to be written and
-// remembers at least dedupCapacity (unit, experiment) pairs (up to twice
-// that).
+// remembers about dedupCapacity (unit, experiment) pairs at least: it has
+// room for twice as many (and more, rounded up to a power of two), so the
+// most recent dedupCapacity pairs are forgotten only where many of them
+// fall in one set. A shard's table (16 bytes per pair of dedupCapacity) is
+// allocated when the shard first sees an exposure.
 func NewBuffer(capacity, dedupCapacity int) *Buffer {
-	b := &Buffer{
-		seed:       maphash.MakeSeed(),
-		dedupLimit: max(dedupCapacity/shards, 1),
-		capacity:   max((capacity+shards-1)/shards, 1),
-		ready:      make(chan struct{}, 1),
+	perShard := max(2*dedupCapacity/shards, setWays)
+	sets := uint64(1)
+	for sets*setWays < uint64(perShard) {
+		sets *= 2
 	}
-	for i := range b.shards {
-		b.shards[i].cur = map[uint64]struct{}{}
+	return &Buffer{
+		seed:     maphash.MakeSeed(),
+		sets:     sets,
+		capacity: max((capacity+shards-1)/shards, 1),
+		ready:    make(chan struct{}, 1),
 	}
-	return b
 }
 
 // Result counts what Add did with the exposures offered.
@@ -89,14 +97,18 @@ func (b *Buffer) Add(exposures []events.Event) Result {
 			s.mu.Lock()
 			locked = s
 		}
+		if s.pairs == nil {
+			s.pairs = make([]uint64, b.sets*setWays)
+		}
 		key := b.pairKey(e.Unit, e.Experiment)
+		set := s.pairs[(key&(b.sets-1))*setWays:][:setWays]
 		switch {
-		case s.seen(key):
+		case seen(set, key):
 			res.Duplicates++
 		case len(s.pending) >= b.capacity || b.closed.Load():
 			res.Dropped++
 		default:
-			s.remember(key, b.dedupLimit)
+			remember(set, key)
 			if len(s.pending) == 0 {
 				select {
 				case b.ready <- struct{}{}:
@@ -113,35 +125,35 @@ func (b *Buffer) Add(exposures []events.Event) Result {
 	return res
 }
 
-// pairKey is a 64-bit hash of (unit, experiment): a collision (about 1 in
-// 10^19 per pair) would skip one exposure.
+// pairKey is a 64-bit hash of (unit, experiment), never 0 (an empty slot):
+// a collision (about 1 in 10^19 per pair) would skip one exposure.
 func (b *Buffer) pairKey(unit, experiment string) uint64 {
 	var h maphash.Hash
 	h.SetSeed(b.seed)
 	h.WriteString(experiment)
 	h.WriteByte(0)
 	h.WriteString(unit)
-	return h.Sum64()
+	return max(h.Sum64(), 1)
 }
 
-// seen reports whether key was remembered; s.mu is held.
-func (s *shard) seen(key uint64) bool {
-	if _, ok := s.cur[key]; ok {
-		return true
-	}
-	if _, ok := s.old[key]; ok {
-		s.cur[key] = struct{}{}
-		return true
+// seen reports whether key is in set, moving it to the front (the most
+// recently seen); the shard's lock is held.
+func seen(set []uint64, key uint64) bool {
+	for i, k := range set {
+		if k == key {
+			copy(set[1:i+1], set[:i])
+			set[0] = key
+			return true
+		}
 	}
 	return false
 }
 
-// remember adds key to the current generation; s.mu is held.
-func (s *shard) remember(key uint64, limit int) {
-	if len(s.cur) >= limit {
-		s.old, s.cur = s.cur, make(map[uint64]struct{}, limit)
-	}
-	s.cur[key] = struct{}{}
+// remember puts key at the front of set, forgetting the least recently
+// seen pair; the shard's lock is held.
+func remember(set []uint64, key uint64) {
+	copy(set[1:], set[:len(set)-1])
+	set[0] = key
 }
 
 // Wait returns when exposures may be waiting (nil), when ctx ends (its

@@ -57,16 +57,46 @@ func TestBufferDedupIsBounded(t *testing.T) {
 	for i := range 100_000 {
 		b.Add([]events.Event{exp(fmt.Sprint("u", i), "e")})
 	}
-	total := 0
+	slots := 0
 	for i := range b.shards {
-		total += len(b.shards[i].cur) + len(b.shards[i].old)
+		slots += len(b.shards[i].pairs)
 	}
-	if total > 2*6400+2*shards {
-		t.Fatalf("%d pairs remembered, bound %d", total, 2*6400)
+	// Twice the capacity, rounded up to a power of two per shard.
+	if slots < 2*6400 || slots > 4*6400 {
+		t.Fatalf("%d pairs remembered, want between %d and %d", slots, 2*6400, 4*6400)
 	}
 	// The most recent pairs are still remembered.
 	if r := b.Add([]events.Event{exp("u99999", "e")}); r.Duplicates != 1 {
 		t.Fatal("recent pair forgotten")
+	}
+	remembered := 0
+	for i := 100_000 - 6400; i < 100_000; i++ {
+		remembered += b.Add([]events.Event{exp(fmt.Sprint("u", i), "e")}).Duplicates
+	}
+	// A set forgets early only when more than 8 of the recent pairs fall in
+	// it: a few per cent at most.
+	if remembered < 6400*95/100 {
+		t.Fatalf("%d of the last 6,400 pairs remembered", remembered)
+	}
+}
+
+// TestSetForgetsTheLeastRecent: a set keeps its 8 most recently seen pairs.
+func TestSetForgetsTheLeastRecent(t *testing.T) {
+	set := make([]uint64, setWays)
+	for k := uint64(1); k <= setWays; k++ {
+		remember(set, k)
+	}
+	if !seen(set, 1) { // 1 becomes the most recent
+		t.Fatal("pair 1 forgotten")
+	}
+	remember(set, 100) // forgets 2, the least recent
+	if seen(set, 2) {
+		t.Fatal("pair 2 still remembered")
+	}
+	for _, k := range []uint64{1, 3, 4, 5, 6, 7, 8, 100} {
+		if !seen(set, k) {
+			t.Fatalf("pair %d forgotten", k)
+		}
 	}
 }
 
