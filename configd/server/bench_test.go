@@ -67,14 +67,26 @@ func BenchmarkWatchWake(b *testing.B) {
 // CPU time of the whole process (server and watchers) per change. 9,000
 // is as many as fit in-process under a 20,000 descriptor limit (each
 // watcher is two ends of a loopback connection).
+// The unpaced runs wake every watcher at once, to show what the default
+// pacing (batches of 500, 5 ms apart) costs.
 func BenchmarkWatchFanout(b *testing.B) {
 	for _, watchers := range []int{1000, 9000} {
-		b.Run(strconv.Itoa(watchers), func(b *testing.B) { benchFanout(b, watchers) })
+		for _, paced := range []bool{true, false} {
+			name := strconv.Itoa(watchers)
+			if !paced {
+				name += "-unpaced"
+			}
+			b.Run(name, func(b *testing.B) { benchFanout(b, watchers, paced) })
+		}
 	}
 }
 
-func benchFanout(b *testing.B, watchers int) {
-	s := startServer(b, Config{WatchTimeout: 10 * time.Minute, WatchBatch: 500, WatchBatchInterval: 5 * time.Millisecond})
+func benchFanout(b *testing.B, watchers int, paced bool) {
+	cfg := Config{WatchTimeout: 10 * time.Minute, WatchBatch: 500, WatchBatchInterval: 5 * time.Millisecond}
+	if !paced {
+		cfg.WatchBatch = watchers
+	}
+	s := startServer(b, cfg)
 	ctx := context.Background()
 	const ns = "bench/prod/app"
 	admin := remote(b, s.url, client.RemoteOptions{})
