@@ -77,8 +77,7 @@ type logFile struct {
 	size      int64
 	uf        *os.File // the units dictionary
 	unitsSize int64
-	ids       map[string]uint32
-	names     []string
+	units     unitDict
 	written   uint64 // appends written
 
 	syncMu sync.Mutex // one fsync at a time; waiters share it
@@ -147,7 +146,7 @@ func (s *Store) log(experiment string) (*logFile, error) {
 }
 
 func openLog(base string) (*logFile, error) {
-	l := &logFile{path: base + logSuffix, ids: map[string]uint32{}}
+	l := &logFile{path: base + logSuffix}
 	uf, err := os.OpenFile(base+unitsSuffix, os.O_RDWR|os.O_CREATE, fileMode)
 	if err != nil {
 		return nil, fmt.Errorf("open unit dictionary: %w", err)
@@ -167,10 +166,7 @@ func openLog(base string) (*logFile, error) {
 	if err := truncateTo(uf, valid); err != nil {
 		return fail(err)
 	}
-	l.names, l.unitsSize = names, valid
-	for i, n := range names {
-		l.ids[n] = uint32(i)
-	}
+	l.units, l.unitsSize = newUnitDict(names), valid
 	f, err := os.OpenFile(l.path, os.O_RDWR|os.O_CREATE, fileMode)
 	if err != nil {
 		return fail(fmt.Errorf("open event log: %w", err))
@@ -261,26 +257,21 @@ func (s *Store) Append(evs []events.Event) error {
 func (l *logFile) append(evs []events.Event, which []int) error {
 	l.mu.Lock()
 	var units, recs []byte
-	firstNew := len(l.names)
+	firstNew := len(l.units.names)
 	for _, i := range which {
 		e := &evs[i]
-		id, ok := l.ids[e.Unit]
+		id, ok, slot := l.units.lookup(e.Unit)
 		if !ok {
 			// A copy: the caller's string may share memory with much
 			// more (an exposure's unit is a piece of its request's URL).
 			name := strings.Clone(e.Unit)
-			id = uint32(len(l.names))
-			l.ids[name] = id
-			l.names = append(l.names, name)
+			id = l.units.add(name, slot)
 			units = appendFrame(units, []byte(name))
 		}
 		recs = appendRecord(recs, e, id)
 	}
 	undo := func() {
-		for _, n := range l.names[firstNew:] {
-			delete(l.ids, n)
-		}
-		l.names = l.names[:firstNew]
+		l.units.truncate(firstNew)
 		_ = l.uf.Truncate(l.unitsSize)
 		_ = l.f.Truncate(l.size)
 	}
@@ -366,7 +357,7 @@ func (s *Store) Scan(experiment string, fn func(*Record) error) error {
 		return ScanDir(s.dir, experiment, fn)
 	}
 	l.mu.Lock()
-	limit, names := l.size, l.names // names[:len] never changes once written
+	limit, names := l.size, l.units.names // names[:len] never changes once written
 	l.mu.Unlock()
 	f, err := os.Open(l.path)
 	if err != nil {
