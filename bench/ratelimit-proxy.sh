@@ -7,14 +7,27 @@
 # 1000000r/s burst=1000 nodelay) is computed for every request and refuses
 # none, so both proxies do the same work.
 #
+# Two ceilings run pinned the same way: a bare Go net/http server answering
+# "ok" itself (what Go's server alone costs), and a bare
+# httputil.ReverseProxy in front of the same backend (Go's server and
+# client with nothing of the gateway's). Each of the four is measured RUNS
+# times, interleaved; the medians and the gateway-to-nginx ratio of the
+# medians are printed, with the load average. Each also gets its CPU time
+# per request (user + system, from /proc): on a shared machine that is
+# steadier than requests a second, which other jobs on CPU 0 take from.
+#
 # Then the added latency: hey paced at half the gateway's throughput,
 # through the gateway and straight to the backend; the difference of the
 # p99 latencies is what the gateway adds.
 #
-#   bench/ratelimit-proxy.sh        (DURATION=10s CONNS=50 by default)
+#   bench/ratelimit-proxy.sh   (DURATION=10s CONNS=50 RUNS=3 by default;
+#                               PROFILE=FILE writes the gateway's CPU
+#                               profile of its first run)
 set -euo pipefail
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-50}
+RUNS=${RUNS:-3}
+PROFILE=${PROFILE:-}
 cd "$(dirname "$0")/.."
 for b in nginx wrk hey taskset; do
 	command -v $b >/dev/null || [ -x /usr/sbin/$b ] || { echo "ratelimit-proxy: $b not found (scripts/install-test-deps.sh)" >&2; exit 1; }
@@ -29,11 +42,14 @@ cleanup() {
 }
 trap cleanup EXIT
 go build -o "$TMP/ratelimit" ./ratelimit
+go build -o "$TMP/ratelimitload" ./bench/ratelimitload
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BACKEND=127.0.0.1:$(free_port)
 NPROXY=127.0.0.1:$(free_port)
 GPROXY=127.0.0.1:$(free_port)
 ADMIN=127.0.0.1:$(free_port)
+HELLO=127.0.0.1:$(free_port)
+REVPROXY=127.0.0.1:$(free_port)
 
 nginx_conf() { # $1 name, $2 http block body
 	mkdir -p "$TMP/$1"
@@ -81,22 +97,61 @@ taskset -c 1 "$NGINX" -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/ba
 PIDS+=($!)
 taskset -c 0 "$NGINX" -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -e "$TMP/proxy/error.log" &
 PIDS+=($!)
-GOMAXPROCS=1 taskset -c 0 "$TMP/ratelimit" --listen "$ADMIN" --proxy-listen "$GPROXY" --routes "$TMP/routes.yaml" --data-dir "$TMP/data" 2>"$TMP/gateway.log" &
+declare -A PID
+PID[nginx]=$!
+GOMAXPROCS=1 taskset -c 0 "$TMP/ratelimit" --listen "$ADMIN" --proxy-listen "$GPROXY" --routes "$TMP/routes.yaml" --data-dir "$TMP/data" ${PROFILE:+--pprof} 2>"$TMP/gateway.log" &
 PIDS+=($!)
-for _ in $(seq 100); do curl -fs "http://$ADMIN/readyz" >/dev/null 2>&1 && curl -fs "http://$NPROXY/" >/dev/null 2>&1 && break; sleep 0.1; done
+PID[gateway]=$!
+GOMAXPROCS=1 taskset -c 0 "$TMP/ratelimitload" hello --listen "$HELLO" &
+PIDS+=($!)
+PID[nethttp]=$!
+GOMAXPROCS=1 taskset -c 0 "$TMP/ratelimitload" revproxy --listen "$REVPROXY" --upstream "$BACKEND" 2>/dev/null &
+PIDS+=($!)
+PID[revproxy]=$!
+for _ in $(seq 100); do curl -fs "http://$ADMIN/readyz" >/dev/null 2>&1 && curl -fs "http://$NPROXY/" >/dev/null 2>&1 &&
+	curl -fs "http://$HELLO/" >/dev/null 2>&1 && curl -fs "http://$REVPROXY/" >/dev/null 2>&1 && break; sleep 0.1; done
 
-rps() { # $1 url
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+cpu_us() { awk -v t="$TICK_US" '{print ($14 + $15) * t}' "/proc/$1/stat"; }
+rps() { # $1 url, $2 pid of the server: prints "requests/s CPU-µs/request"
+	local before after
+	before=$(cpu_us "$2")
 	taskset -c 1 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$1" >"$TMP/wrk.out"
-	awk '/Requests\/sec/ {print $2}' "$TMP/wrk.out"
+	after=$(cpu_us "$2")
+	awk -v cpu=$((after - before)) '/requests in/ {n=$1} /Requests\/sec/ {r=$2} END {printf "%s %.1f\n", r, cpu/n}' "$TMP/wrk.out"
 	grep -E '^ +99%' "$TMP/wrk.out" | awk '{print "#   wrk p99 " $2}' >&2
 	grep -E 'Non-2xx' "$TMP/wrk.out" >&2 || true
 }
-echo "# wrk -t1 -c$CONNS -d$DURATION, proxy on CPU 0, backend and wrk on CPU 1"
-N=$(rps "http://$NPROXY/")
-echo "{\"target\":\"nginx 1.22 proxy_pass + limit_req\",\"rps\":$N}"
-G=$(rps "http://$GPROXY/")
-echo "{\"target\":\"ratelimit gateway + nginx-mode quota\",\"rps\":$G}"
-python3 -c "print('{\"gateway_to_nginx\":%.2f}' % ($G/$N))"
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+median() { python3 -c 'import sys,statistics; print(statistics.median(float(v) for v in sys.argv[1:]))' "$@"; }
+echo "# wrk -t1 -c$CONNS -d$DURATION, proxies on CPU 0 (Go with GOMAXPROCS=1, nginx with one worker), backend and wrk on CPU 1; $RUNS runs"
+declare -A ALL US
+for run in $(seq "$RUNS"); do
+	for target in nginx gateway nethttp revproxy; do
+		case $target in
+		nginx) url=http://$NPROXY/ name="nginx 1.22 proxy_pass + limit_req" ;;
+		gateway) url=http://$GPROXY/ name="ratelimit gateway + nginx-mode quota" ;;
+		nethttp) url=http://$HELLO/ name="ceiling: bare net/http server answering itself" ;;
+		revproxy) url=http://$REVPROXY/ name="ceiling: bare httputil.ReverseProxy" ;;
+		esac
+		if [ "$target" = gateway ] && [ "$run" = 1 ] && [ -n "$PROFILE" ]; then
+			secs=${DURATION%s}
+			curl -fs -o "$PROFILE" "http://$ADMIN/debug/pprof/profile?seconds=$((secs - 2))" &
+			prof=$!
+		fi
+		before=$(loadavg)
+		read -r r us < <(rps "$url" "${PID[$target]}")
+		if [ -n "${prof:-}" ]; then wait "$prof"; prof=; fi
+		ALL[$target]="${ALL[$target]:-} $r"
+		US[$target]="${US[$target]:-} $us"
+		echo "{\"run\":$run,\"target\":\"$name\",\"rps\":$r,\"cpu_us_per_request\":$us,\"load_average\":$before}"
+	done
+done
+N=$(median ${ALL[nginx]})
+G=$(median ${ALL[gateway]})
+echo "{\"median_rps\":{\"nginx\":$N,\"gateway\":$G,\"bare_nethttp\":$(median ${ALL[nethttp]}),\"bare_reverseproxy\":$(median ${ALL[revproxy]})}}"
+echo "{\"median_cpu_us_per_request\":{\"nginx\":$(median ${US[nginx]}),\"gateway\":$(median ${US[gateway]}),\"bare_nethttp\":$(median ${US[nethttp]}),\"bare_reverseproxy\":$(median ${US[revproxy]})}}"
+python3 -c "print('{\"gateway_to_nginx\":%.2f,\"gateway_to_bare_reverseproxy\":%.2f,\"cpu_per_request_nginx_to_gateway\":%.2f}' % ($G/$N, $G/$(median ${ALL[revproxy]}), $(median ${US[nginx]})/$(median ${US[gateway]})))"
 
 HALF=$(python3 -c "print(int($G/2))")
 # hey paces each of its 20 workers to HALF/20 a second: at half the
@@ -111,3 +166,4 @@ echo "{\"path\":\"direct\",${D#\{}"
 GW=$(p99 "http://$GPROXY/")
 echo "{\"path\":\"gateway\",${GW#\{}"
 python3 -c "import json;d=json.loads('$D');g=json.loads('$GW');print('{\"added_p99_ms\":%.3f,\"added_p50_ms\":%.3f}' % (g['p99_ms']-d['p99_ms'], g['p50_ms']-d['p50_ms']))"
+echo "# load average $(cut -d' ' -f1-3 /proc/loadavg)"

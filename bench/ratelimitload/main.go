@@ -25,6 +25,13 @@
 // duration, answered requests a second printed as one JSON line. A backend
 // of C slots × S serves less than C/S when its sleeps overrun on a busy
 // machine.
+//
+//	ratelimitload hello --listen ADDR
+//	ratelimitload revproxy --listen ADDR --upstream HOST:PORT
+//
+// are the ceilings for the gateway's throughput: a bare net/http server
+// answering "ok", and a bare httputil.ReverseProxy (keep-alive transport,
+// nothing else) in front of an upstream.
 package main
 
 import (
@@ -35,6 +42,8 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -57,6 +66,10 @@ func main() {
 		err = load(os.Args[2:])
 	case "capacity":
 		err = measureCapacity(os.Args[2:])
+	case "hello":
+		err = hello(os.Args[2:])
+	case "revproxy":
+		err = revproxy(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -296,6 +309,31 @@ func load(args []string) error {
 		fmt.Fprintf(os.Stderr, "adaptive limit every 100 ms:\n%s\n", strings.Join(all, "\n"))
 	}
 	return nil
+}
+
+func hello(args []string) error {
+	fs := flag.NewFlagSet("hello", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:7158", "listen address")
+	fs.Parse(args)
+	return http.ListenAndServe(*listen, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	}))
+}
+
+func revproxy(args []string) error {
+	fs := flag.NewFlagSet("revproxy", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:7157", "listen address")
+	upstream := fs.String("upstream", "127.0.0.1:7159", "upstream host:port")
+	fs.Parse(args)
+	target := &neturl.URL{Scheme: "http", Host: *upstream}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+		},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 1024, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
+	}
+	return http.ListenAndServe(*listen, rp)
 }
 
 func measureCapacity(args []string) error {
