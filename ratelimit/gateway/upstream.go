@@ -24,6 +24,8 @@ const (
 	defaultFailTimeout    = 10 * time.Second
 	defaultCheckInterval  = 5 * time.Second
 	defaultCheckTimeout   = 2 * time.Second
+	idleConnsPerServer    = 1024
+	idleConnTimeout       = 90 * time.Second
 )
 
 // errNoServer is a pool with no server to try.
@@ -50,6 +52,7 @@ type pool struct {
 	servers   []*server
 	rr        atomic.Uint64
 	transport *http.Transport
+	h1        *h1Transport // the fast path for idempotent requests without a body
 	limiter   concurrencyLimiter // nil without adaptive concurrency
 	log       *slog.Logger
 	errors    *metrics.Counter
@@ -75,14 +78,19 @@ func newPool(name string, cfg UpstreamConfig, log *slog.Logger) *pool {
 	if timeout == 0 {
 		timeout = defaultTimeout
 	}
+	dialer := &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}
 	p.transport = &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dialer.DialContext,
 		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   idleConnsPerServer,
+		IdleConnTimeout:       idleConnTimeout,
 		ResponseHeaderTimeout: timeout,
 		ForceAttemptHTTP2:     false,
+		// A proxy passes the client's Accept-Encoding on and the body as
+		// it comes: the Transport must not ask for gzip and unpack it.
+		DisableCompression: true,
 	}
+	p.h1 = newH1Transport(dialer, timeout, idleConnsPerServer, idleConnTimeout)
 	return p
 }
 
@@ -125,6 +133,7 @@ func (p *pool) close() {
 		// Requests in flight keep their connections; idle ones go now and
 		// again once the stragglers should be done.
 		p.transport.CloseIdleConnections()
+		p.h1.closeIdle(true)
 		time.Sleep(p.cfg.Timeout + defaultTimeout)
 		p.transport.CloseIdleConnections()
 	}()
@@ -284,7 +293,13 @@ func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		req.URL.Host = s.addr
 		s.inflight.Add(1)
 		sent := time.Now()
-		resp, err := p.transport.RoundTrip(req)
+		var resp *http.Response
+		var err error
+		if p.h1.handles(req) {
+			resp, err = p.h1.roundTrip(req, s.addr)
+		} else {
+			resp, err = p.transport.RoundTrip(req)
+		}
 		if err != nil {
 			s.inflight.Add(-1)
 			at.hops.To(s.addr).Failed()

@@ -1,0 +1,277 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// h1Transport sends idempotent requests without a body to a pool's
+// servers over HTTP/1.1 connections it keeps itself, writing the request
+// and reading the response header in the caller's goroutine.
+//
+// net/http's Transport hands every request to a writer and a reader
+// goroutine of its connection and waits on channels for both; with the
+// gateway on one core those hand-offs and their allocations cost about a
+// third of the CPU a proxied request takes (bench/RESULTS.md). Anything
+// else (a body, an upgrade, a request asking to close) still goes through
+// the Transport, which also owns retrying non-idempotent requests safely.
+type h1Transport struct {
+	dialer        *net.Dialer
+	headerTimeout time.Duration // for the response header; 0: none
+	maxIdle       int           // idle connections kept per server
+	idleTimeout   time.Duration
+	now           func() time.Time
+
+	mu     sync.Mutex
+	idle   map[string][]*h1Conn // per server address, newest last
+	closed bool
+}
+
+type h1Conn struct {
+	net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// errUnexpectedSwitch is a 101 answer to a request that asked for no
+// upgrade.
+var errUnexpectedSwitch = errors.New("upstream switched protocols without an upgrade request")
+
+// inThePast makes blocked reads and writes return at once.
+var inThePast = time.Unix(1, 0)
+
+func newH1Transport(dialer *net.Dialer, headerTimeout time.Duration, maxIdle int, idleTimeout time.Duration) *h1Transport {
+	return &h1Transport{dialer: dialer, headerTimeout: headerTimeout, maxIdle: maxIdle, idleTimeout: idleTimeout, now: time.Now, idle: map[string][]*h1Conn{}}
+}
+
+// handles says whether the request takes the fast path.
+func (t *h1Transport) handles(req *http.Request) bool {
+	if req.Close || req.ContentLength != 0 || (req.Body != nil && req.Body != http.NoBody) || !idempotent(req) {
+		return false
+	}
+	_, upgrade := req.Header["Upgrade"]
+	return !upgrade
+}
+
+// roundTrip sends req to addr. A reused connection that turns out closed
+// by the server (EOF or reset before any answer) is dropped with the other
+// idle ones to that server, and the request is sent once more on a new
+// connection: it is idempotent and has no body.
+func (t *h1Transport) roundTrip(req *http.Request, addr string) (*http.Response, error) {
+	ctx := req.Context()
+	for retried := false; ; retried = true {
+		c, reused, err := t.get(ctx, addr, retried)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := t.exchange(ctx, c, req, addr)
+		if err == nil {
+			return resp, nil
+		}
+		c.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !reused || retried || !stale(err) {
+			return nil, err
+		}
+		t.dropIdle(addr)
+	}
+}
+
+func stale(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// exchange writes the request and reads the response header; the body is
+// read by the caller and gives the connection back at its end.
+func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string) (*http.Response, error) {
+	// A cancelled request unblocks its reads and writes at once.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(inThePast) })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		return nil, err
+	}
+	if t.headerTimeout > 0 {
+		c.SetReadDeadline(t.now().Add(t.headerTimeout))
+	}
+	if err := req.Write(c.bw); err != nil {
+		return fail(err)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			return fail(err)
+		}
+		// Interim answers (100, 103) are not passed on.
+		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return fail(fmt.Errorf("%s: %w", addr, errUnexpectedSwitch))
+	}
+	if t.headerTimeout > 0 {
+		c.SetReadDeadline(time.Time{})
+	}
+	b := &h1Body{rc: resp.Body, c: c, t: t, addr: addr, stop: stop, reuse: !resp.Close}
+	if resp.Body == http.NoBody {
+		b.finish(true)
+		return resp, nil
+	}
+	resp.Body = b
+	return resp, nil
+}
+
+// get takes the newest idle connection to addr that has not been idle too
+// long, or dials one (always, when fresh).
+func (t *h1Transport) get(ctx context.Context, addr string, fresh bool) (*h1Conn, bool, error) {
+	if !fresh {
+		now := t.now()
+		var expired []*h1Conn
+		t.mu.Lock()
+		list := t.idle[addr]
+		var c *h1Conn
+		for len(list) > 0 {
+			last := list[len(list)-1]
+			list = list[:len(list)-1]
+			if t.idleTimeout > 0 && now.Sub(last.idleSince) > t.idleTimeout {
+				expired = append(expired, last)
+				continue
+			}
+			c = last
+			break
+		}
+		t.idle[addr] = list
+		t.mu.Unlock()
+		for _, e := range expired {
+			e.Close()
+		}
+		if c != nil {
+			return c, true, nil
+		}
+	}
+	nc, err := t.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &h1Conn{Conn: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+}
+
+// put keeps a connection for the next request, unless the transport is
+// closed or holds enough; idle ones past their time are closed from the
+// oldest end.
+func (t *h1Transport) put(addr string, c *h1Conn) {
+	now := t.now()
+	var drop []*h1Conn
+	t.mu.Lock()
+	list := t.idle[addr]
+	for len(list) > 0 && t.idleTimeout > 0 && now.Sub(list[0].idleSince) > t.idleTimeout {
+		drop = append(drop, list[0])
+		list = list[1:]
+	}
+	if t.closed || len(list) >= t.maxIdle {
+		drop = append(drop, c)
+	} else {
+		c.idleSince = now
+		list = append(list, c)
+	}
+	t.idle[addr] = list
+	t.mu.Unlock()
+	for _, d := range drop {
+		d.Close()
+	}
+}
+
+// dropIdle closes the idle connections to addr (its server went away).
+func (t *h1Transport) dropIdle(addr string) {
+	t.mu.Lock()
+	list := t.idle[addr]
+	delete(t.idle, addr)
+	t.mu.Unlock()
+	for _, c := range list {
+		c.Close()
+	}
+}
+
+// closeIdle closes the idle connections; with final, connections given
+// back later are closed too.
+func (t *h1Transport) closeIdle(final bool) {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = map[string][]*h1Conn{}
+	t.closed = t.closed || final
+	t.mu.Unlock()
+	for _, list := range idle {
+		for _, c := range list {
+			c.Close()
+		}
+	}
+}
+
+// h1Body is a response body that gives its connection back once read to
+// the end, and closes it if the reader stops early.
+type h1Body struct {
+	rc    io.ReadCloser
+	c     *h1Conn
+	t     *h1Transport
+	addr  string
+	stop  func() bool
+	reuse bool
+	done  bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	switch {
+	case err == io.EOF:
+		b.finish(true)
+	case err != nil:
+		b.finish(false)
+	}
+	return n, err
+}
+
+// Close ends the body; unread, the connection cannot be reused.
+func (b *h1Body) Close() error {
+	if b.done {
+		return nil
+	}
+	// Unblock and stop reading first: net/http's body would otherwise
+	// read the rest of an unread response on close.
+	b.c.SetDeadline(inThePast)
+	b.rc.Close()
+	b.finish(false)
+	return nil
+}
+
+func (b *h1Body) finish(readToEnd bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	// stop is false once the request's cancellation has fired and set
+	// the connection's deadline in the past.
+	if b.stop() && readToEnd && b.reuse {
+		b.t.put(b.addr, b.c)
+		return
+	}
+	b.c.Close()
+}
