@@ -37,6 +37,7 @@ type config struct {
 	fatalCooldown     time.Duration
 	hostInterval      time.Duration
 	deployer          string
+	deployerToken     string // a file
 	hostName          string
 	pollWait          time.Duration
 	kafkaBrokers      []string
@@ -66,6 +67,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.fatalCooldown, "fatal-cooldown", 5*time.Minute, "wait in FATAL before a program's starts are tried again, unless its manifest sets fatal_cooldown (0: stay FATAL until started by hand, as supervisord does)")
 	fs.DurationVar(&c.hostInterval, "host-interval", 10*time.Second, "how often host metrics are read for /metrics and /api/v1/host (0 disables)")
 	fs.StringVar(&c.deployer, "deployer", "", "deployer's base URL (e.g. http://deployer:7170): take this host's tasks from it by long polling and report results (see README: the contract)")
+	fs.StringVar(&c.deployerToken, "deployer-token-file", "", "file holding the token deployer expects from agents (its --agent-poll-token-file); needed when deployer is not on this machine")
 	fs.StringVar(&c.hostName, "host-name", "", "this host's name at deployer (default: the hostname)")
 	fs.DurationVar(&c.pollWait, "poll-wait", 30*time.Second, "how long deployer may hold one long poll")
 	fs.StringSliceVar(&c.kafkaBrokers, "kafka-brokers", nil, "Kafka seed brokers (host:port,...): take this host's tasks from --kafka-tasks-topic (records keyed by host name) and produce results to --kafka-results-topic")
@@ -137,6 +139,13 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	if c.deployer != "" {
 		p := &poller.Poller{Deployer: strings.TrimRight(c.deployer, "/"), Host: name, Applier: applier, Wait: c.pollWait,
 			CursorFile: filepath.Join(d.DataDir, "deployer-cursor.json"), Log: d.Log}
+		if c.deployerToken != "" {
+			b, err := os.ReadFile(c.deployerToken)
+			if err != nil {
+				return fmt.Errorf("--deployer-token-file: %w", err)
+			}
+			p.Token = strings.TrimSpace(string(b))
+		}
 		applier.OnStep = p.Progress
 		d.Go(ctx, "deployer poll", p.Run)
 	}

@@ -43,6 +43,7 @@ type config struct {
 	tick         time.Duration
 	instance     string
 	agentToken   string
+	pollToken    string // a file
 	kafkaBrokers []string
 	kafkaTasks   string
 	kafkaResults string
@@ -75,6 +76,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.tick, "tick", time.Second, "how often the queue is looked at besides on changes")
 	fs.StringVar(&c.instance, "instance", "", "this instance's name in the lease (default: hostname and a random suffix)")
 	fs.StringVar(&c.agentToken, "agent-token", "", "bearer token for the agents' own API (used to roll back to a release whose package deployer does not know)")
+	fs.StringVar(&c.pollToken, "agent-poll-token-file", "", "file holding the token the deploy agents present on their long poll and reports (their --deployer-token-file); without it only loopback agents are served")
 	fs.StringSliceVar(&c.kafkaBrokers, "kafka-brokers", nil, "dispatch tasks over Kafka (host:port,...) instead of the agents' long poll")
 	fs.StringVar(&c.kafkaTasks, "kafka-tasks-topic", "opskit-deploy-tasks", "Kafka topic of tasks (keyed by host)")
 	fs.StringVar(&c.kafkaResults, "kafka-results-topic", "opskit-deploy-results", "Kafka topic of results (keyed by task id)")
@@ -223,6 +225,15 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		AgentToken: c.agentToken, AgentHTTP: &http.Client{}, Holder: instance, LeaseTTL: c.leaseTTL, Tick: c.tick,
 		Log: d.Log})
 	srv := &api.Server{Engine: eng, Store: st, Hub: hub, Tokens: tokens.get, MaxWait: c.maxWait, Log: d.Log, Base: ctx}
+	if c.pollToken != "" {
+		b, err := os.ReadFile(c.pollToken)
+		if err != nil {
+			return fmt.Errorf("--agent-poll-token-file: %w", err)
+		}
+		if srv.AgentsToken = strings.TrimSpace(string(b)); srv.AgentsToken == "" {
+			return fmt.Errorf("--agent-poll-token-file %s is empty", c.pollToken)
+		}
+	}
 	srv.Register(d.Mux)
 	if err := c.fleet.start(ctx, d, src, st, tokens.get, c.agentToken); err != nil {
 		return err

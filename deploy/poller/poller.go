@@ -38,8 +38,11 @@ type Applier interface {
 type Poller struct {
 	Deployer string // base URL, e.g. http://deployer:7170
 	Host     string
-	Applier  Applier
-	HTTP     *http.Client
+	// Token, when set, is sent as a bearer token (deployer's
+	// --agent-poll-token-file).
+	Token   string
+	Applier Applier
+	HTTP    *http.Client
 	// Wait is the long poll's wait, sent to deployer.
 	Wait time.Duration
 	// CursorFile keeps the id of the last task whose result deployer
@@ -180,6 +183,7 @@ func (p *Poller) poll(ctx context.Context, after string) ([]release.Task, error)
 	if err != nil {
 		return nil, err
 	}
+	p.authorize(req)
 	resp, err := p.HTTP.Do(req)
 	if err != nil {
 		return nil, err
@@ -229,6 +233,7 @@ func (p *Poller) report(ctx context.Context, res *release.Result) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	p.authorize(req)
 	resp, err := p.HTTP.Do(req)
 	if err != nil {
 		return fmt.Errorf("report task %s: %w", id, err)
@@ -239,4 +244,11 @@ func (p *Poller) report(ctx context.Context, res *release.Result) error {
 	}
 	p.Log.Debug("task reported to deployer", "task", id, "state", res.State, "steps", len(res.Steps))
 	return nil
+}
+
+// authorize adds the bearer token, if any, to a request for deployer.
+func (p *Poller) authorize(req *http.Request) {
+	if p.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.Token)
+	}
 }

@@ -5,6 +5,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +37,10 @@ type Server struct {
 	Log     *slog.Logger
 	// Base ends parked long polls when the daemon stops.
 	Base context.Context
+	// AgentsToken is the bearer token the deploy agents present on their
+	// long poll and reports. Empty: only loopback agents are served, so no
+	// one off the machine can read tasks or forge results.
+	AgentsToken string
 }
 
 // Register adds the API's routes to mux.
@@ -52,8 +57,8 @@ func (s *Server) Register(mux *http.ServeMux) {
 	if s.Base == nil {
 		s.Base = context.Background()
 	}
-	mux.HandleFunc("GET /api/v1/hosts/{host}/tasks", s.agentPoll)
-	mux.HandleFunc("POST /api/v1/tasks/{id}/progress", s.agentReport)
+	mux.HandleFunc("GET /api/v1/hosts/{host}/tasks", s.agentAuth(s.agentPoll))
+	mux.HandleFunc("POST /api/v1/tasks/{id}/progress", s.agentAuth(s.agentReport))
 
 	mux.HandleFunc("POST /v1/deploys", s.auth(RoleDeployer, s.submit))
 	mux.HandleFunc("GET /v1/deploys", s.auth(RoleReader, s.list))
@@ -483,6 +488,26 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, c Caller) error {
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// agentAuth admits a deploy agent: one presenting AgentsToken, or any
+// loopback caller when no token is configured.
+func (s *Server) agentAuth(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.AgentsToken == "" {
+			if !isLoopback(r) {
+				writeError(w, &httpError{http.StatusUnauthorized, errors.New("agents off loopback need --agent-poll-token-file on deployer and --deployer-token-file on the agent")})
+				return
+			}
+		} else {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.AgentsToken)) != 1 {
+				writeError(w, &httpError{http.StatusUnauthorized, errors.New("missing or wrong agents' token")})
+				return
+			}
+		}
+		h(w, r)
+	}
 }
 
 // agentPoll is the agents' long poll:

@@ -157,10 +157,10 @@ func TestAgentsContractThroughThePoller(t *testing.T) {
 	}
 	// A report for a task id other than the path's is refused; an unknown
 	// task is acknowledged (the agent moves on).
-	if code, _ := r.call(t, "POST", "/api/v1/tasks/a/progress", "10.0.0.1:1", "", `{"task":{"id":"b"},"state":"done"}`); code != http.StatusBadRequest {
+	if code, _ := r.call(t, "POST", "/api/v1/tasks/a/progress", "127.0.0.1:1", "", `{"task":{"id":"b"},"state":"done"}`); code != http.StatusBadRequest {
 		t.Errorf("mismatched report: %d", code)
 	}
-	if code, _ := r.call(t, "POST", "/api/v1/tasks/zz/progress", "10.0.0.1:1", "", `{"task":{"id":"zz"},"state":"done"}`); code != http.StatusNoContent {
+	if code, _ := r.call(t, "POST", "/api/v1/tasks/zz/progress", "127.0.0.1:1", "", `{"task":{"id":"zz"},"state":"done"}`); code != http.StatusNoContent {
 		t.Errorf("unknown task report: %d", code)
 	}
 	got, _ := r.srv.Store.Get(d.ID)
@@ -267,4 +267,58 @@ func FuzzParseTokens(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestAgentsToken: without a configured token only loopback agents are
+// served; with one, every agent must present it, and deploy/poller does.
+func TestAgentsToken(t *testing.T) {
+	r := newRig(t, nil)
+	report := `{"task":{"id":"zz"},"state":"done"}`
+	if code, body := r.call(t, "POST", "/api/v1/tasks/zz/progress", "10.0.0.1:1", "", report); code != http.StatusUnauthorized {
+		t.Errorf("report from off loopback without a configured token: %d %s", code, body)
+	}
+	if code, _ := r.call(t, "GET", "/api/v1/hosts/h1/tasks?wait=0s", "10.0.0.1:1", "", ""); code != http.StatusUnauthorized {
+		t.Errorf("poll from off loopback without a configured token: %d", code)
+	}
+	if code, _ := r.call(t, "POST", "/api/v1/tasks/zz/progress", "127.0.0.1:1", "", report); code != http.StatusNoContent {
+		t.Errorf("report from loopback: %d", code)
+	}
+	r.srv.AgentsToken = "s3cret"
+	for _, tc := range []struct {
+		remote, token string
+		want          int
+	}{
+		{"10.0.0.1:1", "", http.StatusUnauthorized},
+		{"127.0.0.1:1", "", http.StatusUnauthorized},
+		{"10.0.0.1:1", "wrong", http.StatusUnauthorized},
+		{"10.0.0.1:1", "s3cret", http.StatusNoContent},
+	} {
+		if code, body := r.call(t, "POST", "/api/v1/tasks/zz/progress", tc.remote, tc.token, report); code != tc.want {
+			t.Errorf("report from %s with token %q: %d %s, want %d", tc.remote, tc.token, code, body, tc.want)
+		}
+	}
+	// The real poller with the token gets its tasks and reports them.
+	app := &okApplier{calls: map[string]int{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, h := range []string{"h1", "h2"} {
+		p := &poller.Poller{Deployer: r.http.URL, Host: h, Token: "s3cret", Applier: app, HTTP: http.DefaultClient, Wait: time.Second,
+			CursorFile: filepath.Join(t.TempDir(), "cursor.json"), MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+		go p.Run(ctx)
+	}
+	d, err := r.engine.Submit(rollout.Request{App: "web", Env: "prod", Version: "1.0", Artifact: "/x.tgz", SHA256: strings.Repeat("a", 64)}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ := r.srv.Store.Get(d.ID)
+		if got.State == store.Succeeded {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deploy with token-carrying agents: %s", got.State)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
