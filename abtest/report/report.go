@@ -98,13 +98,23 @@ type unitState struct {
 	converted bool
 }
 
+// armUnits is the analyzed units' values by arm, and the units excluded.
+type armUnits struct {
+	units, conversions []int
+	values, pres       [][]float64
+	excluded           Excluded
+}
+
 // Builder accumulates an experiment's events; Build computes the report.
 type Builder struct {
 	experiment string
 	opt        Options
 	variantIdx map[string]int32
 	discover   bool
-	units      []unitState // by the store's unit number (Add) or appended (AddUnit)
+	units      []unitState // by the store's unit number (Add)
+	// Units taken by AddUnit go straight to their arm (or exclusion): no
+	// per-unit state to keep for them.
+	aggregated armUnits
 	events     int
 	conv, met  int
 	preEnd     int64
@@ -210,6 +220,15 @@ func (b *Builder) Build() *Report {
 	values := make([][]float64, n)
 	pres := make([][]float64, n)
 	conversions := make([]int, n)
+	if agg := &b.aggregated; len(agg.units) == n {
+		copy(values, agg.values)
+		copy(pres, agg.pres)
+		copy(conversions, agg.conversions)
+		for i := range rep.Variants {
+			rep.Variants[i].Units = agg.units[i]
+		}
+		rep.Excluded = agg.excluded
+	}
 	for i := range b.units {
 		u := &b.units[i]
 		if !u.seen || rep.excluded(u) {
@@ -300,7 +319,11 @@ func (b *Builder) means(rep *Report, values, pres [][]float64) {
 	}
 	kept, keptPre := values, pres
 	if opt.IQRK > 0 {
-		var pooled []float64
+		total := 0
+		for i := range values {
+			total += len(values[i])
+		}
+		pooled := make([]float64, 0, total)
 		for i := range values {
 			pooled = append(pooled, values[i]...)
 		}
@@ -309,6 +332,8 @@ func (b *Builder) means(rep *Report, values, pres [][]float64) {
 			rep.Fences = &f
 			kept, keptPre = make([][]float64, len(values)), make([][]float64, len(values))
 			for i := range values {
+				kept[i] = make([]float64, 0, len(values[i]))
+				keptPre[i] = make([]float64, 0, len(values[i]))
 				for j, x := range values[i] {
 					if f.Contains(x) {
 						kept[i] = append(kept[i], x)
@@ -402,13 +427,28 @@ func (b *Builder) AddUnit(row UnitRow) {
 	b.events += row.Events
 	b.conv += row.Conversions
 	b.met += row.Metrics
-	u := unitState{seen: true, variant: int32(row.Variant), forced: row.Forced, value: row.Value, pre: row.Pre,
-		converted: row.Conversions > 0}
-	switch {
-	case row.Variant == MixedVariants:
-		u.variant, u.mixed = UnknownVariant, true
-	case row.Variant >= len(b.opt.Variants) || row.Variant < MixedVariants:
-		u.variant = UnknownVariant
+	agg := &b.aggregated
+	if agg.units == nil {
+		n := len(b.opt.Variants)
+		agg.units, agg.conversions = make([]int, n), make([]int, n)
+		agg.values, agg.pres = make([][]float64, n), make([][]float64, n)
 	}
-	b.units = append(b.units, u)
+	v := row.Variant
+	switch {
+	case v == NotExposed:
+		agg.excluded.Unexposed++
+	case row.Forced:
+		agg.excluded.Forced++
+	case v == MixedVariants:
+		agg.excluded.MixedVariants++
+	case v < 0 || v >= len(agg.units):
+		agg.excluded.UnknownVariant++
+	default:
+		agg.units[v]++
+		agg.values[v] = append(agg.values[v], row.Value)
+		agg.pres[v] = append(agg.pres[v], row.Pre)
+		if row.Conversions > 0 {
+			agg.conversions[v]++
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"cmp"
 	"math"
 	"slices"
 )
@@ -163,12 +164,106 @@ type Fences struct {
 }
 
 // IQRFences computes the fences of xs (in any order) with multiplier k.
+// The quartiles are Quantile's, found by selection rather than a full sort
+// (a report over a million units spent most of its statistics time
+// sorting).
 func IQRFences(xs []float64, k float64) Fences {
-	sorted := slices.Clone(xs)
-	slices.Sort(sorted)
-	q1, q3 := Quantile(sorted, 0.25), Quantile(sorted, 0.75)
+	work := slices.Clone(xs)
+	q1, q3 := quantilesBySelection(work, 0.25, 0.75)
 	iqr := q3 - q1
 	return Fences{Q1: q1, Q3: q3, Lower: q1 - k*iqr, Upper: q3 + k*iqr}
+}
+
+// quantilesBySelection is Quantile(sorted a, p) for p <= q, reordering a
+// instead of sorting it: O(len(a)) on average.
+func quantilesBySelection(a []float64, p, q float64) (float64, float64) {
+	n := len(a)
+	if n == 0 {
+		return math.NaN(), math.NaN()
+	}
+	// Quantile interpolates between the order statistics lo and lo+1 of
+	// h = p·(n−1), lo = ⌊h⌋; orderStats finds both in a, which holds the
+	// ranks from offset on.
+	orderStats := func(a []float64, offset, lo int) (x, next float64) {
+		x = selectRank(a, lo-offset)
+		if lo >= n-1 {
+			return x, x
+		}
+		// Selection left every element ranked above lo to its right.
+		return x, minimum(a[lo-offset+1:])
+	}
+	hp, hq := p*float64(n-1), q*float64(n-1)
+	lp, lq := int(math.Floor(hp)), int(math.Floor(hq))
+	xp, nextP := orderStats(a, 0, lp)
+	xq, nextQ := xp, nextP
+	if lq > lp {
+		xq, nextQ = orderStats(a[lp+1:], lp+1, lq)
+	}
+	interpolate := func(h float64, lo int, x, next float64) float64 {
+		if lo >= n-1 {
+			return x
+		}
+		return x + (h-float64(lo))*(next-x)
+	}
+	return interpolate(hp, lp, xp, nextP), interpolate(hq, lq, xq, nextQ)
+}
+
+// selectRank reorders a so that a[k] is the element of rank k (0-based,
+// in slices.Sort's order) with nothing greater before it and nothing less
+// after it, and returns it. Three-way partitioning keeps runs of equal
+// values (many units with 0) linear.
+func selectRank(a []float64, k int) float64 {
+	lo, hi := 0, len(a) // a[lo:hi] holds rank k
+	for hi-lo > 1 {
+		pivot := medianOf3(a[lo], a[lo+(hi-lo)/2], a[hi-1])
+		lt, i, gt := lo, lo, hi
+		for i < gt {
+			switch {
+			case cmp.Less(a[i], pivot):
+				a[lt], a[i] = a[i], a[lt]
+				lt++
+				i++
+			case cmp.Less(pivot, a[i]):
+				gt--
+				a[i], a[gt] = a[gt], a[i]
+			default:
+				i++
+			}
+		}
+		switch {
+		case k < lt:
+			hi = lt
+		case k >= gt:
+			lo = gt
+		default:
+			return a[k] // equal to the pivot
+		}
+	}
+	return a[k]
+}
+
+func medianOf3(a, b, c float64) float64 {
+	if cmp.Less(b, a) {
+		a, b = b, a
+	}
+	if cmp.Less(c, b) {
+		b = c
+		if cmp.Less(b, a) {
+			b = a
+		}
+	}
+	return b
+}
+
+// minimum is the least of a (not empty) in slices.Sort's order.
+func minimum(a []float64) float64 {
+	m := a[0]
+	for _, x := range a[1:] {
+		if cmp.Less(x, m) {
+			m = x
+		}
+	}
+	return m
 }
 
 // Contains reports whether x is within the fences (inclusive).
