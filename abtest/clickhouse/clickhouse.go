@@ -119,29 +119,29 @@ func (s *Store) Report(ctx context.Context, experiment string, opt report.Option
 	}
 	defer rows.Close()
 	var (
-		first, last, exposures, named, conv, met, evs uint64
-		forced                                        uint8
-		value, pre                                    float64
+		first, last, named, conv, met, evs uint64
+		forced                             uint8
+		value, pre                         float64
 	)
 	for rows.Next() {
-		if err := rows.Scan(&first, &last, &exposures, &forced, &named, &value, &pre, &conv, &met, &evs); err != nil {
+		if err := rows.Scan(&first, &last, &forced, &named, &value, &pre, &conv, &met, &evs); err != nil {
 			return nil, fmt.Errorf("clickhouse report row: %w", err)
 		}
-		if exposures == 0 && named == 0 {
+		if last == 0 && named == 0 {
 			// Neither exposed nor measured: not a unit of this report.
 			b.AddEvents(int(evs))
 			continue
 		}
 		row := report.UnitRow{Forced: forced == 1, Value: value, Pre: pre, Conversions: int(conv), Metrics: int(met), Events: int(evs)}
 		switch {
-		case exposures == 0:
+		case last == 0:
 			row.Variant = report.NotExposed
 		case first != last:
 			row.Variant = report.MixedVariants
-		case first == 0:
+		case first == 1:
 			row.Variant = report.UnknownVariant
 		default:
-			row.Variant = int(first) - 1
+			row.Variant = int(first) - 2
 		}
 		b.AddUnit(row)
 	}
@@ -152,20 +152,19 @@ func (s *Store) Report(ctx context.Context, experiment string, opt report.Option
 }
 
 // reportQuery is the report's SQL: one row per unit with the lowest and
-// highest 1-based index in opt.Variants of the variants it was exposed to
-// (0 for a variant not in the list; they differ for a unit exposed to
-// several), its exposure count, whether a whitelist forced it, its events
-// of the metric, the metric's sums in the experiment period and before it,
-// its conversion and metric event counts in the period, and its event count. PREWHERE reads the
+// highest of its exposures' variant numbers (2 for opt.Variants[0] on, 1
+// for a variant not in the list, 0 when it has no exposure; they differ for
+// a unit exposed to several), whether a whitelist forced it, its events of
+// the metric, the metric's sums in the experiment period and before it, its
+// conversion and metric event counts in the period, and its event count. PREWHERE reads the
 // experiment column first; as the table is ordered by experiment, only that
 // experiment's granules are read at all.
 func reportQuery(table, experiment string, opt report.Options) string {
 	// An event is in the experiment period when its time is at or after
 	// PreEnd, compared in nanoseconds (time and nanos together).
-	inPeriod, inPre := "1", "0"
+	inPeriod, preSum := "1", "toFloat64(0)"
 	if !opt.PreEnd.IsZero() {
 		inPeriod = fmt.Sprintf("(toInt64(time) * 1000000000 + nanos >= %d)", opt.PreEnd.UnixNano())
-		inPre = "NOT " + inPeriod
 	}
 	// No metric: the sums and counts stay 0 and the report holds the units
 	// and the sample-ratio check only.
@@ -173,28 +172,30 @@ func reportQuery(table, experiment string, opt report.Options) string {
 	if opt.Metric != "" {
 		named = "name = " + quote(opt.Metric)
 	}
-	variantIndex := "toUInt64(0)"
+	if !opt.PreEnd.IsZero() {
+		preSum = fmt.Sprintf("sumIf(value, NOT is_exposure AND %s AND NOT %s)", named, inPeriod)
+	}
+	variantNumber := "toUInt64(1)"
 	if len(opt.Variants) > 0 {
 		list := make([]string, len(opt.Variants))
 		for i, v := range opt.Variants {
 			list[i] = quote(v)
 		}
-		variantIndex = "indexOf([" + strings.Join(list, ", ") + "], variant)"
+		variantNumber = "indexOf([" + strings.Join(list, ", ") + "], variant) + 1"
 	}
 	return fmt.Sprintf(`SELECT
 	minIf(%[1]s, kind = 'exposure' AS is_exposure),
 	maxIf(%[1]s, is_exposure),
-	countIf(is_exposure),
 	maxIf(forced, is_exposure),
 	countIf(NOT is_exposure AND %[2]s),
 	sumIf(value, NOT is_exposure AND %[2]s AND %[3]s),
-	sumIf(value, NOT is_exposure AND %[2]s AND %[4]s),
+	%[4]s,
 	countIf(kind = 'conversion' AND %[2]s AND %[3]s),
 	countIf(kind = 'metric' AND %[2]s AND %[3]s),
 	count()
 FROM %[5]s
 PREWHERE experiment = %[6]s
-GROUP BY cityHash64(unit)`, variantIndex, named, inPeriod, inPre, table, quote(experiment))
+GROUP BY cityHash64(unit)`, variantNumber, named, inPeriod, preSum, table, quote(experiment))
 }
 
 // quote is a ClickHouse string literal of s (any bytes).
