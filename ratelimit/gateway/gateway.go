@@ -73,6 +73,7 @@ type Gateway struct {
 	log     *slog.Logger
 	metrics *metrics.Set
 	proxy   *httputil.ReverseProxy
+	buffers bufferPool
 
 	loadMu sync.Mutex
 	state  atomic.Pointer[state]
@@ -133,6 +134,7 @@ func New(opts Options) *Gateway {
 		opts.Now = time.Now
 	}
 	g := &Gateway{opts: opts, log: opts.Log, metrics: opts.Metrics}
+	g.buffers = bufferPool{&sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetXForwarded()
@@ -141,7 +143,7 @@ func New(opts Options) *Gateway {
 			pr.Out.URL.Host = "upstream"
 		},
 		Transport:    poolTransport{},
-		BufferPool:   bufferPool{&sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}},
+		BufferPool:   g.buffers,
 		ErrorHandler: g.proxyError,
 		ErrorLog:     slog.NewLogLogger(opts.Log.Handler(), slog.LevelWarn),
 	}
@@ -553,7 +555,25 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		at.hashKey = p.cfg.HashKey.key(&ri)
 	}
 	sw := &statusWriter{ResponseWriter: w}
-	g.proxy.ServeHTTP(sw, req.WithContext(context.WithValue(req.Context(), attemptKey, at)))
+	// ReverseProxy panics with http.ErrAbortHandler when a body is cut
+	// short, and so do we: the limiter's slot must be given back then too.
+	answered := false
+	if done != nil {
+		defer func() {
+			if !answered {
+				done(true)
+			}
+		}()
+	}
+	if forwardable(req) {
+		if cut := g.forward(sw, req, at); cut {
+			g.access(req, rt, &ri, o.status, sw.code, at.server, start, dye)
+			panic(http.ErrAbortHandler) // the client must see the body cut short
+		}
+	} else {
+		g.proxy.ServeHTTP(sw, req.WithContext(context.WithValue(req.Context(), attemptKey, at)))
+	}
+	answered = true
 	if done != nil {
 		done(sw.code >= 500 || sw.code == 0)
 	}
@@ -636,6 +656,14 @@ func (g *Gateway) access(req *http.Request, rt *route, ri *requestInfo, limitSta
 }
 
 func (g *Gateway) proxyError(w http.ResponseWriter, req *http.Request, err error) {
+	at, _ := req.Context().Value(attemptKey).(*attempt)
+	g.proxyErrorAt(w, req, at, err)
+}
+
+// proxyErrorAt answers a request the upstream did not: 503 with no server
+// to try, 504 on a timeout, 499 (logged, the client is gone) when the
+// client went away, 502 otherwise.
+func (g *Gateway) proxyErrorAt(w http.ResponseWriter, req *http.Request, at *attempt, err error) {
 	code := http.StatusBadGateway
 	switch {
 	case errors.Is(err, errNoServer):
@@ -645,7 +673,7 @@ func (g *Gateway) proxyError(w http.ResponseWriter, req *http.Request, err error
 	case req.Context().Err() != nil:
 		code = 499 // the client went away, as nginx logs it
 	}
-	if at, _ := req.Context().Value(attemptKey).(*attempt); at != nil {
+	if at != nil {
 		at.pool.errors.Inc()
 		// One line a second per pool at most: a dead upstream must not
 		// turn every request into a log line.
@@ -666,7 +694,7 @@ type statusWriter struct {
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 {
+	if w.code == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) { // not an interim 1xx
 		w.code = code
 	}
 	w.ResponseWriter.WriteHeader(code)

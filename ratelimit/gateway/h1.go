@@ -66,14 +66,21 @@ func (t *h1Transport) handles(req *http.Request) bool {
 // by the server (EOF or reset before any answer) is dropped with the other
 // idle ones to that server, and the request is sent once more on a new
 // connection: it is idempotent and has no body.
-func (t *h1Transport) roundTrip(req *http.Request, addr string) (*http.Response, error) {
-	ctx := req.Context()
+//
+// write puts the request on the connection; req gives the method (for
+// HEAD) and is the response's Request. interim, if not nil, is told of 1xx
+// answers before the response.
+func (t *h1Transport) roundTrip(ctx context.Context, addr string, req *http.Request, write func(*bufio.Writer) error) (*http.Response, error) {
+	return t.roundTripInterim(ctx, addr, req, write, nil)
+}
+
+func (t *h1Transport) roundTripInterim(ctx context.Context, addr string, req *http.Request, write func(*bufio.Writer) error, interim func(code int, h http.Header)) (*http.Response, error) {
 	for retried := false; ; retried = true {
 		c, reused, err := t.get(ctx, addr, retried)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(ctx, c, req, addr)
+		resp, err := t.exchange(ctx, c, req, addr, write, interim)
 		if err == nil {
 			return resp, nil
 		}
@@ -94,7 +101,7 @@ func stale(err error) bool {
 
 // exchange writes the request and reads the response header; the body is
 // read by the caller and gives the connection back at its end.
-func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string) (*http.Response, error) {
+func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string, write func(*bufio.Writer) error, interim func(code int, h http.Header)) (*http.Response, error) {
 	// A cancelled request unblocks its reads and writes at once.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(inThePast) })
 	fail := func(err error) (*http.Response, error) {
@@ -104,7 +111,7 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 	if t.headerTimeout > 0 {
 		c.SetReadDeadline(t.now().Add(t.headerTimeout))
 	}
-	if err := req.Write(c.bw); err != nil {
+	if err := write(c.bw); err != nil {
 		return fail(err)
 	}
 	if err := c.bw.Flush(); err != nil {
@@ -117,9 +124,13 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 		if err != nil {
 			return fail(err)
 		}
-		// Interim answers (100, 103) are not passed on.
 		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
+		}
+		// An interim answer (103 Early Hints): pass it on if asked, then
+		// read on for the response.
+		if interim != nil && resp.StatusCode != http.StatusContinue {
+			interim(resp.StatusCode, resp.Header)
 		}
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -193,5 +195,140 @@ func TestFastPathTimeoutAndCancel(t *testing.T) {
 	case <-gone:
 	case <-time.After(2 * time.Second):
 		t.Fatal("the upstream request was not ended when the client went away")
+	}
+}
+
+// TestForwardSendsWhatReverseProxyDoes: the headers an upstream receives
+// for a GET on the fast path are those httputil.ReverseProxy sends for a
+// POST without a body (plus its Content-Length: 0): hop-by-hop headers and
+// those Connection names dropped, Te: trailers kept, the client's
+// forwarding headers replaced, no User-Agent added, repeated headers and
+// the query kept. Hop-by-hop headers of the answer are dropped too.
+func TestForwardSendsWhatReverseProxyDoes(t *testing.T) {
+	type seen struct {
+		uri, host string
+		header    http.Header
+	}
+	got := make(chan seen, 2)
+	u := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.RequestURI, r.Host, r.Header.Clone()}
+		w.Header().Set("Connection", "X-Up-Hop")
+		w.Header().Set("X-Up-Hop", "1")
+		w.Header().Set("Keep-Alive", "timeout=5")
+		w.Header().Add("Set-Cookie", "a=1")
+		w.Header().Add("Set-Cookie", "b=2")
+		io.WriteString(w, "ok")
+	})
+	srv := gatewayTo(t, u.Server, "")
+	send := func(method string) (seen, *http.Response) {
+		t.Helper()
+		req, _ := http.NewRequest(method, srv.URL+"/p/a%20b?x=1&y=2", nil)
+		req.Host = "app.example"
+		req.Header["User-Agent"] = nil // the client sends none
+		req.Header.Set("Connection", "X-Hop")
+		req.Header.Set("X-Hop", "gone")
+		req.Header.Set("Keep-Alive", "timeout=5")
+		req.Header.Set("Te", "trailers")
+		req.Header.Set("Proxy-Authorization", "secret")
+		req.Header.Set("X-Forwarded-For", "6.6.6.6")
+		req.Header.Set("Forwarded", "for=6.6.6.6")
+		req.Header.Add("X-Multi", "1")
+		req.Header.Add("X-Multi", "2")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return <-got, resp
+	}
+	fast, fastResp := send("GET")
+	slow, _ := send("POST")
+	slow.header.Del("Content-Length")
+	if fast.uri != "/p/a%20b?x=1&y=2" || fast.host != "app.example" || fast.uri != slow.uri || fast.host != slow.host {
+		t.Errorf("request line and host: fast %q %q, ReverseProxy %q %q", fast.uri, fast.host, slow.uri, slow.host)
+	}
+	if fmt.Sprint(fast.header) != fmt.Sprint(slow.header) {
+		t.Errorf("upstream saw\nfast path:    %v\nReverseProxy: %v", fast.header, slow.header)
+	}
+	if v := fast.header.Get("X-Forwarded-For"); v != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q, want the peer alone", v)
+	}
+	for _, k := range []string{"X-Up-Hop", "Keep-Alive", "Connection"} {
+		if v := fastResp.Header.Get(k); v != "" {
+			t.Errorf("answer's hop-by-hop %s: %q reached the client", k, v)
+		}
+	}
+	if v := fastResp.Header.Values("Set-Cookie"); len(v) != 2 {
+		t.Errorf("Set-Cookie %q, want both", v)
+	}
+}
+
+// TestForwardEarlyHintsAndCutBody: a 103 reaches the client before the
+// response; a body the upstream cuts short is cut short for the client too
+// (not ended cleanly), and the adaptive limiter gets its slot back.
+func TestForwardEarlyHintsAndCutBody(t *testing.T) {
+	u := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/cut" {
+			conn, bw, _ := http.NewResponseController(w).Hijack()
+			bw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten..")
+			bw.Flush()
+			conn.Close()
+			return
+		}
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "ok")
+	})
+	g, srv := newGateway(t, fmt.Sprintf(`
+upstreams:
+  app:
+    servers: [%s]
+    adaptive: {algorithm: gradient2, initial_limit: 5, min_limit: 5, max_limit: 5}
+routes:
+  - {name: r, upstream: app}
+`, strings.TrimPrefix(u.URL, "http://")), nil)
+	var hints []int
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			if h.Get("Link") != "" {
+				hints = append(hints, code)
+			}
+			return nil
+		},
+	})
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "ok" || len(hints) != 1 || hints[0] != 103 {
+		t.Errorf("got %d %q, 1xx with Link %v; want 200 ok after one 103", resp.StatusCode, b, hints)
+	}
+	if resp.Header.Get("Link") != "" {
+		t.Errorf("the 103's Link stayed on the response")
+	}
+
+	// The client's connection is aborted: before the buffered header went
+	// out (no response) or after (a short body).
+	if resp, err = http.Get(srv.URL + "/cut"); err == nil {
+		b, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Errorf("a body cut short upstream read cleanly (%q)", b)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for g.Limits("", "").Upstreams[0].Servers[0].InFlight != 0 || fmt.Sprint(g.Limits("", "").Upstreams[0].Adaptive) == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the cut request still counts as in flight")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := fmt.Sprintf("%+v", g.Limits("", "").Upstreams[0].Adaptive); !strings.Contains(s, "InFlight:0") {
+		t.Errorf("limiter after a cut body: %s", s)
 	}
 }

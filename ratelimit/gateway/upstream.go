@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"hash/fnv"
@@ -277,11 +278,28 @@ func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("gateway: request without an upstream")
 	}
 	p := at.pool
+	return at.send(req.Context(), idempotent(req), func(addr string) (*http.Response, error) {
+		req.URL.Scheme = "http"
+		req.URL.Host = addr
+		if p.h1.handles(req) {
+			return p.h1.roundTrip(req.Context(), addr, req, func(w *bufio.Writer) error { return req.Write(w) })
+		}
+		return p.transport.RoundTrip(req)
+	})
+}
+
+// send picks a server and has do send the request to it, and for an
+// idempotent request tries the next server after a connection failure,
+// up to the pool's retries. It keeps the servers' in-flight counts and
+// hop statistics.
+func (at *attempt) send(ctx context.Context, idempotent bool, do func(addr string) (*http.Response, error)) (*http.Response, error) {
+	p := at.pool
 	tries := 1
-	if idempotent(req) {
+	if idempotent {
 		tries += p.cfg.Retries
 	}
-	var tried []*server
+	var triedBuf [4]*server
+	tried := triedBuf[:0]
 	var lastErr error = errNoServer
 	for i := 0; i < tries; i++ {
 		s := p.pick(at.hashKey, tried)
@@ -289,22 +307,14 @@ func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			break
 		}
 		tried = append(tried, s)
-		req.URL.Scheme = "http"
-		req.URL.Host = s.addr
 		s.inflight.Add(1)
 		sent := time.Now()
-		var resp *http.Response
-		var err error
-		if p.h1.handles(req) {
-			resp, err = p.h1.roundTrip(req, s.addr)
-		} else {
-			resp, err = p.transport.RoundTrip(req)
-		}
+		resp, err := do(s.addr)
 		if err != nil {
 			s.inflight.Add(-1)
 			at.hops.To(s.addr).Failed()
 			lastErr = err
-			if req.Context().Err() != nil {
+			if ctx.Err() != nil {
 				return nil, err
 			}
 			if isConnectError(err) {

@@ -1,0 +1,231 @@
+package gateway
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+)
+
+// forward proxies an idempotent request without a body (most of a
+// gateway's traffic) without httputil.ReverseProxy: the request is written
+// to the upstream straight from the inbound one, with no clone of it or of
+// its header, and the response's header values are handed to the client's
+// header as they are. What it sends and answers is what ReverseProxy with
+// the gateway's Rewrite does: hop-by-hop headers dropped both ways (Te:
+// trailers kept), the client's Forwarded and X-Forwarded-* replaced by
+// X-Forwarded-For (the peer), -Host and -Proto, no User-Agent added, 1xx
+// answers passed on, streamed responses flushed as they come, trailers
+// passed on. It reports whether the response was cut short after its
+// header was sent (the caller then aborts the client's connection, as
+// ReverseProxy does).
+func (g *Gateway) forward(w *statusWriter, req *http.Request, at *attempt) (cut bool) {
+	p := at.pool
+	ctx := req.Context()
+	write := func(bw *bufio.Writer) error { return writeRequest(bw, req) }
+	interim := func(code int, h http.Header) {
+		out := w.Header()
+		for k, vv := range h {
+			out[k] = vv
+		}
+		w.WriteHeader(code)
+		for k := range h {
+			delete(out, k)
+		}
+	}
+	resp, err := at.send(ctx, true, func(addr string) (*http.Response, error) {
+		return p.h1.roundTripInterim(ctx, addr, req, write, interim)
+	})
+	if err != nil {
+		g.proxyErrorAt(w, req, at, err)
+		return false
+	}
+	defer resp.Body.Close()
+	removeHopByHop(resp.Header)
+	h := w.Header()
+	for k, vv := range resp.Header {
+		if old, ok := h[k]; ok {
+			vv = append(old[:len(old):len(old)], vv...)
+		}
+		h[k] = vv
+	}
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		h["Trailer"] = append(h["Trailer"], strings.Join(keys, ", "))
+	}
+	w.WriteHeader(resp.StatusCode)
+	if err := g.copyBody(w, resp); err != nil {
+		return true
+	}
+	resp.Body.Close() // now: it fills resp.Trailer
+	if len(resp.Trailer) > 0 {
+		w.Flush() // the body must be chunked for trailers to follow
+	}
+	if len(resp.Trailer) == announced {
+		for k, vv := range resp.Trailer {
+			h[k] = vv
+		}
+		return false
+	}
+	for k, vv := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+	return false
+}
+
+// copyBody copies the response body to the client, flushing after each
+// piece when the response is a stream (no length, or server-sent events).
+func (g *Gateway) copyBody(w *statusWriter, resp *http.Response) error {
+	stream := resp.ContentLength == -1
+	if !stream {
+		if ct := resp.Header["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
+			base, _, _ := mime.ParseMediaType(ct[0])
+			stream = base == "text/event-stream"
+		}
+	}
+	buf := g.buffers.Get()
+	defer g.buffers.Put(buf)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if stream {
+				w.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// forwardable: idempotent, no body, no upgrade, no request to close.
+func forwardable(req *http.Request) bool {
+	if req.Close || req.ContentLength != 0 || (req.Body != nil && req.Body != http.NoBody) || !idempotent(req) {
+		return false
+	}
+	_, upgrade := req.Header["Upgrade"]
+	return !upgrade
+}
+
+// skippedRequestHeader: not copied from the inbound request, as the
+// request line and framing are written anew, hop-by-hop headers stay
+// behind and the forwarding headers are replaced.
+func skippedRequestHeader(k string) bool {
+	switch k {
+	case "Host", "Content-Length", "Transfer-Encoding", "Trailer",
+		"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Upgrade",
+		"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto":
+		return true
+	}
+	return false
+}
+
+var errBadHost = errors.New("gateway: host header with a line break")
+
+// writeRequest writes req as an HTTP/1.1 request to an upstream.
+func writeRequest(bw *bufio.Writer, req *http.Request) error {
+	if strings.ContainsAny(req.Host, "\r\n") {
+		return errBadHost
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.URL.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(req.Host)
+	bw.WriteString("\r\n")
+	// Headers the Connection header names are hop-by-hop too.
+	var named []string
+	for _, v := range req.Header["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				named = append(named, http.CanonicalHeaderKey(f))
+			}
+		}
+	}
+outer:
+	for k, vv := range req.Header {
+		if skippedRequestHeader(k) {
+			continue
+		}
+		for _, n := range named {
+			if n == k {
+				continue outer
+			}
+		}
+		for _, v := range vv {
+			if k == "User-Agent" && v == "" {
+				continue
+			}
+			writeHeaderLine(bw, k, v)
+		}
+	}
+	if hasToken(req.Header["Te"], "trailers") {
+		bw.WriteString("Te: trailers\r\n")
+	}
+	if req.Method == http.MethodPut {
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		writeHeaderLine(bw, "X-Forwarded-For", ip)
+	}
+	writeHeaderLine(bw, "X-Forwarded-Host", req.Host)
+	if req.TLS != nil {
+		bw.WriteString("X-Forwarded-Proto: https\r\n\r\n")
+	} else {
+		bw.WriteString("X-Forwarded-Proto: http\r\n\r\n")
+	}
+	return nil
+}
+
+// hasToken says whether a comma-separated header holds token.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for f := range strings.SplitSeq(v, ",") {
+			if f, _, _ = strings.Cut(f, ";"); strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// writeHeaderLine writes one header line; line breaks in the value (only
+// a value the gateway set itself could hold one) become spaces, as
+// net/http does.
+func writeHeaderLine(bw *bufio.Writer, k, v string) {
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	if strings.ContainsAny(v, "\r\n") {
+		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	bw.WriteString(strings.TrimSpace(v))
+	bw.WriteString("\r\n")
+}
+
+// removeHopByHop drops hop-by-hop headers, and those the Connection header
+// names, from a response header.
+func removeHopByHop(h http.Header) {
+	for _, v := range h["Connection"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+		delete(h, k)
+	}
+}
