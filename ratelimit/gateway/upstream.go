@@ -53,7 +53,7 @@ type pool struct {
 	servers   []*server
 	rr        atomic.Uint64
 	transport *http.Transport
-	h1        *h1Transport // the fast path for idempotent requests without a body
+	h1        *h1Transport       // the fast path for idempotent requests without a body
 	limiter   concurrencyLimiter // nil without adaptive concurrency
 	log       *slog.Logger
 	errors    *metrics.Counter
