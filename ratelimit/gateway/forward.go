@@ -23,22 +23,8 @@ import (
 // header was sent (the caller then aborts the client's connection, as
 // ReverseProxy does).
 func (g *Gateway) forward(w *statusWriter, req *http.Request, at *attempt) (cut bool) {
-	p := at.pool
-	ctx := req.Context()
-	write := func(bw *bufio.Writer) error { return writeRequest(bw, req) }
-	interim := func(code int, h http.Header) {
-		out := w.Header()
-		for k, vv := range h {
-			out[k] = vv
-		}
-		w.WriteHeader(code)
-		for k := range h {
-			delete(out, k)
-		}
-	}
-	resp, err := at.send(ctx, true, func(addr string) (*http.Response, error) {
-		return p.h1.roundTripInterim(ctx, addr, req, write, interim)
-	})
+	f := &forwarding{w: w, req: req, pool: at.pool}
+	resp, err := at.send(req.Context(), true, f)
 	if err != nil {
 		g.proxyErrorAt(w, req, at, err)
 		return false
@@ -78,6 +64,32 @@ func (g *Gateway) forward(w *statusWriter, req *http.Request, at *attempt) (cut 
 		h[http.TrailerPrefix+k] = vv
 	}
 	return false
+}
+
+// forwarding is one request on the fast path: the sender and outgoing
+// request the transport needs, in one allocation.
+type forwarding struct {
+	w    *statusWriter
+	req  *http.Request
+	pool *pool
+}
+
+func (f *forwarding) sendTo(addr string) (*http.Response, error) {
+	return f.pool.h1.roundTrip(f.req.Context(), addr, f.req, f)
+}
+
+func (f *forwarding) writeTo(bw *bufio.Writer) error { return writeRequest(bw, f.req) }
+
+// interim passes a 1xx answer on; its header is not kept for the response.
+func (f *forwarding) interim(code int, h http.Header) {
+	out := f.w.Header()
+	for k, vv := range h {
+		out[k] = vv
+	}
+	f.w.WriteHeader(code)
+	for k := range h {
+		delete(out, k)
+	}
 }
 
 // copyBody copies the response body to the client, flushing after each

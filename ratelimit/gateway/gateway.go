@@ -636,11 +636,13 @@ func (g *Gateway) limitHeaders(h http.Header, rt *route, o outcome) {
 	p := &rt.policy[o.tightest]
 	reset := strconv.FormatInt(int64(math.Ceil(o.reset.Seconds())), 10)
 	remaining := strconv.FormatInt(max(o.remaining, 0), 10)
-	h["Ratelimit-Policy"] = []string{p.header}
-	h["Ratelimit"] = []string{p.quoted + ";r=" + remaining + ";t=" + reset}
-	h["X-Ratelimit-Limit"] = []string{p.limit}
-	h["X-Ratelimit-Remaining"] = []string{remaining}
-	h["X-Ratelimit-Reset"] = []string{reset}
+	// One backing array for the five values: one allocation, not five.
+	v := &[5]string{p.header, p.quoted + ";r=" + remaining + ";t=" + reset, p.limit, remaining, reset}
+	h["Ratelimit-Policy"] = v[0:1:1]
+	h["Ratelimit"] = v[1:2:2]
+	h["X-Ratelimit-Limit"] = v[2:3:3]
+	h["X-Ratelimit-Remaining"] = v[3:4:4]
+	h["X-Ratelimit-Reset"] = v[4:5:5]
 }
 
 func (g *Gateway) access(req *http.Request, rt *route, ri *requestInfo, limitStatus string, code int, upstream string, start time.Time, dye string) {

@@ -42,6 +42,21 @@ type h1Conn struct {
 	idleSince time.Time
 }
 
+// outgoing is a request as the fast path sends it. An interface, not
+// callbacks: a pointer in an interface costs no allocation per request.
+type outgoing interface {
+	writeTo(*bufio.Writer) error
+	interim(code int, h http.Header)
+}
+
+// plainRequest sends an outbound request as net/http writes it and drops
+// interim answers (ReverseProxy, which made it, has no way to pass them
+// on from here).
+type plainRequest struct{ *http.Request }
+
+func (r plainRequest) writeTo(w *bufio.Writer) error { return r.Write(w) }
+func (plainRequest) interim(int, http.Header)        {}
+
 // errUnexpectedSwitch is a 101 answer to a request that asked for no
 // upgrade.
 var errUnexpectedSwitch = errors.New("upstream switched protocols without an upgrade request")
@@ -67,20 +82,16 @@ func (t *h1Transport) handles(req *http.Request) bool {
 // idle ones to that server, and the request is sent once more on a new
 // connection: it is idempotent and has no body.
 //
-// write puts the request on the connection; req gives the method (for
-// HEAD) and is the response's Request. interim, if not nil, is told of 1xx
-// answers before the response.
-func (t *h1Transport) roundTrip(ctx context.Context, addr string, req *http.Request, write func(*bufio.Writer) error) (*http.Response, error) {
-	return t.roundTripInterim(ctx, addr, req, write, nil)
-}
-
-func (t *h1Transport) roundTripInterim(ctx context.Context, addr string, req *http.Request, write func(*bufio.Writer) error, interim func(code int, h http.Header)) (*http.Response, error) {
+// out puts the request on the connection and is told of 1xx answers
+// before the response; req gives the method (for HEAD) and is the
+// response's Request.
+func (t *h1Transport) roundTrip(ctx context.Context, addr string, req *http.Request, out outgoing) (*http.Response, error) {
 	for retried := false; ; retried = true {
 		c, reused, err := t.get(ctx, addr, retried)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(ctx, c, req, addr, write, interim)
+		resp, err := t.exchange(ctx, c, req, addr, out)
 		if err == nil {
 			return resp, nil
 		}
@@ -101,7 +112,7 @@ func stale(err error) bool {
 
 // exchange writes the request and reads the response header; the body is
 // read by the caller and gives the connection back at its end.
-func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string, write func(*bufio.Writer) error, interim func(code int, h http.Header)) (*http.Response, error) {
+func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string, out outgoing) (*http.Response, error) {
 	// A cancelled request unblocks its reads and writes at once.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(inThePast) })
 	fail := func(err error) (*http.Response, error) {
@@ -111,7 +122,7 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 	if t.headerTimeout > 0 {
 		c.SetReadDeadline(t.now().Add(t.headerTimeout))
 	}
-	if err := write(c.bw); err != nil {
+	if err := out.writeTo(c.bw); err != nil {
 		return fail(err)
 	}
 	if err := c.bw.Flush(); err != nil {
@@ -127,10 +138,10 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 		if resp.StatusCode < 100 || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
 		}
-		// An interim answer (103 Early Hints): pass it on if asked, then
-		// read on for the response.
-		if interim != nil && resp.StatusCode != http.StatusContinue {
-			interim(resp.StatusCode, resp.Header)
+		// An interim answer (103 Early Hints): pass it on, then read on
+		// for the response.
+		if resp.StatusCode != http.StatusContinue {
+			out.interim(resp.StatusCode, resp.Header)
 		}
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"hash/fnv"
@@ -277,22 +276,34 @@ func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if at == nil {
 		return nil, errors.New("gateway: request without an upstream")
 	}
-	p := at.pool
-	return at.send(req.Context(), idempotent(req), func(addr string) (*http.Response, error) {
-		req.URL.Scheme = "http"
-		req.URL.Host = addr
-		if p.h1.handles(req) {
-			return p.h1.roundTrip(req.Context(), addr, req, func(w *bufio.Writer) error { return req.Write(w) })
-		}
-		return p.transport.RoundTrip(req)
-	})
+	return at.send(req.Context(), idempotent(req), &viaTransport{at.pool, req})
 }
 
-// send picks a server and has do send the request to it, and for an
+// sender sends a request to one server of a pool.
+type sender interface {
+	sendTo(addr string) (*http.Response, error)
+}
+
+// viaTransport sends a request ReverseProxy made.
+type viaTransport struct {
+	p   *pool
+	req *http.Request
+}
+
+func (v *viaTransport) sendTo(addr string) (*http.Response, error) {
+	v.req.URL.Scheme = "http"
+	v.req.URL.Host = addr
+	if v.p.h1.handles(v.req) {
+		return v.p.h1.roundTrip(v.req.Context(), addr, v.req, plainRequest{v.req})
+	}
+	return v.p.transport.RoundTrip(v.req)
+}
+
+// send picks a server and has s send the request to it, and for an
 // idempotent request tries the next server after a connection failure,
 // up to the pool's retries. It keeps the servers' in-flight counts and
 // hop statistics.
-func (at *attempt) send(ctx context.Context, idempotent bool, do func(addr string) (*http.Response, error)) (*http.Response, error) {
+func (at *attempt) send(ctx context.Context, idempotent bool, s sender) (*http.Response, error) {
 	p := at.pool
 	tries := 1
 	if idempotent {
@@ -302,36 +313,36 @@ func (at *attempt) send(ctx context.Context, idempotent bool, do func(addr strin
 	tried := triedBuf[:0]
 	var lastErr error = errNoServer
 	for i := 0; i < tries; i++ {
-		s := p.pick(at.hashKey, tried)
-		if s == nil {
+		srv := p.pick(at.hashKey, tried)
+		if srv == nil {
 			break
 		}
-		tried = append(tried, s)
-		s.inflight.Add(1)
+		tried = append(tried, srv)
+		srv.inflight.Add(1)
 		sent := time.Now()
-		resp, err := do(s.addr)
+		resp, err := s.sendTo(srv.addr)
 		if err != nil {
-			s.inflight.Add(-1)
-			at.hops.To(s.addr).Failed()
+			srv.inflight.Add(-1)
+			at.hops.To(srv.addr).Failed()
 			lastErr = err
 			if ctx.Err() != nil {
 				return nil, err
 			}
 			if isConnectError(err) {
-				p.markFailed(s)
+				p.markFailed(srv)
 				continue
 			}
 			return nil, err
 		}
-		at.server = s.addr
+		at.server = srv.addr
 		at.took = time.Since(sent)
-		at.hops.To(s.addr).Acked(1, at.took)
+		at.hops.To(srv.addr).Acked(1, at.took)
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			// The body is the upgraded connection: hand it over as it is.
-			s.inflight.Add(-1)
+			srv.inflight.Add(-1)
 			return resp, nil
 		}
-		resp.Body = &countedBody{ReadCloser: resp.Body, s: s}
+		resp.Body = &countedBody{ReadCloser: resp.Body, s: srv}
 		return resp, nil
 	}
 	return nil, lastErr
