@@ -4,10 +4,13 @@
 # keep-alive connections, a new random unit id per request (so most requests
 # log exposures).
 # Usage: bench/abtest-assign.sh [duration (default 15s)] [connections (default 64)] [wrk threads (default 2)]
+# Besides requests/s it prints the server's CPU time per request (user +
+# system, from /proc), which depends far less on what else the machine runs.
 # ABTEST_PROFILE=FILE also saves a CPU profile of the daemon.
-# ABTEST_CEILING=1 then runs the same wrk command against a trivial Go
+# ABTEST_CEILING=1 also runs the same wrk command against a trivial Go
 # net/http handler answering a body of the same size (what this machine's
-# kernel and net/http allow at all) and prints the ratio.
+# kernel and net/http allow at all), ABTEST_ROUNDS times (default 3)
+# alternating with abtest, and prints the medians and their ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-15s}"
@@ -43,18 +46,36 @@ request = function()
   return wrk.format("GET", "/v1/assign?unit=u" .. math.random(1, 100000000) .. "&attr.country=US")
 end
 LUA
-echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 sample="$(curl -s "127.0.0.1:$port/v1/assign?unit=u1&attr.country=US")"
 echo "one request: $sample"
+
+# cpu_ticks PID: user + system clock ticks the process used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# bench NAME PID PORT: one wrk run; appends "requests/s cpu-us-per-request"
+# to $work/NAME.runs.
+bench() {
+	local before after out
+	before="$(cpu_ticks "$2")"
+	out="$(wrk -t "$threads" -c "$conns" -d "$duration" --latency -s "$work/assign.lua" "http://127.0.0.1:$3/")"
+	after="$(cpu_ticks "$2")"
+	echo "$out"
+	awk -v ticks="$((after - before))" -v hz="$(getconf CLK_TCK)" '
+		/requests in/ { n = $1 }
+		/^Requests\/sec/ { rate = $2 }
+		END { us = ticks / hz * 1e6 / n; printf "%s: %.0f requests/s, %.1f us of server CPU per request\n", name, rate, us
+		      printf "%f %f\n", rate, us >> file }' name="$1" file="$work/$1.runs" <<<"$out"
+	echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 if [[ -n "${ABTEST_PROFILE:-}" ]]; then
 	# A 5 s CPU profile of the daemon from the middle of the run.
 	(sleep 3 && curl -s -o "$ABTEST_PROFILE" "127.0.0.1:$port/debug/pprof/profile?seconds=5") &
 	profiler=$!
 fi
-wrk -t "$threads" -c "$conns" -d "$duration" --latency -s "$work/assign.lua" "http://127.0.0.1:$port/" | tee "$work/abtest.wrk"
+bench abtest "${pids[0]}" "$port"
 [[ -n "${profiler:-}" ]] && wait "$profiler"
 curl -s "127.0.0.1:$port/metrics" | grep -E '^opskit_abtest_(assignments|exposures)_' || true
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 [[ -n "${ABTEST_CEILING:-}" ]] || exit 0
 
 # The ceiling: net/http with a handler that only writes a fixed answer.
@@ -83,9 +104,19 @@ hello_port=$((port + 1))
 "$work/hello/hello" "127.0.0.1:$hello_port" "$sample" &
 pids+=($!)
 wait_ready "127.0.0.1:$hello_port/"
-echo "ceiling: trivial net/http handler, same wrk command, body of ${#sample} bytes; load $(cut -d' ' -f1-3 /proc/loadavg)"
-wrk -t "$threads" -c "$conns" -d "$duration" --latency -s "$work/assign.lua" "http://127.0.0.1:$hello_port/" | tee "$work/hello.wrk"
-rate() { awk '/^Requests\/sec/ {print $2}' "$1"; }
-awk -v a="$(rate "$work/abtest.wrk")" -v h="$(rate "$work/hello.wrk")" \
-	'BEGIN { printf "abtest / ceiling: %.0f / %.0f requests/s = %.0f %%\n", a, h, 100 * a / h }'
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "ceiling: trivial net/http handler, same wrk command, body of ${#sample} bytes"
+rounds="${ABTEST_ROUNDS:-3}"
+for round in $(seq "$rounds"); do
+	bench ceiling "${pids[1]}" "$hello_port"
+	if ((round < rounds)); then
+		bench abtest "${pids[0]}" "$port"
+	fi
+done
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+for name in abtest ceiling; do
+	read -r "${name}_rate" < <(cut -d' ' -f1 "$work/$name.runs" | median)
+	read -r "${name}_cpu" < <(cut -d' ' -f2 "$work/$name.runs" | median)
+done
+awk -v ar="$abtest_rate" -v hr="$ceiling_rate" -v ac="$abtest_cpu" -v hc="$ceiling_cpu" -v n="$rounds" 'BEGIN {
+	printf "medians of %d runs each: abtest %.0f requests/s, %.1f us CPU per request; ceiling %.0f requests/s, %.1f us\n", n, ar, ac, hr, hc
+	printf "abtest / ceiling: %.0f %% of the requests/s, %.2fx the CPU per request\n", 100 * ar / hr, ac / hc }'
