@@ -2,7 +2,8 @@
 # filefly: completion time of one file sent to N agents on loopback with
 # every agent's ingress and egress (and the server's egress) capped at the
 # same rate B, emulating equal NICs: a single host, then tree, chain and
-# star over all N agents in the same run, against S/B (one host) and the
+# star over all N agents in the same run (tree is the striped tree, tree1
+# the single tree), against S/B (one host) and the
 # bound S/B·(1 + log2 N / M) for M pieces. Also the server's egress per
 # run as a multiple of the file size S.
 #
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 AGENTS=${1:-30}
 SIZE_MIB=${2:-32}
 RATE=${3:-16MB/s}
-TOPOLOGIES=${TOPOLOGIES:-"single tree chain star"}
+TOPOLOGIES=${TOPOLOGIES:-"single tree tree1 chain star"}
 work=$(mktemp -d)
 pids=()
 cleanup() {

@@ -222,7 +222,7 @@ func (a *Agent) handleJob(ctx context.Context, w http.ResponseWriter, r *http.Re
 		httpError(w, http.StatusBadRequest, "job: %v", err)
 		return
 	}
-	if spec.ID == "" || strings.ContainsAny(spec.ID, "/\\.") || len(spec.Sources) == 0 {
+	if spec.ID == "" || strings.ContainsAny(spec.ID, "/\\.") || len(spec.Sources) == 0 || !stripesHaveSources(spec) {
 		httpError(w, http.StatusBadRequest, "job: bad id or no sources")
 		return
 	}
@@ -424,4 +424,14 @@ func (a *Agent) prefixed(dest string) string {
 		return dest
 	}
 	return filepath.Join(a.opts.DestPrefix, dest)
+}
+
+// stripesHaveSources reports whether every stripe of a job has a source.
+func stripesHaveSources(spec api.Job) bool {
+	for _, srcs := range spec.StripeSources {
+		if len(srcs) == 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,5 +147,54 @@ func TestAgentReportsPostCmdAndOwnerFailures(t *testing.T) {
 	}
 	if leftovers, _ := filepath.Glob(filepath.Join(r.roots[1], "srv/.filefly-*")); len(leftovers) > 0 {
 		t.Errorf("failed job left its partial file: %v", leftovers)
+	}
+}
+
+// TestAgentFetchesEachStripeFromItsOwnSources: with two stripes, even pieces
+// come from stripe 0's sources and odd pieces from stripe 1's. Stripe 0's
+// parent is dead: that stripe alone re-attaches to the server, and stripe
+// 1's parent is never asked for an even piece.
+func TestAgentFetchesEachStripeFromItsOwnSources(t *testing.T) {
+	data := make([]byte, 5*piece.MinSize+1000)
+	rand.Read(data)
+	r := newRig(t, 1, nil, false)
+	sum := r.upload(t, data)
+	tr, err := r.server.Create(context.Background(), api.SendRequest{SHA256: sum, Dest: "/srv/x", Hosts: []string{"127.0.0.1:1"}, Timeout: api.Duration(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var asked []int
+	// Stripe 1's parent relays the server's pieces and notes which.
+	relay := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		n, _ := strconv.Atoi(req.URL.Path[strings.LastIndex(req.URL.Path, "/")+1:])
+		mu.Lock()
+		asked = append(asked, n)
+		mu.Unlock()
+		resp, err := http.Get(r.srvURL + req.URL.Path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(relay.Close)
+	dead := "http://127.0.0.1:1"
+	r.jobOn(t, 0, api.Job{ID: tr.ID, Host: "127.0.0.1:1", Manifest: tr.Manifest, Dest: "/srv/striped.bin",
+		Sources:       []string{dead, r.srvURL},
+		StripeSources: [][]string{{dead, r.srvURL}, {relay.URL, r.srvURL}}, Server: r.srvURL})
+	rep := r.jobReport(t, 0, tr.ID, 15*time.Second)
+	if rep.State != api.StateDone || rep.Reattached != 1 {
+		t.Fatalf("report %+v", rep)
+	}
+	if got, _ := os.ReadFile(filepath.Join(r.roots[0], "srv/striped.bin")); !bytes.Equal(got, data) {
+		t.Error("file differs")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []int{1, 3, 5}; !slices.Equal(asked, want) {
+		t.Errorf("stripe 1's parent was asked for pieces %v, want %v", asked, want)
 	}
 }

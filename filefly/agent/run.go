@@ -195,12 +195,41 @@ func (a *Agent) verifyWhole(j *job, f *os.File) (bad int, err error) {
 	return bad, nil
 }
 
-// fetchAll fetches every missing piece in order, from the first live
-// source of the job's list.
+// fetchAll fetches every missing piece. With stripes, each stripe is
+// fetched from its own sources at the same time; the first error ends all.
 func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
+	if len(j.spec.StripeSources) <= 1 {
+		return a.fetchStripe(ctx, j, f, j.spec.Sources, 0, 1)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	k := len(j.spec.StripeSources)
+	errs := make(chan error, k)
+	for s, sources := range j.spec.StripeSources {
+		go func() {
+			err := a.fetchStripe(ctx, j, f, sources, s, k)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range k {
+		// The first error is the cause; the others are its cancellation.
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// fetchStripe fetches the missing pieces first, first+stripes, … in order,
+// from the first live source of sources.
+func (a *Agent) fetchStripe(ctx context.Context, j *job, f *os.File, sources []string, first, stripes int) error {
 	m := &j.spec.Manifest
 	src, corruptFromSrc := 0, 0
-	for n := 0; n < m.Count(); n++ {
+	for n := first; n < m.Count(); n += stripes {
 		j.mu.Lock()
 		has := j.have.Has(n)
 		j.mu.Unlock()
@@ -214,9 +243,9 @@ func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 				return err
 			}
 			j.mu.Lock()
-			j.report.Source = j.spec.Sources[src]
+			j.report.Source = sources[src]
 			j.mu.Unlock()
-			data, count, err := a.fetch(ctx, j, j.spec.Sources[src], n)
+			data, count, err := a.fetch(ctx, j, sources[src], n)
 			if err == nil {
 				if err = m.Check(n, data); err != nil {
 					a.corrupt.Inc()
@@ -225,12 +254,12 @@ func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 					j.mu.Unlock()
 					// Fetch that piece again from another holder, but stay
 					// attached to the parent for the rest.
-					a.opts.Log.Warn("piece failed its checksum; fetching it from another holder", "id", j.spec.ID, "piece", n, "from", j.spec.Sources[src])
-					data, err = a.refetch(ctx, j, src, n)
+					a.opts.Log.Warn("piece failed its checksum; fetching it from another holder", "id", j.spec.ID, "piece", n, "from", sources[src])
+					data, err = a.refetch(ctx, j, sources, src, n)
 					corruptFromSrc++
-					if err == nil && corruptFromSrc >= maxCorruptPerSource && src+1 < len(j.spec.Sources) {
+					if err == nil && corruptFromSrc >= maxCorruptPerSource && src+1 < len(sources) {
 						a.opts.Log.Warn("parent keeps sending bad pieces; re-attaching to the next holder", "id", j.spec.ID,
-							"from", j.spec.Sources[src], "to", j.spec.Sources[src+1])
+							"from", sources[src], "to", sources[src+1])
 						src++
 						corruptFromSrc = 0
 						a.reattached.Inc()
@@ -258,9 +287,9 @@ func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 				}
 				err = fmt.Errorf("no progress for %s", 3*a.opts.StallTimeout)
 			}
-			if src+1 < len(j.spec.Sources) {
+			if src+1 < len(sources) {
 				a.opts.Log.Warn("re-attaching to the next holder", "id", j.spec.ID, "piece", n,
-					"from", j.spec.Sources[src], "to", j.spec.Sources[src+1], "err", err)
+					"from", sources[src], "to", sources[src+1], "err", err)
 				src++
 				a.reattached.Inc()
 				j.mu.Lock()
@@ -284,11 +313,11 @@ func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 }
 
 // refetch gets piece n from the holders after sources[src], in order.
-func (a *Agent) refetch(ctx context.Context, j *job, src, n int) ([]byte, error) {
+func (a *Agent) refetch(ctx context.Context, j *job, sources []string, src, n int) ([]byte, error) {
 	err := errors.New("no other holder")
-	for k := src + 1; k < len(j.spec.Sources); k++ {
+	for k := src + 1; k < len(sources); k++ {
 		var data []byte
-		data, _, err = a.fetch(ctx, j, j.spec.Sources[k], n)
+		data, _, err = a.fetch(ctx, j, sources[k], n)
 		if err == nil {
 			if err = j.spec.Manifest.Check(n, data); err == nil {
 				return data, nil

@@ -37,7 +37,12 @@ func OK(state string) bool { return state == StateDone || state == StateSkipped 
 
 // Topologies of the relay.
 const (
-	TopologyTree  = "tree"
+	// TopologyTree is a striped tree: even and odd pieces each travel down
+	// their own tree, and a host relays (has children) in one of them only.
+	TopologyTree = "tree"
+	// TopologyTree1 is a single tree: every piece takes the same path, and
+	// the leaves upload nothing.
+	TopologyTree1 = "tree1"
 	TopologyChain = "chain"
 	TopologyStar  = "star"
 )
@@ -75,6 +80,10 @@ type Job struct {
 	// first: the parent, its ancestors, the server last. A child that
 	// loses its parent re-attaches to the next.
 	Sources []string `json:"sources"`
+	// StripeSources, when it has more than one list, splits the pieces:
+	// piece n is fetched from StripeSources[n mod len], a list ordered like
+	// Sources. Sources is then the first stripe's list.
+	StripeSources [][]string `json:"stripe_sources,omitempty"`
 	// Server is the base URL reports go to.
 	Server string `json:"server"`
 	// Signature is the server's HMAC-SHA256 of the job's content under the

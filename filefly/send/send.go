@@ -132,7 +132,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&req.PostCmd, "post-cmd", "", "command run with sh -c on each host once the file is in place")
 	fs.DurationVar(&postTimeout, "post-cmd-timeout", time.Minute, "deadline of --post-cmd")
 	fs.StringVar(&rateArg, "rate", "", "cap of each host's download for this transfer, e.g. 50MB/s")
-	fs.StringVar(&req.Topology, "topology", api.TopologyTree, "relay layout: tree, chain or star")
+	fs.StringVar(&req.Topology, "topology", api.TopologyTree, "relay layout: tree (two stripe trees: even and odd pieces, each host relays in one), tree1 (a single tree), chain or star")
 	fs.IntVar(&req.Fanout, "fanout", 2, "children per node of a tree")
 	fs.DurationVar(&timeout, "timeout", time.Hour, "deadline of the whole transfer: hosts not done by then are reported late")
 	fs.BoolVar(&wait, "wait", false, "follow the transfer: JSON lines of progress, a final table, exit 1 if any host failed")

@@ -122,6 +122,9 @@ func (s *Server) job(t *transfer, i int) api.Job {
 		PostCmdTimeout: req.PostCmdTimeout, Rate: req.Rate,
 		Sources: t.sources[i], Server: s.opts.URL,
 	}
+	if t.stripeSources != nil {
+		j.StripeSources = t.stripeSources[i]
+	}
 	if len(s.opts.Token) > 0 {
 		j.Signature = j.Sign(s.opts.Token)
 	}

@@ -82,7 +82,10 @@ type transfer struct {
 	mu      sync.Mutex
 	status  api.Transfer
 	sources [][]string // per host: its relay sources, server last
-	changed chan struct{}
+	// stripeSources is per host the sources of each stripe of a striped
+	// tree (sources is then stripe 0's); nil with a single stripe.
+	stripeSources [][][]string
+	changed       chan struct{}
 }
 
 // New returns a server; Start loads the kept transfers.
@@ -170,7 +173,11 @@ func (s *Server) Start(ctx context.Context) error {
 			s.opts.Log.Warn("ignoring unreadable transfer state", "file", e.Name(), "err", err)
 			continue
 		}
-		t := &transfer{status: k.Status, sources: k.Sources, changed: make(chan struct{})}
+		if k.StripeSources != nil && len(k.StripeSources) != len(k.Status.Hosts) {
+			s.opts.Log.Warn("ignoring unreadable transfer state", "file", e.Name(), "err", "stripe sources do not match the hosts")
+			continue
+		}
+		t := &transfer{status: k.Status, sources: k.Sources, stripeSources: k.StripeSources, changed: make(chan struct{})}
 		s.mu.Lock()
 		s.transfers[t.status.ID] = t
 		s.mu.Unlock()
@@ -217,13 +224,16 @@ func (s *Server) Wait() { s.wg.Wait() }
 type kept struct {
 	Status  api.Transfer `json:"status"`
 	Sources [][]string   `json:"sources"`
+	// StripeSources is per host the sources of each stripe; absent with a
+	// single stripe.
+	StripeSources [][][]string `json:"stripe_sources,omitempty"`
 }
 
 func (s *Server) save(t *transfer) error {
 	t.saveMu.Lock()
 	defer t.saveMu.Unlock()
 	t.mu.Lock()
-	b, err := json.Marshal(kept{Status: t.status, Sources: t.sources})
+	b, err := json.Marshal(kept{Status: t.status, Sources: t.sources, StripeSources: t.stripeSources})
 	id := t.status.ID
 	t.mu.Unlock()
 	if err != nil {
@@ -397,7 +407,7 @@ func (s *Server) Create(ctx context.Context, req api.SendRequest) (api.Transfer,
 	if req.Topology == "" {
 		req.Topology = api.TopologyTree
 	}
-	ancestors, err := plan.Ancestors(addrs, req.Topology, req.Fanout)
+	stripes, err := plan.Stripes(addrs, req.Topology, req.Fanout)
 	if err != nil {
 		return api.Transfer{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
@@ -409,19 +419,30 @@ func (s *Server) Create(ctx context.Context, req api.SendRequest) (api.Transfer,
 	t := &transfer{changed: make(chan struct{}), status: api.Transfer{
 		ID: newID(), Request: req, Manifest: m, Created: now, Deadline: now.Add(timeout)}}
 	for i, a := range addrs {
-		var srcs []string
-		for _, anc := range ancestors[i] {
-			if anc == plan.Server {
-				srcs = append(srcs, s.opts.URL)
-			} else {
-				srcs = append(srcs, "http://"+anc)
+		var perStripe [][]string
+		var parents []string
+		for _, ancestors := range stripes[i] {
+			var srcs []string
+			for _, anc := range ancestors {
+				if anc == plan.Server {
+					srcs = append(srcs, s.opts.URL)
+				} else {
+					srcs = append(srcs, "http://"+anc)
+				}
 			}
+			perStripe = append(perStripe, srcs)
+			parent := ancestors[0]
+			if parent == plan.Server {
+				parent = "server"
+			}
+			parents = append(parents, parent)
 		}
-		parent := ancestors[i][0]
-		if parent == plan.Server {
-			parent = "server"
+		t.sources = append(t.sources, perStripe[0])
+		if len(perStripe) > 1 {
+			t.stripeSources = append(t.stripeSources, perStripe)
 		}
-		t.sources = append(t.sources, srcs)
+		// One parent per stripe, comma-separated.
+		parent := strings.Join(parents, ",")
 		t.status.Hosts = append(t.status.Hosts, api.HostStatus{
 			Report: api.Report{Host: a, State: api.StatePending}, Parent: parent, Update: now})
 	}

@@ -133,3 +133,55 @@ func TestDeadlineAndRestart(t *testing.T) {
 		t.Errorf("after restart: %+v", got)
 	}
 }
+
+// TestTreeJobsCarryStripeSourcesAcrossRestarts: a tree hands each agent one
+// source list per stripe (a single tree, tree1, none), the status names one
+// parent per stripe, and a restarted server hands out the same jobs.
+func TestTreeJobsCarryStripeSourcesAcrossRestarts(t *testing.T) {
+	dir := t.TempDir()
+	s, ts, stop := newTestServer(t, dir, nil)
+	data := []byte("payload")
+	sum, _, _ := piece.HashFile(bytes.NewReader(data))
+	put(t, ts.URL, sum, data)
+	hosts := []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", "127.0.0.1:5"}
+	ctx := context.Background()
+	striped, err := s.Create(ctx, api.SendRequest{SHA256: sum, Dest: "/srv/x", Hosts: hosts, Timeout: api.Duration(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := s.Create(ctx, api.SendRequest{SHA256: sum, Dest: "/srv/x", Hosts: hosts, Topology: api.TopologyTree1, Timeout: api.Duration(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := striped.Hosts[1].Parent; got != "127.0.0.1:3,server" {
+		t.Errorf("striped parent of host 1 %q, want 127.0.0.1:3,server", got)
+	}
+	if got := single.Hosts[1].Parent; got != "server" {
+		t.Errorf("single-tree parent of host 1 %q, want server", got)
+	}
+	jobOf := func(s *Server, id string, i int) api.Job {
+		s.mu.Lock()
+		tr := s.transfers[id]
+		s.mu.Unlock()
+		return s.job(tr, i)
+	}
+	wantStripes := [][]string{{"http://127.0.0.1:3", "http://127.0.0.1:1", ts.URL}, {ts.URL}}
+	before := jobOf(s, striped.ID, 1)
+	if !reflect.DeepEqual(before.StripeSources, wantStripes) || !reflect.DeepEqual(before.Sources, wantStripes[0]) {
+		t.Errorf("striped job sources %v / %v, want %v", before.Sources, before.StripeSources, wantStripes)
+	}
+	if j := jobOf(s, single.ID, 1); j.StripeSources != nil || !reflect.DeepEqual(j.Sources, []string{ts.URL}) {
+		t.Errorf("single-tree job sources %v / %v", j.Sources, j.StripeSources)
+	}
+	stop()
+	s.Wait()
+	restarted := New(Options{DataDir: dir, URL: ts.URL, LostAfter: time.Hour})
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel2(); restarted.Wait() })
+	if err := restarted.Start(ctx2); err != nil {
+		t.Fatal(err)
+	}
+	if after := jobOf(restarted, striped.ID, 1); !reflect.DeepEqual(after, before) {
+		t.Errorf("after a restart the job is %+v, want %+v", after, before)
+	}
+}
