@@ -93,13 +93,15 @@ func (h *rehome) server(orig *http.Server, addr net.Addr) (*http.Server, *chanLi
 }
 
 // track records c as waiting for its next request, or forgets it. It
-// reports false once shut down: the caller closes c.
+// reports false when c is not to be used: shut down, or (when forgetting)
+// already closed by the idle sweep or the shutdown.
 func (h *rehome) track(c *rehomedConn, reading bool) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !reading {
+		_, ok := h.reading[c]
 		delete(h.reading, c)
-		return true
+		return ok
 	}
 	if h.closed {
 		return false
@@ -338,9 +340,9 @@ func (s *Server) rewatch(c *rehomedConn, handler *http.Server) {
 	}
 	defer s.rehome.heads.Put(bufp)
 	head, complete, err := readHead(c.Conn, (*bufp)[:0])
-	s.rehome.track(c, false)
+	kept := s.rehome.track(c, false)
 	*bufp = head[:0]
-	if err != nil {
+	if err != nil || !kept {
 		c.Close() // idle past the timeout, or gone
 		return
 	}
