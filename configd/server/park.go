@@ -339,7 +339,7 @@ func (s *Server) rewatch(c *rehomedConn, handler *http.Server) {
 		bufp = &b
 	}
 	defer s.rehome.heads.Put(bufp)
-	head, complete, err := readHead(c.Conn, (*bufp)[:0])
+	head, complete, err := readHead(c.Conn, (*bufp)[:0], handler.ReadHeaderTimeout)
 	kept := s.rehome.track(c, false)
 	*bufp = head[:0]
 	if err != nil || !kept {
@@ -366,8 +366,12 @@ func (s *Server) rewatch(c *rehomedConn, handler *http.Server) {
 
 // readHead reads into buf (growing it up to rewatchHeadMax) until the end
 // of a request head. It stops early, with complete false, as soon as the
-// bytes cannot begin a watch request or the head is longer than that.
-func readHead(conn io.Reader, buf []byte) (head []byte, complete bool, err error) {
+// bytes cannot begin a watch request or the head is longer than that. Once
+// a head has begun, the rest must come within headerTimeout, as with
+// net/http's ReadHeaderTimeout; the wait for it to begin is bounded by the
+// idle sweep.
+func readHead(conn io.Reader, buf []byte, headerTimeout time.Duration) (head []byte, complete bool, err error) {
+	deadlined := false
 	for {
 		n, err := conn.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -387,6 +391,12 @@ func readHead(conn io.Reader, buf []byte) (head []byte, complete bool, err error
 				return buf, false, nil
 			}
 			buf = slices.Grow(buf, rewatchHeadMax-len(buf))
+		}
+		// Only a head split over several reads pays for a deadline.
+		if d, ok := conn.(interface{ SetReadDeadline(time.Time) error }); ok && headerTimeout > 0 && !deadlined {
+			d.SetReadDeadline(time.Now().Add(headerTimeout))
+			defer d.SetReadDeadline(time.Time{})
+			deadlined = true
 		}
 	}
 }

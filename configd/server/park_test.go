@@ -62,7 +62,7 @@ func FuzzRewatchHead(f *testing.F) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		head, complete, err := readHead(iotest.OneByteReader(bytes.NewReader(data)), make([]byte, 0, 16))
+		head, complete, err := readHead(iotest.OneByteReader(bytes.NewReader(data)), make([]byte, 0, 16), 0)
 		if !bytes.HasPrefix(data, head) || len(head) > rewatchHeadMax {
 			t.Fatalf("read %q of %q", head, data)
 		}
@@ -98,12 +98,17 @@ func TestReadHead(t *testing.T) {
 		{"pipelined", []string{watch + watch}, false, watch + watch, false},
 		{"too long", []string{"GET /v1/watch?" + strings.Repeat("ns=a/b/c:1&", 300)}, false, ("GET /v1/watch?" + strings.Repeat("ns=a/b/c:1&", 300))[:rewatchHeadMax], false},
 		{"closed midway", []string{watch[:10]}, false, watch[:10], true},
+		{"stalled midway", []string{watch[:10], "stall"}, false, watch[:10], true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			client, server := net.Pipe()
 			go func() {
 				for _, c := range tt.chunks {
+					if c == "stall" {
+						time.Sleep(2 * time.Second) // past the header timeout
+						return
+					}
 					if _, err := client.Write([]byte(c)); err != nil {
 						return
 					}
@@ -114,7 +119,7 @@ func TestReadHead(t *testing.T) {
 				}
 			}()
 			defer client.Close()
-			head, complete, err := readHead(server, make([]byte, 0, 16)) // grown as needed
+			head, complete, err := readHead(server, make([]byte, 0, 16), 200*time.Millisecond) // grown as needed
 			if string(head) != tt.read || complete != tt.complete || (err != nil) != tt.err {
 				t.Fatalf("read %q complete %v err %v; want %q %v err %v", head, complete, err, tt.read, tt.complete, tt.err)
 			}
