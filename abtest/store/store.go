@@ -78,6 +78,8 @@ type logFile struct {
 	uf        *os.File // the units dictionary
 	unitsSize int64
 	units     unitDict
+	// Encoding buffers reused by appends (under mu).
+	unitsBuf, recsBuf []byte
 	written   uint64 // appends written
 
 	syncMu sync.Mutex // one fsync at a time; waiters share it
@@ -254,9 +256,13 @@ func (s *Store) Append(evs []events.Event) error {
 	return nil
 }
 
+// maxKeptBuffer bounds the encoding buffers an experiment's log keeps
+// between appends.
+const maxKeptBuffer = 4 << 20
+
 func (l *logFile) append(evs []events.Event, which []int) error {
 	l.mu.Lock()
-	var units, recs []byte
+	units, recs := l.unitsBuf[:0], l.recsBuf[:0]
 	firstNew := len(l.units.names)
 	for _, i := range which {
 		e := &evs[i]
@@ -269,6 +275,10 @@ func (l *logFile) append(evs []events.Event, which []int) error {
 			units = appendFrame(units, []byte(name))
 		}
 		recs = appendRecord(recs, e, id)
+	}
+	// Used only under mu, so the next append may reuse them.
+	if cap(units) <= maxKeptBuffer && cap(recs) <= maxKeptBuffer {
+		l.unitsBuf, l.recsBuf = units, recs
 	}
 	undo := func() {
 		l.units.truncate(firstNew)
