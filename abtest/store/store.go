@@ -80,7 +80,7 @@ type logFile struct {
 	units     unitDict
 	// Encoding buffers reused by appends (under mu).
 	unitsBuf, recsBuf []byte
-	written   uint64 // appends written
+	written           uint64 // appends written
 
 	syncMu sync.Mutex // one fsync at a time; waiters share it
 	synced uint64
