@@ -11,11 +11,21 @@ import (
 )
 
 func TestProcessUsageOfSelf(t *testing.T) {
-	// Burn a little CPU so that the figure cannot be 0.
-	deadline := time.Now().Add(30 * time.Millisecond)
-	for x := 0; time.Now().Before(deadline); x++ {
+	// Burn CPU until the kernel has accounted at least one tick to us (on a
+	// loaded machine 30 ms of wall time can be no CPU time at all); a
+	// reader that never sees it fails at the deadline.
+	deadline := time.Now().Add(10 * time.Second)
+	var u Usage
+	var err error
+	for {
+		spin := time.Now().Add(20 * time.Millisecond)
+		for x := 0; time.Now().Before(spin); x++ {
+		}
+		u, err = ProcessUsage(os.Getpid())
+		if err != nil || u.CPUSeconds > 0 || time.Now().After(deadline) {
+			break
+		}
 	}
-	u, err := ProcessUsage(os.Getpid())
 	if err != nil || u.RSSBytes < 1<<20 || u.CPUSeconds <= 0 {
 		t.Fatalf("%+v %v", u, err)
 	}
