@@ -22,7 +22,8 @@
 #
 #   bench/ratelimit-proxy.sh   (DURATION=10s CONNS=50 RUNS=3 by default;
 #                               PROFILE=FILE writes the gateway's CPU
-#                               profile of its first run)
+#                               profile of its first run; RATE=N paces hey
+#                               at N/s instead of half the gateway's rate)
 set -euo pipefail
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-50}
@@ -153,12 +154,13 @@ echo "{\"median_rps\":{\"nginx\":$N,\"gateway\":$G,\"bare_nethttp\":$(median ${A
 echo "{\"median_cpu_us_per_request\":{\"nginx\":$(median ${US[nginx]}),\"gateway\":$(median ${US[gateway]}),\"bare_nethttp\":$(median ${US[nethttp]}),\"bare_reverseproxy\":$(median ${US[revproxy]})}}"
 python3 -c "print('{\"gateway_to_nginx\":%.2f,\"gateway_to_bare_reverseproxy\":%.2f,\"cpu_per_request_nginx_to_gateway\":%.2f}' % ($G/$N, $G/$(median ${ALL[revproxy]}), $(median ${US[nginx]})/$(median ${US[gateway]})))"
 
-HALF=$(python3 -c "print(int($G/2))")
+HALF=${RATE:-$(python3 -c "print(int($G/2))")}
 # hey paces each of its 20 workers to HALF/20 a second: at half the
 # throughput latencies are short, so its closed loop hides little.
-echo "# hey at $HALF/s (half the gateway's rate) for 10 s: backend direct, then through the gateway"
+echo "# hey at $HALF/s (${RATE:+given, not }half the gateway's rate) for 10 s: backend direct, then through the gateway"
 p99() { # $1 url
 	taskset -c 1 hey -z 10s -c 20 -q $((HALF / 20)) "$1" >"$TMP/hey.out"
+	grep -E '^ +\[[0-9]+\]|^Error distribution|^ +\[[0-9]+\] +Get' "$TMP/hey.out" | sed 's/^ */#   hey /' >&2 || true
 	awk '/Requests\/sec/ {r=$2} /  50% in/ {p50=$3} /  99% in/ {p99=$3} END {printf "{\"rps\":%s,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n", r, p50*1000, p99*1000}' "$TMP/hey.out"
 }
 D=$(p99 "http://$BACKEND/")
