@@ -332,3 +332,69 @@ routes:
 		t.Errorf("limiter after a cut body: %s", s)
 	}
 }
+
+// TestFastPathUnderChurn: many clients at once, some giving up mid-request,
+// an upstream that now and then closes its connections and answers some
+// requests slowly. Every answer must be the one for its own request (a
+// connection handed to two requests would mix them up) and nothing may
+// hang.
+func TestFastPathUnderChurn(t *testing.T) {
+	var n atomic.Int64
+	u := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		switch k := n.Add(1); {
+		case k%7 == 0:
+			time.Sleep(20 * time.Millisecond) // outlasts some clients
+		case k%11 == 0:
+			w.Header().Set("Connection", "close")
+		}
+		io.WriteString(w, r.URL.Path)
+	})
+	srv := gatewayTo(t, u.Server, "")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	done := make(chan error, 32)
+	for c := 0; c < 32; c++ {
+		go func() {
+			for i := 0; i < 40; i++ {
+				path := fmt.Sprintf("/c%d/r%d", c, i)
+				timeout := time.Second
+				if i%5 == 0 {
+					timeout = 5 * time.Millisecond // gives up on slow answers
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+path, nil)
+				resp, err := client.Do(req)
+				if err != nil {
+					cancel()
+					if ctx.Err() != nil {
+						continue
+					}
+					done <- fmt.Errorf("%s: %w", path, err)
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				cancel()
+				if err == nil && (resp.StatusCode != 200 || string(b) != path) {
+					done <- fmt.Errorf("%s answered %d %q", path, resp.StatusCode, b)
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	timeout := time.After(20 * time.Second)
+	for c := 0; c < 32; c++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-timeout:
+			t.Fatal("requests hang")
+		}
+	}
+	u.CloseClientConnections()
+	if resp, body := get(t, srv.URL+"/after"); resp.StatusCode != 200 || body != "/after" {
+		t.Fatalf("after the churn: %d %q", resp.StatusCode, body)
+	}
+}
