@@ -30,14 +30,24 @@ experiments:
   - {key: us-only, variants: [{name: control}, {name: t}], condition: {country: US}}
 YAML
 wait_ready() {
-	for _ in $(seq 50); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
-	echo "no answer from $1" >&2
+	for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
+	echo "no answer from $1; abtest's log:" >&2
+	cat "$work/abtest.log" >&2
 	return 1
 }
-port=$((20000 + RANDOM % 20000))
-"$work/abtest" --listen "127.0.0.1:$port" --data-dir "$work/data" --experiments "$work/experiments.yaml" \
-	--log-level warn --pprof 2>"$work/abtest.log" &
-pids+=($!)
+# Ports below the ephemeral range, which wrk's many connections (and their
+# TIME_WAIT leftovers) occupy; the ceiling server takes port + 1.
+ephemeral_low="$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range)"
+for _ in 1 2 3 4 5; do
+	port=$((10000 + RANDOM % (ephemeral_low - 10001)))
+	"$work/abtest" --listen "127.0.0.1:$port" --data-dir "$work/data" --experiments "$work/experiments.yaml" \
+		--log-level warn --pprof 2>"$work/abtest.log" &
+	pid=$!
+	sleep 0.2
+	if kill -0 "$pid" 2>/dev/null; then break; fi
+	wait "$pid" || true # exited: the port was taken, try another
+done
+pids+=("$pid")
 wait_ready "127.0.0.1:$port/readyz"
 cat >"$work/assign.lua" <<'LUA'
 -- Each wrk thread has its own Lua state: seed each differently (a table's address).
