@@ -90,7 +90,7 @@ func cliCommands() []kit.Command {
 
 func (f *serverFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.watchTimeout, "watch-timeout", 60*time.Second, "longest a watch waits before answering 304 Not Modified")
-	fs.IntVar(&f.watchBatch, "watch-batch", 500, "watchers woken at once when a namespace changes")
+	fs.IntVar(&f.watchBatch, "watch-batch", 1000, "watchers woken at once when a namespace changes")
 	fs.DurationVar(&f.watchBatchInterval, "watch-batch-interval", 5*time.Millisecond, "pause between batches of woken watchers")
 	fs.DurationVar(&f.hostTTL, "host-ttl", 30*time.Second, "a host missing heartbeats this long is marked down")
 	fs.IntVar(&f.memberEvents, "member-events", 10000, "membership events kept for watchers")
