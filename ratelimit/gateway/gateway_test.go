@@ -59,7 +59,7 @@ type clock struct{ ms atomic.Uint64 }
 
 func (c *clock) read() uint64 { return c.ms.Load() }
 
-func newGateway(t *testing.T, yaml string, c *clock) (*Gateway, *httptest.Server) {
+func newGateway(t testing.TB, yaml string, c *clock) (*Gateway, *httptest.Server) {
 	t.Helper()
 	cfg, err := Parse("test.yaml", []byte(yaml))
 	if err != nil {
