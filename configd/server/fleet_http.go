@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -146,38 +145,9 @@ func (s *Server) topology(w http.ResponseWriter, r *http.Request, _ Identity) er
 // fleetEvents long-polls daemon membership events after ?after=SEQ;
 // ?timeout=0s answers at once.
 func (s *Server) fleetEvents(w http.ResponseWriter, r *http.Request, _ Identity) error {
-	q := r.URL.Query()
-	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
-	var timeout time.Duration
-	if t := q.Get("timeout"); t != "0" && t != "0s" {
-		var err error
-		if timeout, err = s.watchTimeout(r); err != nil {
-			return err
-		}
-	}
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		evs, next, last, gone := s.fleet.reg.eventsAfter(after)
-		if len(evs) > 0 || gone || timeout == 0 {
-			if evs == nil {
-				evs = []api.FleetEvent{}
-			}
-			writeJSON(w, http.StatusOK, api.FleetEventsResponse{Last: last, Events: evs, Gone: gone})
-			return nil
-		}
-		select {
-		case <-next:
-		case <-timer.C:
-			writeJSON(w, http.StatusOK, api.FleetEventsResponse{Last: last, Events: []api.FleetEvent{}})
-			return nil
-		case <-s.stopped:
-			writeJSON(w, http.StatusOK, api.FleetEventsResponse{Last: last, Events: []api.FleetEvent{}})
-			return nil
-		case <-r.Context().Done():
-			return nil
-		}
-	}
+	return longPollEvents(s, w, r, s.fleet.reg.eventsAfter, func(last int64, evs []api.FleetEvent, gone bool) any {
+		return api.FleetEventsResponse{Last: last, Events: evs, Gone: gone}
+	})
 }
 
 // fleetSend runs an admin command on the daemons the request chooses and

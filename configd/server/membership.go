@@ -33,6 +33,22 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, _ Identity) e
 // events long-polls membership events after ?after=SEQ (for one app or
 // all); ?timeout=0s answers at once.
 func (s *Server) events(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	app := r.PathValue("app")
+	return longPollEvents(s, w, r, func(after int64) ([]api.MemberEvent, <-chan struct{}, int64, bool) {
+		return s.members.eventsAfter(app, after)
+	}, func(last int64, evs []api.MemberEvent, gone bool) any {
+		return api.EventsResponse{Last: last, Events: evs, Gone: gone}
+	})
+}
+
+// longPollEvents answers a long poll for events after ?after=SEQ: at once
+// when there are some (or the cursor is gone, or ?timeout=0s), else when
+// the next one comes, the timeout passes or the server stops. fetch returns
+// the events after a sequence number, a channel closed on the next one, the
+// last sequence number and whether the cursor fell out of the kept events.
+func longPollEvents[E any](s *Server, w http.ResponseWriter, r *http.Request,
+	fetch func(after int64) (evs []E, next <-chan struct{}, last int64, gone bool),
+	answer func(last int64, evs []E, gone bool) any) error {
 	q := r.URL.Query()
 	after, _ := strconv.ParseInt(q.Get("after"), 10, 64)
 	var timeout time.Duration
@@ -45,21 +61,21 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, _ Identity) erro
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
-		evs, next, last, gone := s.members.eventsAfter(r.PathValue("app"), after)
+		evs, next, last, gone := fetch(after)
 		if len(evs) > 0 || gone || timeout == 0 {
 			if evs == nil {
-				evs = []api.MemberEvent{}
+				evs = []E{}
 			}
-			writeJSON(w, http.StatusOK, api.EventsResponse{Last: last, Events: evs, Gone: gone})
+			writeJSON(w, http.StatusOK, answer(last, evs, gone))
 			return nil
 		}
 		select {
 		case <-next:
 		case <-timer.C:
-			writeJSON(w, http.StatusOK, api.EventsResponse{Last: last, Events: []api.MemberEvent{}})
+			writeJSON(w, http.StatusOK, answer(last, []E{}, false))
 			return nil
 		case <-s.stopped:
-			writeJSON(w, http.StatusOK, api.EventsResponse{Last: last, Events: []api.MemberEvent{}})
+			writeJSON(w, http.StatusOK, answer(last, []E{}, false))
 			return nil
 		case <-r.Context().Done():
 			return nil
