@@ -78,6 +78,15 @@ type Encoder struct {
 	InvalidUTF8 *metrics.Counter
 
 	fields map[*tail.Input][]byte
+	// The events of one read share their time, and those of one file
+	// their path: each is formatted once, not per line.
+	lastTime time.Time
+	timeJSON []byte
+	hostJSON []byte
+	hostFor  string
+	lastPath string
+	pathJSON []byte
+	pathSet  bool
 }
 
 // Size is a close upper estimate of ev's encoded size, to size buffers.
@@ -91,25 +100,37 @@ func (e *Encoder) Size(ev *tail.Event) int {
 
 // Append appends ev's JSON object (without a newline) to dst.
 func (e *Encoder) Append(dst []byte, ev *tail.Event) []byte {
+	if e.hostJSON == nil || e.hostFor != e.Host {
+		e.hostFor, e.hostJSON = e.Host, appendString(nil, e.Host)
+	}
+	if !ev.Time.Equal(e.lastTime) || e.timeJSON == nil {
+		e.lastTime = ev.Time
+		e.timeJSON = ev.Time.UTC().AppendFormat(e.timeJSON[:0], time.RFC3339Nano)
+	}
+	if ev.Path != e.lastPath || !e.pathSet {
+		e.lastPath, e.pathSet = ev.Path, true
+		e.pathJSON = appendString(e.pathJSON[:0], ev.Path)
+	}
 	dst = append(dst, `{"time":"`...)
-	dst = ev.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = append(dst, e.timeJSON...)
 	dst = append(dst, `","host":`...)
-	dst = appendString(dst, e.Host)
+	dst = append(dst, e.hostJSON...)
 	dst = append(dst, `,"path":`...)
-	dst = appendString(dst, ev.Path)
+	dst = append(dst, e.pathJSON...)
 	dst = append(dst, `,"file":"`...)
 	dst = append(dst, ev.FileID...)
 	dst = append(dst, `","offset":`...)
 	dst = strconv.AppendInt(dst, ev.Offset, 10)
 	dst = append(dst, `,"line":`...)
-	dst = appendBytes(dst, ev.Line)
+	valid := utf8.Valid(ev.Line)
+	dst = appendJSON(dst, ev.Line, valid)
 	if ev.Truncated {
 		dst = append(dst, `,"truncated":true`...)
 	}
 	if ev.Input != nil && len(ev.Input.Fields) > 0 {
 		dst = append(dst, e.encodedFields(ev.Input)...)
 	}
-	if !utf8.Valid(ev.Line) {
+	if !valid {
 		if e.InvalidUTF8 != nil {
 			e.InvalidUTF8.Inc()
 		}
@@ -154,11 +175,6 @@ func appendString(dst []byte, s string) []byte {
 	return appendJSON(dst, s, utf8.ValidString(s))
 }
 
-// appendBytes is appendString for a byte slice, without copying it.
-func appendBytes(dst []byte, b []byte) []byte {
-	return appendJSON(dst, b, utf8.Valid(b))
-}
-
 // appendJSON escapes s, which valid says is valid UTF-8; the fast path
 // looks at bytes only.
 func appendJSON[T string | []byte](dst []byte, s T, valid bool) []byte {
@@ -168,6 +184,14 @@ func appendJSON[T string | []byte](dst []byte, s T, valid bool) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
+		// Eight bytes at a time while none needs a look: log lines are
+		// mostly plain ASCII.
+		for i+8 <= len(s) && plainWord(load64(s, i)) {
+			i += 8
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c >= 0x20 && c != '"' && c != '\\' && c != 0xE2 {
 			continue
@@ -189,6 +213,27 @@ func appendJSON[T string | []byte](dst []byte, s T, valid bool) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+const (
+	lowBits  = 0x0101010101010101
+	highBits = 0x8080808080808080
+)
+
+// load64 reads the eight bytes of s at i, little endian.
+func load64[T string | []byte](s T, i int) uint64 {
+	_ = s[i+7]
+	return uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+}
+
+// plainWord reports whether none of w's eight bytes is a control byte, a
+// quote, a backslash or a byte of a multibyte sequence (which may be
+// U+2028 or U+2029): such a word is copied as it is.
+func plainWord(w uint64) bool {
+	hasZero := func(v uint64) uint64 { return (v - lowBits) & ^v & highBits }
+	control := (w - 0x20*lowBits) & ^w & highBits
+	return (control | hasZero(w^('"'*lowBits)) | hasZero(w^('\\'*lowBits)) | w&highBits) == 0
 }
 
 func appendEscape(dst []byte, c byte) []byte {
