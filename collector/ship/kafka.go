@@ -49,9 +49,12 @@ type Kafka struct {
 
 	produced, failed *metrics.Counter
 	// hop counts lines Kafka acknowledged, with their latency from the
-	// produce call, under to="kafka://FIRSTBROKER".
+	// line's reading (waits for buffer space included), under
+	// to="kafka://FIRSTBROKER".
 	hop     *hop.Hop
-	recSlab []kgo.Record
+	recSlab []shippedRecord
+	// onAck is k.promise, bound once.
+	onAck   func(*kgo.Record, error)
 	valSlab []byte
 	// space is signalled when a record leaves the buffer.
 	space chan struct{}
@@ -129,13 +132,15 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 		set = metrics.NewSet()
 	}
 	prodCtx, prodCancel := context.WithCancel(context.Background())
-	return &Kafka{cfg: cfg, client: client, log: log, closing: make(chan struct{}),
+	k := &Kafka{cfg: cfg, client: client, log: log, closing: make(chan struct{}),
 		space: make(chan struct{}, 1), prodCtx: prodCtx, prodCancel: prodCancel,
 		enc:      &Encoder{Host: cfg.Host, InvalidUTF8: set.GetOrCreateCounter("opskit_collector_logs_invalid_utf8_lines_total")},
 		produced: set.GetOrCreateCounter("opskit_collector_logs_kafka_acked_events_total"),
 		hop:      hop.New(set, hop.KafkaAddr(cfg.Brokers)),
 		failed:   set.GetOrCreateCounter("opskit_collector_logs_kafka_failed_events_total"),
-	}, nil
+	}
+	k.onAck = k.promise
+	return k, nil
 }
 
 // Key returns the record key of ev by its input's key rule.
@@ -163,10 +168,11 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	// Records and their values come from slabs (Emit is called from one
 	// goroutine), a few allocations per thousand events.
 	if len(k.recSlab) == 0 {
-		k.recSlab = make([]kgo.Record, 256)
+		k.recSlab = make([]shippedRecord, 256)
 	}
-	rec := &k.recSlab[0]
+	shipped := &k.recSlab[0]
 	k.recSlab = k.recSlab[1:]
+	rec := &shipped.rec
 	size := k.enc.Size(ev)
 	if len(k.valSlab) < size {
 		k.valSlab = make([]byte, max(256<<10, size))
@@ -175,7 +181,10 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	if len(value) <= size {
 		k.valSlab = k.valSlab[len(value):]
 	}
-	*rec = kgo.Record{Topic: topic, Key: Key(ev, k.cfg.Host), Value: value}
+	// The record's time is the line's read time, shared by the lines of
+	// one read, which spares the client a clock reading per record.
+	shipped.ctx = eventContext{Context: k.prodCtx, ev: ev}
+	*rec = kgo.Record{Topic: topic, Key: Key(ev, k.cfg.Host), Value: value, Timestamp: ev.Time, Context: &shipped.ctx}
 	for k.client.BufferedProduceBytes() >= int64(k.cfg.BufferBytes) {
 		select {
 		case <-k.space:
@@ -189,8 +198,22 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 			k.cfg.Dye.Hop(id, "intake", lineSummary(ev), time.Since(ev.Time))
 		}
 	}
-	k.produce(k.prodCtx, rec, ev)
+	k.client.Produce(k.prodCtx, rec, k.onAck)
 	return nil
+}
+
+// shippedRecord is a record and the event it carries, allocated together.
+type shippedRecord struct {
+	rec kgo.Record
+	ctx eventContext
+}
+
+// eventContext is a record's context (the producer's) carrying its event
+// to the promise, so that one promise function serves every record rather
+// than a closure allocated per record.
+type eventContext struct {
+	context.Context
+	ev *tail.Event
 }
 
 // lineSummary describes a log line in a trace record.
@@ -202,44 +225,45 @@ func lineSummary(ev *tail.Event) string {
 	return ev.Path + ": " + string(line)
 }
 
-func (k *Kafka) produce(ctx context.Context, rec *kgo.Record, ev *tail.Event) {
-	k.client.Produce(ctx, rec, func(r *kgo.Record, err error) {
+// promise handles Kafka's answer for one record.
+func (k *Kafka) promise(r *kgo.Record, err error) {
+	ev := r.Context.(*eventContext).ev
+	select {
+	case k.space <- struct{}{}:
+	default:
+	}
+	if err == nil {
+		k.produced.Inc()
+		took := time.Since(r.Timestamp)
+		k.hop.Acked(1, took)
+		if k.cfg.Dye.Active() {
+			if id := k.cfg.Dye.MatchLine(k.cfg.Host, ev.Path, ev.Line); id != "" {
+				k.cfg.Dye.Hop(id, "send "+k.hop.To(), lineSummary(ev), took)
+			}
+		}
+		ev.Done()
+		return
+	}
+	if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// Stopping: the event stays undelivered and is read again
+		// after the restart.
+		return
+	}
+	k.failed.Inc()
+	k.hop.Failed()
+	k.warn("kafka refused an event; producing it again", "topic", r.Topic, "err", err)
+	k.retries.Add(1)
+	go func() {
+		defer k.retries.Done()
 		select {
-		case k.space <- struct{}{}:
-		default:
-		}
-		if err == nil {
-			k.produced.Inc()
-			took := time.Since(r.Timestamp)
-			k.hop.Acked(1, took)
-			if k.cfg.Dye.Active() {
-				if id := k.cfg.Dye.MatchLine(k.cfg.Host, ev.Path, ev.Line); id != "" {
-					k.cfg.Dye.Hop(id, "send "+k.hop.To(), lineSummary(ev), took)
-				}
-			}
-			ev.Done()
+		case <-k.closing:
 			return
+		case <-time.After(k.cfg.RetryWait):
 		}
-		if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			// Stopping: the event stays undelivered and is read again
-			// after the restart.
-			return
-		}
-		k.failed.Inc()
-		k.hop.Failed()
-		k.warn("kafka refused an event; producing it again", "topic", r.Topic, "err", err)
-		k.retries.Add(1)
-		go func() {
-			defer k.retries.Done()
-			select {
-			case <-k.closing:
-				return
-			case <-time.After(k.cfg.RetryWait):
-			}
-			r.Partition, r.Offset = 0, 0
-			k.produce(k.prodCtx, r, ev)
-		}()
-	})
+		r.Partition, r.Offset = 0, 0
+		k.client.Produce(k.prodCtx, r, k.onAck)
+	}()
+
 }
 
 // warn logs at most once per 10 s.
