@@ -6,6 +6,8 @@
 # peak RSS of each shipper.
 #
 # Usage: bench/collector-logs.sh [bytes]   (default 1073741824 = 1 GiB)
+# COLLECTOR_FLAGS adds flags to the collector's command line, e.g.
+# COLLECTOR_FLAGS="--kafka-batch-bytes 262144".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1073741824}
@@ -63,7 +65,7 @@ YAML
 t0=$(date +%s.%N)
 "$WORK/collector" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector-data" --config "$WORK/collector.yaml" \
 	--host-metrics=false --graphite-listen "" --statsd-listen "" --transfer 127.0.0.1:1 \
-	--kafka-brokers "$BROKER" 2>"$WORK/collector.log" &
+	--kafka-brokers "$BROKER" ${COLLECTOR_FLAGS:-} 2>"$WORK/collector.log" &
 CPID=$!
 PIDS+=($CPID)
 "$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
