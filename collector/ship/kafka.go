@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -48,6 +49,8 @@ type Kafka struct {
 	log    *slog.Logger
 
 	produced, failed *metrics.Counter
+	// cut counts lines cut so that their event fits a record batch.
+	cut *metrics.Counter
 	// hop counts lines Kafka acknowledged, with their latency from the
 	// line's reading (waits for buffer space included), under
 	// to="kafka://FIRSTBROKER".
@@ -138,6 +141,7 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 		produced: set.GetOrCreateCounter("opskit_collector_logs_kafka_acked_events_total"),
 		hop:      hop.New(set, hop.KafkaAddr(cfg.Brokers)),
 		failed:   set.GetOrCreateCounter("opskit_collector_logs_kafka_failed_events_total"),
+		cut:      set.GetOrCreateCounter("opskit_collector_logs_kafka_cut_lines_total"),
 	}
 	k.onAck = k.promise
 	return k, nil
@@ -181,10 +185,16 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	if len(value) <= size {
 		k.valSlab = k.valSlab[len(value):]
 	}
+	key := Key(ev, k.cfg.Host)
+	if limit := int(k.cfg.BatchBytes) - recordOverhead - len(key); len(value) > limit {
+		// The client refuses a record larger than a batch, and would
+		// refuse it again on every retry: the line is cut to fit.
+		value = k.fit(ev, limit)
+	}
+	shipped.ctx = eventContext{Context: k.prodCtx, ev: ev}
 	// The record's time is the line's read time, shared by the lines of
 	// one read, which spares the client a clock reading per record.
-	shipped.ctx = eventContext{Context: k.prodCtx, ev: ev}
-	*rec = kgo.Record{Topic: topic, Key: Key(ev, k.cfg.Host), Value: value, Timestamp: ev.Time, Context: &shipped.ctx}
+	*rec = kgo.Record{Topic: topic, Key: key, Value: value, Timestamp: ev.Time, Context: &shipped.ctx}
 	for k.client.BufferedProduceBytes() >= int64(k.cfg.BufferBytes) {
 		select {
 		case <-k.space:
@@ -200,6 +210,30 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	}
 	k.client.Produce(k.prodCtx, rec, k.onAck)
 	return nil
+}
+
+// recordOverhead bounds what a batch and a record's framing add to its key
+// and value.
+const recordOverhead = 512
+
+// fit encodes ev with its line cut (at a character boundary, marked
+// truncated) so that the event takes at most limit bytes.
+func (k *Kafka) fit(ev *tail.Event, limit int) []byte {
+	k.cut.Inc()
+	k.warn("a line's event is larger than --kafka-batch-bytes; cutting the line", "path", ev.Path, "offset", ev.Offset)
+	cut := *ev
+	cut.Truncated = true
+	value := k.enc.Append(make([]byte, 0, limit), &cut)
+	for len(value) > limit && len(cut.Line) > 0 {
+		// In proportion: an escaped or invalid byte takes more than one.
+		n := min(len(cut.Line)-1, int(int64(len(cut.Line))*int64(limit)/int64(len(value))))
+		for n > 0 && !utf8.RuneStart(cut.Line[n]) {
+			n--
+		}
+		cut.Line = cut.Line[:n]
+		value = k.enc.Append(value[:0], &cut)
+	}
+	return value
 }
 
 // shippedRecord is a record and the event it carries, allocated together.
