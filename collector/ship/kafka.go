@@ -25,7 +25,8 @@ type KafkaConfig struct {
 	Compression string
 	// Linger is how long a batch may wait to fill (default 5ms).
 	Linger time.Duration
-	// BatchBytes bounds one record batch (default 1 MiB).
+	// BatchBytes bounds one record batch (default 1 MiB). A line whose
+	// event is larger is cut to fit and marked truncated.
 	BatchBytes int32
 	// BufferBytes bounds the records buffered and in flight (default 4
 	// MiB). When it is full, Emit blocks: the tailer stops reading until
