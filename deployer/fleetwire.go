@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -72,50 +69,11 @@ func (f *fleetConfig) start(ctx context.Context, d *kit.Daemon, src hosts.Source
 	return nil
 }
 
-// statusError is an authorization failure with its HTTP status.
-type statusError struct {
-	status int
-	msg    string
-}
-
-func (e statusError) Error() string   { return e.msg }
-func (e statusError) StatusCode() int { return e.status }
-
 // authorizer checks fleet requests against the tokens file as the deploy
-// API does: a loopback client without a token may do anything; otherwise
-// the bearer token's role on the app must reach role.
+// API does.
 func authorizer(tokens func() *api.Tokens) func(r *http.Request, app, role string) (string, error) {
 	return func(r *http.Request, app, role string) (string, error) {
-		h := r.Header.Get("Authorization")
-		if h == "" {
-			if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil && net.ParseIP(host).IsLoopback() {
-				return "local", nil
-			}
-			return "", statusError{http.StatusUnauthorized, "a bearer token is required from a non-loopback client"}
-		}
-		secret, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok {
-			return "", statusError{http.StatusUnauthorized, "Authorization: want Bearer TOKEN"}
-		}
-		secret = strings.TrimSpace(secret)
-		var found *api.Token
-		if tk := tokens(); tk != nil {
-			for i := range tk.Tokens {
-				if subtle.ConstantTimeCompare([]byte(tk.Tokens[i].Token), []byte(secret)) == 1 {
-					found = &tk.Tokens[i]
-				}
-			}
-		}
-		if found == nil {
-			return "", statusError{http.StatusUnauthorized, "unknown token"}
-		}
-		if !(api.Caller{Name: found.Name, Roles: found.Roles}).Can(role, app) {
-			if app == "" {
-				app = "any app"
-			}
-			return found.Name, statusError{http.StatusForbidden, found.Name + " lacks the " + role + " role on " + app}
-		}
-		return found.Name, nil
+		return api.Authorize(tokens, r, app, role)
 	}
 }
 

@@ -82,6 +82,24 @@ type httpError struct {
 func (e *httpError) Error() string { return e.err.Error() }
 func (e *httpError) Unwrap() error { return e.err }
 
+// StatusCode is the HTTP status the error answers with.
+func (e *httpError) StatusCode() int { return e.status }
+
+// Authorize identifies r's caller against tokens as the API does (a
+// loopback client without a token may do anything) and checks that its
+// role on app reaches role. It returns the caller's name; an error carries
+// its HTTP status (401 or 403) as StatusCode().
+func Authorize(tokens func() *Tokens, r *http.Request, app, role string) (string, error) {
+	c, err := (&Server{Tokens: tokens}).caller(r)
+	if err != nil {
+		return "", err
+	}
+	if !c.Can(role, app) {
+		return c.Name, forbidden(c, role, app)
+	}
+	return c.Name, nil
+}
+
 func statusOf(err error) int {
 	var he *httpError
 	switch {

@@ -41,14 +41,15 @@ func Commands() []kit.Command {
 	}
 }
 
-// client talks to a deployer.
-type client struct {
+// Client talks to a deployer's HTTP API; the fleet commands use it too.
+type Client struct {
 	addr, token string
 	http        *http.Client
 }
 
-func clientFlags(fs *pflag.FlagSet) *client {
-	c := &client{http: &http.Client{}}
+// ClientFlags adds --addr and --token to fs and returns the client they set.
+func ClientFlags(fs *pflag.FlagSet) *Client {
+	c := &Client{http: &http.Client{}}
 	addr := os.Getenv("OPSKIT_ADDR")
 	if addr == "" {
 		addr = "127.0.0.1:7170"
@@ -58,29 +59,30 @@ func clientFlags(fs *pflag.FlagSet) *client {
 	return c
 }
 
-func (c *client) base() string {
+func (c *Client) base() string {
 	if strings.Contains(c.addr, "://") {
 		return strings.TrimRight(c.addr, "/")
 	}
 	return "http://" + c.addr
 }
 
-// do sends a request and decodes a 2xx answer into out; others are errors
-// with the server's message.
-func (c *client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
+// Send makes a request with body (JSON, if not nil) and returns the
+// response when it is a 2xx, for the caller to read and close; any other
+// answer becomes an error with the server's message.
+func (c *Client) Send(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		body = bytes.NewReader(b)
+		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base()+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base()+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if in != nil {
+	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
@@ -88,21 +90,35 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("is deployer running at %s? %w", c.addr, err)
+		return nil, fmt.Errorf("is deployer running at %s? %w", c.addr, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		var e struct {
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("HTTP %d: %s", resp.StatusCode, e.Error)
+			return nil, fmt.Errorf("HTTP %d: %s", resp.StatusCode, e.Error)
 		}
-		return fmt.Errorf("HTTP %s: %s", resp.Status, bytes.TrimSpace(b))
+		return nil, fmt.Errorf("HTTP %s: %s", resp.Status, bytes.TrimSpace(b))
 	}
-	if out != nil && len(b) > 0 {
-		return json.Unmarshal(b, out)
+	return resp, nil
+}
+
+// Do is Send with a JSON answer decoded into out (if not nil).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.Send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil && err != io.EOF {
+		return fmt.Errorf("decode answer: %w", err)
 	}
 	return nil
 }
@@ -140,7 +156,7 @@ func printJSON(w io.Writer, v any) {
 
 func submit(ctx context.Context, args []string, stdio kit.IO) int {
 	fs := newFlags("submit", stdio, "submit --app APP [--env ENV] --version V --artifact URL --sha256 HEX [--signature B64] [--wait]")
-	c := clientFlags(fs)
+	c := ClientFlags(fs)
 	var req rollout.Request
 	fs.StringVar(&req.App, "app", "", "app (required)")
 	fs.StringVar(&req.Env, "env", rollout.DefaultEnv, "environment")
@@ -157,7 +173,7 @@ func submit(ctx context.Context, args []string, stdio kit.IO) int {
 		return kit.ExitUsage
 	}
 	var d api.Summary
-	if err := c.do(ctx, http.MethodPost, "/v1/deploys", req, &d); err != nil {
+	if err := c.Do(ctx, http.MethodPost, "/v1/deploys", req, &d); err != nil {
 		return fail(stdio, err)
 	}
 	if !*wait {
@@ -170,10 +186,10 @@ func submit(ctx context.Context, args []string, stdio kit.IO) int {
 
 // follow prints a deploy's events after the after'th as JSON lines until
 // it ends; exit 0 only if it succeeded.
-func follow(ctx context.Context, c *client, id string, after int64, stdio kit.IO) int {
+func follow(ctx context.Context, c *Client, id string, after int64, stdio kit.IO) int {
 	for {
 		var page api.EventsAnswer
-		err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/deploys/%s/events?after=%d&wait=30s", url.PathEscape(id), after), nil, &page)
+		err := c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/deploys/%s/events?after=%d&wait=30s", url.PathEscape(id), after), nil, &page)
 		if err != nil {
 			if ctx.Err() != nil {
 				return kit.ExitFailure
@@ -192,7 +208,7 @@ func follow(ctx context.Context, c *client, id string, after int64, stdio kit.IO
 		after = page.Last
 		if store.Terminal(page.State) && len(page.Events) == 0 {
 			var d api.Summary
-			if err := c.do(ctx, http.MethodGet, "/v1/deploys/"+url.PathEscape(id), nil, &d); err != nil {
+			if err := c.Do(ctx, http.MethodGet, "/v1/deploys/"+url.PathEscape(id), nil, &d); err != nil {
 				return fail(stdio, err)
 			}
 			if d.State == store.Succeeded {
@@ -207,7 +223,7 @@ func follow(ctx context.Context, c *client, id string, after int64, stdio kit.IO
 
 func status(ctx context.Context, args []string, stdio kit.IO) int {
 	fs := newFlags("status", stdio, "status ID")
-	c := clientFlags(fs)
+	c := ClientFlags(fs)
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -216,7 +232,7 @@ func status(ctx context.Context, args []string, stdio kit.IO) int {
 		return kit.ExitUsage
 	}
 	var d json.RawMessage
-	if err := c.do(ctx, http.MethodGet, "/v1/deploys/"+url.PathEscape(fs.Arg(0)), nil, &d); err != nil {
+	if err := c.Do(ctx, http.MethodGet, "/v1/deploys/"+url.PathEscape(fs.Arg(0)), nil, &d); err != nil {
 		return fail(stdio, err)
 	}
 	var pretty bytes.Buffer
@@ -228,7 +244,7 @@ func status(ctx context.Context, args []string, stdio kit.IO) int {
 func listCmd(path string) func(context.Context, []string, kit.IO) int {
 	return func(ctx context.Context, args []string, stdio kit.IO) int {
 		fs := newFlags(strings.TrimPrefix(path, "/v1/"), stdio, "list|history [--app APP] [--env ENV] [--state S,...] [--limit N]")
-		c := clientFlags(fs)
+		c := ClientFlags(fs)
 		app := fs.String("app", "", "only this app")
 		env := fs.String("env", "", "only this environment")
 		state := fs.String("state", "", "only these states (list), comma separated")
@@ -241,7 +257,7 @@ func listCmd(path string) func(context.Context, []string, kit.IO) int {
 			q.Set("state", *state)
 		}
 		var ds []api.Summary
-		if err := c.do(ctx, http.MethodGet, path+"?"+q.Encode(), nil, &ds); err != nil {
+		if err := c.Do(ctx, http.MethodGet, path+"?"+q.Encode(), nil, &ds); err != nil {
 			return fail(stdio, err)
 		}
 		for _, d := range ds {
@@ -260,7 +276,7 @@ func line(d api.Summary) map[string]any {
 
 func queue(ctx context.Context, args []string, stdio kit.IO) int {
 	fs := newFlags("queue", stdio, "queue")
-	c := clientFlags(fs)
+	c := ClientFlags(fs)
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
@@ -268,7 +284,7 @@ func queue(ctx context.Context, args []string, stdio kit.IO) int {
 		Active []api.Summary `json:"active"`
 		Queued []api.Summary `json:"queued"`
 	}
-	if err := c.do(ctx, http.MethodGet, "/v1/queue", nil, &q); err != nil {
+	if err := c.Do(ctx, http.MethodGet, "/v1/queue", nil, &q); err != nil {
 		return fail(stdio, err)
 	}
 	for _, d := range append(q.Active, q.Queued...) {
@@ -279,14 +295,14 @@ func queue(ctx context.Context, args []string, stdio kit.IO) int {
 
 func audit(ctx context.Context, args []string, stdio kit.IO) int {
 	fs := newFlags("audit", stdio, "audit [--app APP] [--limit N]")
-	c := clientFlags(fs)
+	c := ClientFlags(fs)
 	app := fs.String("app", "", "only this app")
 	limit := fs.Int("limit", 100, "at most this many")
 	if code, ok := parse(fs, args); !ok {
 		return code
 	}
 	var entries []store.AuditEntry
-	if err := c.do(ctx, http.MethodGet, "/v1/audit?"+url.Values{"app": {*app}, "limit": {fmt.Sprint(*limit)}}.Encode(), nil, &entries); err != nil {
+	if err := c.Do(ctx, http.MethodGet, "/v1/audit?"+url.Values{"app": {*app}, "limit": {fmt.Sprint(*limit)}}.Encode(), nil, &entries); err != nil {
 		return fail(stdio, err)
 	}
 	for _, e := range entries {
@@ -298,7 +314,7 @@ func audit(ctx context.Context, args []string, stdio kit.IO) int {
 func action(name string) func(context.Context, []string, kit.IO) int {
 	return func(ctx context.Context, args []string, stdio kit.IO) int {
 		fs := newFlags(name, stdio, name+" ID")
-		c := clientFlags(fs)
+		c := ClientFlags(fs)
 		wait := fs.Bool("wait", false, "follow the deploy afterwards (retry, promote)")
 		if code, ok := parse(fs, args); !ok {
 			return code
@@ -308,7 +324,7 @@ func action(name string) func(context.Context, []string, kit.IO) int {
 			return kit.ExitUsage
 		}
 		var d api.Summary
-		if err := c.do(ctx, http.MethodPost, "/v1/deploys/"+url.PathEscape(fs.Arg(0))+"/"+name, nil, &d); err != nil {
+		if err := c.Do(ctx, http.MethodPost, "/v1/deploys/"+url.PathEscape(fs.Arg(0))+"/"+name, nil, &d); err != nil {
 			return fail(stdio, err)
 		}
 		printJSON(stdio.Out, line(d))
@@ -322,7 +338,7 @@ func action(name string) func(context.Context, []string, kit.IO) int {
 
 func rollbackCmd(ctx context.Context, args []string, stdio kit.IO) int {
 	fs := newFlags("rollback", stdio, "rollback APP [VERSION] [--env ENV] [--wait]")
-	c := clientFlags(fs)
+	c := ClientFlags(fs)
 	env := fs.String("env", rollout.DefaultEnv, "environment")
 	wait := fs.Bool("wait", false, "follow the rollback: one JSON line per host step, exit 1 unless it succeeds")
 	if code, ok := parse(fs, args); !ok {
@@ -334,7 +350,7 @@ func rollbackCmd(ctx context.Context, args []string, stdio kit.IO) int {
 	}
 	req := api.RollbackRequest{Env: *env, Version: fs.Arg(1)}
 	var d api.Summary
-	if err := c.do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(fs.Arg(0))+"/rollback", req, &d); err != nil {
+	if err := c.Do(ctx, http.MethodPost, "/v1/apps/"+url.PathEscape(fs.Arg(0))+"/rollback", req, &d); err != nil {
 		return fail(stdio, err)
 	}
 	printJSON(stdio.Out, line(d))

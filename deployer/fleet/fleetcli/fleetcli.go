@@ -5,7 +5,6 @@ package fleetcli
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,13 +12,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/opskit/opskit/deployer/cli"
 	"github.com/opskit/opskit/deployer/fleet"
 	"github.com/opskit/opskit/deployer/fleet/cron"
 	"github.com/opskit/opskit/internal/kit"
@@ -33,86 +32,6 @@ func Commands() []kit.Command {
 		{Name: "exec", Summary: "run an allowed diagnostic command on an app's hosts: exec --app A [--host H] -- NAME ARG...; output prefixed by host", Run: execute},
 		{Name: "cron", Summary: "scheduled commands on an app's hosts: cron add|list|rm|runs|run-now", Run: cronCmd},
 	}
-}
-
-type client struct {
-	addr, token string
-	http        *http.Client
-}
-
-func clientFlags(fs *pflag.FlagSet) *client {
-	c := &client{http: &http.Client{}}
-	addr := os.Getenv("OPSKIT_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:7170"
-	}
-	fs.StringVar(&c.addr, "addr", addr, "deployer's address (HOST:PORT or URL; OPSKIT_ADDR)")
-	fs.StringVar(&c.token, "token", os.Getenv("OPSKIT_DEPLOYER_TOKEN"), "bearer token (OPSKIT_DEPLOYER_TOKEN); none needed on loopback")
-	return c
-}
-
-func (c *client) url(path string) string {
-	base := c.addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	return strings.TrimSuffix(base, "/") + path
-}
-
-// send makes a request and returns the response when it is a 2xx; any
-// other answer is turned into an error with the server's message.
-func (c *client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url(path), rd)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("is deployer running? %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("HTTP %d: %s", resp.StatusCode, e.Error)
-		}
-		return nil, fmt.Errorf("HTTP %s: %s", resp.Status, strings.TrimSpace(string(b)))
-	}
-	return resp, nil
-}
-
-// do is send with a JSON answer decoded into out.
-func (c *client) do(ctx context.Context, method, path string, body, out any) error {
-	resp, err := c.send(ctx, method, path, body)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return nil
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("decode answer: %w", err)
-	}
-	return nil
 }
 
 // parse parses flags; want is the exact count of arguments (-1: any,
@@ -157,7 +76,7 @@ func proc(ctx context.Context, args []string, stdio kit.IO) int {
 	fs := pflag.NewFlagSet("proc", pflag.ContinueOnError)
 	t := targetFlags(fs)
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
-	c := clientFlags(fs)
+	c := cli.ClientFlags(fs)
 	rest, code := parse(fs, args, stdio, 2, "proc start|stop|restart --app APP [--host HOST] PROGRAM\n(PROGRAM is the manifest's name, e.g. server, or the agent's APP:NAME)")
 	if code >= 0 {
 		return code
@@ -167,7 +86,7 @@ func proc(ctx context.Context, args []string, stdio kit.IO) int {
 	}
 	var ans fleet.ProcAnswer
 	body := fleet.ProcRequest{Target: *t, Program: rest[1]}
-	if err := c.do(ctx, http.MethodPost, "/v1/proc/"+url.PathEscape(rest[0]), body, &ans); err != nil {
+	if err := c.Do(ctx, http.MethodPost, "/v1/proc/"+url.PathEscape(rest[0]), body, &ans); err != nil {
 		return fail(stdio, err)
 	}
 	if *asJSON {
@@ -201,7 +120,7 @@ func stats(ctx context.Context, args []string, stdio kit.IO) int {
 	fs := pflag.NewFlagSet("stats", pflag.ContinueOnError)
 	t := targetFlags(fs)
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
-	c := clientFlags(fs)
+	c := cli.ClientFlags(fs)
 	if _, code := parse(fs, args, stdio, 0, "stats --app APP [--host HOST]"); code >= 0 {
 		return code
 	}
@@ -213,7 +132,7 @@ func stats(ctx context.Context, args []string, stdio kit.IO) int {
 		q.Set("host", t.Host)
 	}
 	var ans fleet.StatsAnswer
-	if err := c.do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(t.App)+"/hosts/stats?"+q.Encode(), nil, &ans); err != nil {
+	if err := c.Do(ctx, http.MethodGet, "/v1/apps/"+url.PathEscape(t.App)+"/hosts/stats?"+q.Encode(), nil, &ans); err != nil {
 		return fail(stdio, err)
 	}
 	if *asJSON {
@@ -256,7 +175,7 @@ func execute(ctx context.Context, args []string, stdio kit.IO) int {
 	fs.SetInterspersed(false) // the command's own flags are not ours
 	t := targetFlags(fs)
 	asJSON := fs.Bool("json", false, "print the JSON lines as they come")
-	c := clientFlags(fs)
+	c := cli.ClientFlags(fs)
 	rest, code := parse(fs, args, stdio, -2, "exec --app APP [--host HOST] [--] NAME [ARG...]")
 	if code >= 0 {
 		return code
@@ -264,7 +183,7 @@ func execute(ctx context.Context, args []string, stdio kit.IO) int {
 	if t.App == "" {
 		return usageError(stdio, "exec: --app is required")
 	}
-	resp, err := c.send(ctx, http.MethodPost, "/v1/exec", fleet.ExecRequest{Target: *t, Name: rest[0], Args: rest[1:]})
+	resp, err := c.Send(ctx, http.MethodPost, "/v1/exec", fleet.ExecRequest{Target: *t, Name: rest[0], Args: rest[1:]})
 	if err != nil {
 		return fail(stdio, err)
 	}
@@ -349,7 +268,7 @@ func cronAdd(ctx context.Context, args []string, stdio kit.IO) int {
 	env := fs.String("env", fleet.DefaultEnv, "the app's environment")
 	schedule := fs.String("schedule", "", `five-field cron schedule, e.g. "*/5 * * * *" (in deployer's --cron-timezone, UTC by default), or @hourly, @daily...`)
 	target := fs.String("target", "all", "hosts of each run: all, one (in turn) or batch:N (the next N in turn)")
-	c := clientFlags(fs)
+	c := cli.ClientFlags(fs)
 	rest, code := parse(fs, args, stdio, -2, `cron add --app APP --schedule "*/5 * * * *" [--target all|one|batch:N] [--] NAME [ARG...]`)
 	if code >= 0 {
 		return code
@@ -359,7 +278,7 @@ func cronAdd(ctx context.Context, args []string, stdio kit.IO) int {
 	}
 	job := cron.Job{App: *app, Env: *env, Schedule: *schedule, Target: *target, Name: rest[0], Args: rest[1:]}
 	var v cron.JobView
-	if err := c.do(ctx, http.MethodPost, "/v1/cron", job, &v); err != nil {
+	if err := c.Do(ctx, http.MethodPost, "/v1/cron", job, &v); err != nil {
 		return fail(stdio, err)
 	}
 	printJSON(stdio.Out, v)
@@ -370,7 +289,7 @@ func cronList(ctx context.Context, args []string, stdio kit.IO) int {
 	fs := pflag.NewFlagSet("cron list", pflag.ContinueOnError)
 	app := fs.String("app", "", "only this app's jobs")
 	asJSON := fs.Bool("json", false, "print the jobs as JSON")
-	c := clientFlags(fs)
+	c := cli.ClientFlags(fs)
 	if _, code := parse(fs, args, stdio, 0, "cron list [--app APP]"); code >= 0 {
 		return code
 	}
@@ -379,7 +298,7 @@ func cronList(ctx context.Context, args []string, stdio kit.IO) int {
 		path += "?app=" + url.QueryEscape(*app)
 	}
 	var jobs []cron.JobView
-	if err := c.do(ctx, http.MethodGet, path, nil, &jobs); err != nil {
+	if err := c.Do(ctx, http.MethodGet, path, nil, &jobs); err != nil {
 		return fail(stdio, err)
 	}
 	if *asJSON {
@@ -421,13 +340,13 @@ func runOutcome(r cron.Run) string {
 
 func cronByID(ctx context.Context, args []string, stdio kit.IO, name, method, suffix string) int {
 	fs := pflag.NewFlagSet("cron "+name, pflag.ContinueOnError)
-	c := clientFlags(fs)
+	c := cli.ClientFlags(fs)
 	rest, code := parse(fs, args, stdio, 1, "cron "+name+" ID")
 	if code >= 0 {
 		return code
 	}
 	var ans json.RawMessage
-	if err := c.do(ctx, method, "/v1/cron/"+url.PathEscape(rest[0])+suffix, nil, &ans); err != nil {
+	if err := c.Do(ctx, method, "/v1/cron/"+url.PathEscape(rest[0])+suffix, nil, &ans); err != nil {
 		return fail(stdio, err)
 	}
 	fmt.Fprintln(stdio.Out, strings.TrimSpace(string(ans)))
@@ -445,13 +364,13 @@ func cronRuns(ctx context.Context, args []string, stdio kit.IO) int {
 	fs := pflag.NewFlagSet("cron runs", pflag.ContinueOnError)
 	limit := fs.Int("limit", 20, "newest runs shown (0: all kept)")
 	asJSON := fs.Bool("json", false, "print the runs as JSON")
-	c := clientFlags(fs)
+	c := cli.ClientFlags(fs)
 	rest, code := parse(fs, args, stdio, 1, "cron runs ID [--limit N]")
 	if code >= 0 {
 		return code
 	}
 	var runs []cron.Run
-	if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/v1/cron/%s/runs?limit=%d", url.PathEscape(rest[0]), *limit), nil, &runs); err != nil {
+	if err := c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/cron/%s/runs?limit=%d", url.PathEscape(rest[0]), *limit), nil, &runs); err != nil {
 		return fail(stdio, err)
 	}
 	if *asJSON {
