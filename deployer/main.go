@@ -75,7 +75,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.maxWait, "max-wait", time.Minute, "longest long poll (agents' tasks, deploy events)")
 	fs.DurationVar(&c.tick, "tick", time.Second, "how often the queue is looked at besides on changes")
 	fs.StringVar(&c.instance, "instance", "", "this instance's name in the lease (default: hostname and a random suffix)")
-	fs.StringVar(&c.agentToken, "agent-token", "", "bearer token for the agents' own API (used to roll back to a release whose package deployer does not know)")
+	fs.StringVar(&c.agentToken, "agent-token", "", "bearer token for the agents' own API (their --api-token): direct rollbacks, proc, stats, exec")
 	fs.StringVar(&c.pollToken, "agent-poll-token-file", "", "file holding the token the deploy agents present on their long poll and reports (their --deployer-token-file); without it only loopback agents are served")
 	fs.StringSliceVar(&c.kafkaBrokers, "kafka-brokers", nil, "dispatch tasks over Kafka (host:port,...) instead of the agents' long poll")
 	fs.StringVar(&c.kafkaTasks, "kafka-tasks-topic", "opskit-deploy-tasks", "Kafka topic of tasks (keyed by host)")
