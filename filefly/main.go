@@ -195,6 +195,7 @@ type agentConfig struct {
 func (c *agentConfig) spec() kit.Spec {
 	return kit.Spec{
 		Name:    "filefly",
+		Kind:    "filefly-agent",
 		Listen:  "127.0.0.1:7181",
 		Summary: "file distribution relayed host to host (this is the agent; `filefly` alone runs the server)",
 		Flags: func(fs *pflag.FlagSet) {

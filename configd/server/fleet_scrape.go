@@ -67,6 +67,11 @@ func kindRateDefs(kind string) []rateDef {
 		return []rateDef{{"publishes/s", []string{"opskit_configd_publishes_total"}}}
 	case "filefly":
 		return []rateDef{{"bytes/s", []string{"opskit_filefly_server_served_bytes_total"}}}
+	case "filefly-agent":
+		return []rateDef{
+			{"in/s", []string{"opskit_filefly_agent_fetched_bytes_total"}},
+			{"relayed/s", []string{"opskit_filefly_agent_served_bytes_total"}},
+		}
 	}
 	return nil
 }
@@ -86,7 +91,7 @@ type sample struct {
 // wantedMetrics are the counter names a sample sums, for every kind.
 func wantedMetrics() map[string]bool {
 	out := map[string]bool{}
-	for _, k := range []string{"collector", "transfer", "judge", "alarm", "ratelimit", "abtest", "configd", "filefly"} {
+	for _, k := range []string{"collector", "transfer", "judge", "alarm", "ratelimit", "abtest", "configd", "filefly", "filefly-agent"} {
 		for _, d := range kindRateDefs(k) {
 			for _, m := range d.metrics {
 				out[m] = true

@@ -98,7 +98,7 @@ func (d *Daemon) AdvertiseListener(name, addr string) {
 func (d *Daemon) registration(host string, started time.Time, heartbeat time.Duration) api.DaemonRegistration {
 	addr := advertisedAddr(d.addr.String(), host)
 	reg := api.DaemonRegistration{
-		ID: addr, Kind: d.Name, Host: host, Version: buildinfo.Version, PID: os.Getpid(),
+		ID: addr, Kind: d.Kind, Host: host, Version: buildinfo.Version, PID: os.Getpid(),
 		Addr: addr, Started: started, HeartbeatSeconds: heartbeat.Seconds(),
 	}
 	d.mu.Lock()

@@ -79,7 +79,7 @@ func TestFleetRegistrationHeartbeatsAndLeaves(t *testing.T) {
 	fc := newFakeConfigd(t)
 	stop := make(chan struct{})
 	spec := Spec{
-		Name: "demo", Listen: "127.0.0.1:0",
+		Name: "demo", Kind: "demo-agent", Listen: "127.0.0.1:0",
 		Start: func(ctx context.Context, d *Daemon) error {
 			d.AdvertiseListener("graphite", "0.0.0.0:2003")
 			go func() { <-stop; d.Stop("test done") }()
@@ -102,7 +102,7 @@ func TestFleetRegistrationHeartbeatsAndLeaves(t *testing.T) {
 	regs, leaves, auth := fc.snapshot()
 	reg := regs[0]
 	host, _ := os.Hostname()
-	if reg.Kind != "demo" || reg.PID != os.Getpid() || reg.Host != host || reg.Version == "" || reg.Started.IsZero() ||
+	if reg.Kind != "demo-agent" || reg.PID != os.Getpid() || reg.Host != host || reg.Version == "" || reg.Started.IsZero() ||
 		!strings.HasPrefix(reg.Addr, "127.0.0.1:") || reg.ID != reg.Addr || reg.HeartbeatSeconds != 0.02 {
 		t.Fatalf("registration %+v", reg)
 	}

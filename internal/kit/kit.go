@@ -17,6 +17,7 @@
 package kit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,9 @@ const (
 type Spec struct {
 	// Name is the binary and daemon name, e.g. "transfer".
 	Name string
+	// Kind names the daemon in configd's fleet view when one binary runs
+	// several roles (e.g. "filefly-agent"); empty means Name.
+	Kind string
 	// Listen is the default HTTP listen address, e.g. "127.0.0.1:7120".
 	// Defaults are loopback so that a daemon started with no flags exposes
 	// nothing and needs no admin token.
@@ -244,7 +248,9 @@ func usage(spec Spec, fs *pflag.FlagSet, w io.Writer) {
 // Daemon is what a daemon's Start gets: its logger, metrics, HTTP mux, data
 // directory and the hooks it registers.
 type Daemon struct {
-	Name    string
+	Name string
+	// Kind is the daemon's kind in the fleet view (Spec.Kind, else Name).
+	Kind    string
 	DataDir string
 	Log     *slog.Logger
 	// Metrics is the daemon's own metric set, served on /metrics with the
@@ -414,7 +420,7 @@ func runDaemon(spec Spec, o *options, stdio IO) int {
 
 	set := metrics.NewSet()
 	d := &Daemon{
-		Name: spec.Name, DataDir: o.dataDir, Log: log, Metrics: set,
+		Name: spec.Name, Kind: cmp.Or(spec.Kind, spec.Name), DataDir: o.dataDir, Log: log, Metrics: set,
 		Mux: http.NewServeMux(), ConfigFile: o.configFile,
 		level: level, addr: ln.Addr(), token: o.adminToken, loopback: loopback,
 		notReady: map[string]string{"start": "starting"},
