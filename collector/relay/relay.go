@@ -206,12 +206,13 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		sent := time.Now()
 		res := r.sendAnyTarget(ctx, body, b.Count)
 		switch res {
 		case delivered:
 			backoff = 0
 			maxRecords = 1 << 20
-			r.acked(body, b.Count)
+			r.acked(body, b.Count, sent)
 			if err := r.spool.Ack(b); err != nil {
 				return fmt.Errorf("relay: %w", err)
 			}
@@ -244,8 +245,10 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // acked counts a batch the current target answered for: its points and
-// their latency from intake, and the dyed points among them.
-func (r *Relay) acked(body []byte, points int) {
+// their latency from intake, and the dyed points among them, traced with
+// the time from sent (when the batch left the spool) to the answer, so a
+// trace shows the send after the intake that spooled it.
+func (r *Relay) acked(body []byte, points int, sent time.Time) {
 	now := time.Now()
 	_, latency := r.cfg.Backlog.Take(points, now)
 	to := r.addrs[r.current]
@@ -257,8 +260,8 @@ func (r *Relay) acked(body []byte, points int) {
 	if err != nil {
 		return
 	}
-	mean := latency / time.Duration(max(points, 1))
-	r.cfg.Dye.Points("send "+to, res.Points, func(*metric.Point) time.Duration { return mean })
+	took := now.Sub(sent)
+	r.cfg.Dye.Points("send "+to, res.Points, func(*metric.Point) time.Duration { return took })
 }
 
 // nextBackoff doubles the wait within [lo, hi], with up to 20 % jitter so
