@@ -505,6 +505,18 @@ func events(ctx context.Context, e *env, args []string) error {
 	if len(args) == 1 {
 		app = args[0]
 	}
+	return followEvents(ctx, e, func(ctx context.Context, after int64, timeout time.Duration) ([]api.MemberEvent, int64, error) {
+		res, err := e.remote.Events(ctx, app, after, timeout)
+		if err != nil {
+			return nil, 0, err
+		}
+		return res.Events, res.Last, nil
+	})
+}
+
+// followEvents prints the events after --after as JSON lines, long polling
+// for more (retrying after errors) unless --once.
+func followEvents[E any](ctx context.Context, e *env, fetch func(ctx context.Context, after int64, timeout time.Duration) ([]E, int64, error)) error {
 	after, _ := e.fs.GetInt64("after")
 	once, _ := e.fs.GetBool("once")
 	for {
@@ -512,7 +524,7 @@ func events(ctx context.Context, e *env, args []string) error {
 		if once {
 			timeout = 0
 		}
-		res, err := e.remote.Events(ctx, app, after, timeout)
+		evs, last, err := fetch(ctx, after, timeout)
 		if err != nil {
 			if once || ctx.Err() != nil {
 				return err
@@ -520,12 +532,12 @@ func events(ctx context.Context, e *env, args []string) error {
 			backoff(ctx, time.Second)
 			continue
 		}
-		for _, ev := range res.Events {
+		for _, ev := range evs {
 			if err := e.out.Write(ev); err != nil {
 				return err
 			}
 		}
-		after = res.Last
+		after = last
 		if once {
 			return nil
 		}

@@ -218,29 +218,11 @@ func fleetEvents(ctx context.Context, e *env, args []string) error {
 	if err := nargs(args, 0, 0); err != nil {
 		return err
 	}
-	after, _ := e.fs.GetInt64("after")
-	once, _ := e.fs.GetBool("once")
-	for {
-		timeout := 60 * time.Second
-		if once {
-			timeout = 0
-		}
+	return followEvents(ctx, e, func(ctx context.Context, after int64, timeout time.Duration) ([]api.FleetEvent, int64, error) {
 		res, err := e.remote.FleetEvents(ctx, after, timeout)
 		if err != nil {
-			if once || ctx.Err() != nil {
-				return err
-			}
-			backoff(ctx, time.Second)
-			continue
+			return nil, 0, err
 		}
-		for _, ev := range res.Events {
-			if err := e.out.Write(ev); err != nil {
-				return err
-			}
-		}
-		after = res.Last
-		if once {
-			return nil
-		}
-	}
+		return res.Events, res.Last, nil
+	})
 }
