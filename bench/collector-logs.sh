@@ -2,12 +2,21 @@
 # Log shipping throughput: one file of realistic access-log lines shipped
 # into a kfake broker running as its own process, by the collector, by
 # kcat -P (librdkafka) and by rsyslog (imfile + omkafka), each into a fresh
-# broker, all with zstd. Prints MB/s, lines/s, CPU seconds per GiB and
-# peak RSS of each shipper.
+# broker. Prints MB/s, lines/s, CPU seconds per GiB and peak RSS of each
+# shipper, per run and (with RUNS > 1) the median of each column.
+#
+# The producers are set alike: zstd at level 1, acks from all in-sync
+# replicas, idempotent, 1 MiB record batches, 5 ms linger. What differs:
+# the collector ships a JSON event per line (about twice the line's bytes)
+# unless COLLECTOR_FLAGS says --logs-format line, and it bounds what is in
+# flight to --logs-buffer-bytes (4 MiB) where librdkafka may buffer up to
+# 1 GiB (queue.buffering.max.kbytes).
 #
 # Usage: bench/collector-logs.sh [bytes]   (default 1073741824 = 1 GiB)
 # COLLECTOR_FLAGS adds flags to the collector's command line, e.g.
 # COLLECTOR_FLAGS="--kafka-batch-bytes 262144".
+# RUNS (default 1) repeats each shipper, interleaved; SHIPPERS (default
+# "collector kcat rsyslog") picks which run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1073741824}
@@ -45,16 +54,17 @@ stop_kafka() { kill "$KPID"; wait "$KPID" 2>/dev/null || true; }
 report() {
 	awk -v name="$1" -v s="$2" -v cpu="$3" -v rss="$4" -v bytes="$BYTES" -v lines="$LINES" 'BEGIN {
 		printf "%-10s %7.1f s  %7.1f MB/s  %9.0f lines/s  %6.1f CPU s/GiB  peak RSS %6.1f MB\n",
-			name, s, bytes / s / 1e6, lines / s, cpu / (bytes / 1073741824), rss / 1024 }'
+			name, s, bytes / s / 1e6, lines / s, cpu / (bytes / 1073741824), rss / 1024 }' | tee -a "$WORK/results"
 }
 
 proc_cpu() { awk -v hz="$HZ" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 proc_hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
-# collector
-start_kafka
-CPORT=$(free_port)
-cat >"$WORK/collector.yaml" <<YAML
+run_collector() {
+	start_kafka
+	CPORT=$(free_port)
+	rm -rf "$WORK/collector-data"
+	cat >"$WORK/collector.yaml" <<YAML
 logs:
   inputs:
     - name: bench
@@ -62,35 +72,47 @@ logs:
       topic: logs
       key: none
 YAML
-t0=$(date +%s.%N)
-"$WORK/collector" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector-data" --config "$WORK/collector.yaml" \
-	--host-metrics=false --graphite-listen "" --statsd-listen "" --transfer 127.0.0.1:1 \
-	--kafka-brokers "$BROKER" ${COLLECTOR_FLAGS:-} 2>"$WORK/collector.log" &
-CPID=$!
-PIDS+=($CPID)
-"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
-t1=$(date +%s.%N)
-report collector "$(echo "$t1 - $t0" | bc)" "$(proc_cpu $CPID)" "$(proc_hwm $CPID)"
-kill "$CPID"; wait "$CPID" 2>/dev/null || true
-stop_kafka
+	t0=$(date +%s.%N)
+	# shellcheck disable=SC2086
+	"$WORK/collector" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector-data" --config "$WORK/collector.yaml" \
+		--host-metrics=false --graphite-listen "" --statsd-listen "" --transfer 127.0.0.1:1 \
+		--kafka-brokers "$BROKER" --kafka-compression zstd --kafka-linger 5ms ${COLLECTOR_FLAGS:-} 2>"$WORK/collector.log" &
+	CPID=$!
+	PIDS+=($CPID)
+	"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
+	t1=$(date +%s.%N)
+	report collector "$(echo "$t1 - $t0" | bc)" "$(proc_cpu $CPID)" "$(proc_hwm $CPID)"
+	kill "$CPID"
+	wait "$CPID" 2>/dev/null || true
+	stop_kafka
+}
 
-# kcat -P (librdkafka)
-if command -v kcat >/dev/null; then
+# kcat -P (librdkafka), set like the collector's producer: zstd level 1,
+# acks=all, idempotent, 1 MiB batches, 5 ms linger.
+run_kcat() {
+	if ! command -v kcat >/dev/null; then
+		echo "kcat: not installed (apt-get install kcat)"
+		return
+	fi
 	start_kafka
 	t0=$(date +%s.%N)
-	/usr/bin/time -f "%U %S %M" -o "$WORK/kcat.time" kcat -P -b "$BROKER" -t logs -z zstd -X compression.level=1 -l "$LOG"
+	/usr/bin/time -f "%U %S %M" -o "$WORK/kcat.time" kcat -P -b "$BROKER" -t logs -z zstd -X compression.level=1 \
+		-X acks=all -X enable.idempotence=true -X batch.size=1048576 -X linger.ms=5 -l "$LOG"
 	"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
 	t1=$(date +%s.%N)
 	read -r u s m <"$WORK/kcat.time"
 	report kcat "$(echo "$t1 - $t0" | bc)" "$(echo "$u + $s" | bc)" "$m"
 	stop_kafka
-else
-	echo "kcat: not installed (apt-get install kcat)"
-fi
+}
 
 # rsyslog imfile + omkafka
-if command -v rsyslogd >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/rsyslog/omkafka.so ]; then
+run_rsyslog() {
+	if ! command -v rsyslogd >/dev/null || [ ! -e /usr/lib/x86_64-linux-gnu/rsyslog/omkafka.so ]; then
+		echo "rsyslog: not installed (apt-get install rsyslog rsyslog-kafka)"
+		return
+	fi
 	start_kafka
+	rm -rf "$WORK/rsyslog"
 	mkdir -p "$WORK/rsyslog"
 	cat >"$WORK/rsyslog.conf" <<CONF
 global(workDirectory="$WORK/rsyslog" maxMessageSize="64k")
@@ -99,7 +121,8 @@ module(load="omkafka")
 template(name="line" type="string" string="%msg%")
 ruleset(name="ship" queue.type="LinkedList" queue.size="100000") {
 	action(type="omkafka" broker=["$BROKER"] topic="logs" template="line"
-		confParam=["compression.codec=zstd", "compression.level=1"])
+		confParam=["compression.codec=zstd", "compression.level=1", "acks=all", "enable.idempotence=true",
+			"batch.size=1048576", "linger.ms=5"])
 }
 input(type="imfile" File="$LOG" Tag="bench" ruleset="ship" freshStartTail="off")
 CONF
@@ -110,8 +133,29 @@ CONF
 	"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" --timeout 20m >/dev/null
 	t1=$(date +%s.%N)
 	report rsyslog "$(echo "$t1 - $t0" | bc)" "$(proc_cpu $RPID)" "$(proc_hwm $RPID)"
-	kill "$RPID"; wait "$RPID" 2>/dev/null || true
+	kill "$RPID"
+	wait "$RPID" 2>/dev/null || true
 	stop_kafka
-else
-	echo "rsyslog: not installed (apt-get install rsyslog rsyslog-kafka)"
+}
+
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+RUNS=${RUNS:-1}
+for run in $(seq "$RUNS"); do
+	for shipper in ${SHIPPERS:-collector kcat rsyslog}; do
+		"run_$shipper"
+	done
+done
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$RUNS" -gt 1 ]; then
+	echo "medians of $RUNS runs:"
+	for shipper in ${SHIPPERS:-collector kcat rsyslog}; do
+		grep "^$shipper " "$WORK/results" | awk -v name="$shipper" '
+			{ s[NR] = $2; mbs[NR] = $4; lps[NR] = $6; cpu[NR] = $8; rss[NR] = $13 }
+			function med(a, n,   i, j, t) {
+				for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+				return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+			}
+			END { if (NR) printf "%-10s %7.1f s  %7.1f MB/s  %9.0f lines/s  %6.1f CPU s/GiB  peak RSS %6.1f MB\n",
+				name, med(s, NR), med(mbs, NR), med(lps, NR), med(cpu, NR), med(rss, NR) }'
+	done
 fi
