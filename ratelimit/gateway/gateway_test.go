@@ -74,9 +74,7 @@ func newGateway(t testing.TB, yaml string, c *clock) (*Gateway, *httptest.Server
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Close)
-	srv := httptest.NewServer(g)
-	t.Cleanup(srv.Close)
-	return g, srv
+	return g, serveProxy(t, g)
 }
 
 func get(t *testing.T, url string, hdr ...string) (*http.Response, string) {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -32,8 +31,7 @@ routes:
 		t.Fatal(err)
 	}
 	defer g.Close()
-	srv := httptest.NewServer(g)
-	defer srv.Close()
+	srv := serveProxy(t, g)
 
 	get(t, srv.URL+"/plain")
 	get(t, srv.URL+"/traced", DyeHeader, "req-1") // no rule needed: the header is the dye
