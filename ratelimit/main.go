@@ -30,6 +30,9 @@ type config struct {
 	readTimeout   time.Duration
 	idleTimeout   time.Duration
 	drainTimeout  time.Duration
+	fastHTTP      bool
+	maxHeader     int
+	maxFields     int
 
 	clusterPeers    string
 	clusterInterval time.Duration
@@ -73,6 +76,9 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.clusterPeers, "cluster-peers", "", "admin addresses (host:port,...) of the other gateways enforcing the same rates; each live gateway enforces its share")
 	fs.DurationVar(&c.clusterInterval, "cluster-interval", time.Second, "how often the peers' /readyz are polled")
 	fs.DurationVar(&c.clusterTimeout, "cluster-timeout", 500*time.Millisecond, "a peer not ready within this long counts as gone")
+	fs.BoolVar(&c.fastHTTP, "fast-http", true, "serve HTTP/1.x proxy connections with the gateway's own loop (false: net/http's server for all)")
+	fs.IntVar(&c.maxHeader, "proxy-max-header-bytes", http.DefaultMaxHeaderBytes, "longest request line and header accepted (431 beyond)")
+	fs.IntVar(&c.maxFields, "proxy-max-header-fields", 200, "most header lines a request may have (431 beyond; --fast-http only)")
 	fs.DurationVar(&c.drainTimeout, "proxy-drain-timeout", 5*time.Second, "on stop, how long requests in flight may take to finish (keep below --shutdown-timeout)")
 }
 
@@ -118,12 +124,19 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		g.Close()
 		return fmt.Errorf("--proxy-listen: %w", err)
 	}
-	srv := &http.Server{Handler: g, ReadHeaderTimeout: c.readTimeout, IdleTimeout: c.idleTimeout}
-	// HTTP/2 without TLS (prior knowledge) as well as HTTP/1.1.
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	d.Log.Info("proxy listening", "proxy_listen", ln.Addr().String())
+	var srv proxyServer
+	if c.fastHTTP {
+		srv = gateway.NewServer(g, gateway.ServerConfig{ReadHeaderTimeout: c.readTimeout, IdleTimeout: c.idleTimeout,
+			MaxHeaderBytes: c.maxHeader, MaxHeaderFields: c.maxFields, Log: d.Log, Metrics: d.Metrics})
+	} else {
+		hs := &http.Server{Handler: g, ReadHeaderTimeout: c.readTimeout, IdleTimeout: c.idleTimeout, MaxHeaderBytes: c.maxHeader}
+		// HTTP/2 without TLS (prior knowledge) as well as HTTP/1.1.
+		hs.Protocols = new(http.Protocols)
+		hs.Protocols.SetHTTP1(true)
+		hs.Protocols.SetUnencryptedHTTP2(true)
+		srv = hs
+	}
+	d.Log.Info("proxy listening", "proxy_listen", ln.Addr().String(), "fast_http", c.fastHTTP)
 	// The kit waits for this to return before its stop hooks: the proxy
 	// drains here when the daemon stops.
 	d.Go(ctx, "proxy", func(ctx context.Context) error {
@@ -159,6 +172,14 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		writeJSON(w, g.Limits(r.URL.Query().Get("zone"), r.URL.Query().Get("key")))
 	})
 	return nil
+}
+
+// proxyServer is what serves the proxy listener: the gateway's own loop
+// or net/http's server.
+type proxyServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
 }
 
 // watchFile calls changed when the file's size or modification time has

@@ -429,29 +429,7 @@ func (c *serverConn) readRequest(first bool) (*http.Request, error) {
 	}
 	c.br.Discard(end)
 
-	// The header map: one backing array for the values, each value's
-	// slice capped so that an Add by the handler cannot write over the
-	// next.
-	clear(c.header)
-	c.values = c.values[:0]
-	for _, f := range h.fields {
-		c.values = append(c.values, f.value)
-	}
-	for i, f := range h.fields {
-		if f.name == "Host" {
-			continue // promoted to req.Host, as net/http does
-		}
-		if old, ok := c.header[f.name]; ok {
-			c.header[f.name] = append(old, f.value)
-			continue
-		}
-		c.header[f.name] = c.values[i : i+1 : i+1]
-	}
-	if _, ok := c.header["Cache-Control"]; !ok {
-		if p := c.header["Pragma"]; len(p) > 0 && p[0] == "no-cache" {
-			c.header["Cache-Control"] = []string{"no-cache"} // net/http's fixPragmaCacheControl
-		}
-	}
+	c.values = h.fillHeader(c.header, c.values)
 
 	req := c.req
 	req.Method = h.method

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"net/http"
 	"strings"
 )
 
@@ -143,6 +144,35 @@ func parseHead(head string, h *requestHead, maxFields int) error {
 		return errHandOver // net/http answers these with its own 400
 	}
 	return nil
+}
+
+// fillHeader fills dst (emptied first) with the header fields as
+// net/http's server would: Host left out (it is the request's Host),
+// Pragma: no-cache implying Cache-Control: no-cache. The values share one
+// backing array, values (returned for reuse), each value's slice capped so
+// that an Add by the handler cannot write over the next.
+func (h *requestHead) fillHeader(dst http.Header, values []string) []string {
+	clear(dst)
+	values = values[:0]
+	for _, f := range h.fields {
+		values = append(values, f.value)
+	}
+	for i, f := range h.fields {
+		if f.name == "Host" {
+			continue
+		}
+		if old, ok := dst[f.name]; ok {
+			dst[f.name] = append(old, f.value)
+			continue
+		}
+		dst[f.name] = values[i : i+1 : i+1]
+	}
+	if _, ok := dst["Cache-Control"]; !ok {
+		if p := dst["Pragma"]; len(p) > 0 && p[0] == "no-cache" {
+			dst["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+	return values
 }
 
 // nextLine cuts the first line off s, without its CRLF or LF.
