@@ -27,6 +27,7 @@ type logsSection struct {
 // logsConfig holds the flags of the log shipping half.
 type logsConfig struct {
 	output             string
+	format             string
 	outputFile         string
 	brokers            []string
 	compression        string
@@ -44,6 +45,7 @@ type logsConfig struct {
 
 func (c *logsConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.output, "logs-output", "kafka", "where the events of the config file's logs.inputs go: kafka, stdout or file")
+	fs.StringVar(&c.format, "logs-format", "json", "Kafka record of a line: json (one JSON event) or line (the line's bytes, its host, path, file, offset and fields in record headers)")
 	fs.StringVar(&c.outputFile, "logs-file", "", "file the events are appended to with --logs-output file (JSON lines)")
 	fs.StringSliceVar(&c.brokers, "kafka-brokers", nil, "Kafka seed brokers (host:port,...) for --logs-output kafka")
 	fs.StringVar(&c.compression, "kafka-compression", "zstd", "Kafka batch compression: zstd, lz4, snappy, gzip or none")
@@ -76,6 +78,9 @@ func (c *logsConfig) start(ctx context.Context, d *kit.Daemon, host string, poin
 	if len(sec.Inputs) == 0 {
 		return nil
 	}
+	if c.format != ship.FormatJSON && c.output != "kafka" {
+		return fmt.Errorf("--logs-format %s: only with --logs-output kafka (stdout and file take JSON lines)", c.format)
+	}
 	var out emitter
 	switch c.output {
 	case "kafka":
@@ -89,7 +94,7 @@ func (c *logsConfig) start(ctx context.Context, d *kit.Daemon, host string, poin
 		}
 		k, err := ship.NewKafka(ship.KafkaConfig{
 			Brokers: c.brokers, Compression: c.compression, Linger: c.linger, BatchBytes: c.batchBytes,
-			BufferBytes: c.bufferBytes, Host: host, Dye: d.Dye,
+			BufferBytes: c.bufferBytes, Host: host, Dye: d.Dye, Format: c.format,
 		}, d.Metrics, d.Log)
 		if err != nil {
 			return err

@@ -232,7 +232,7 @@ func (s *Sink) decode(recs []*kgo.Record) *columns {
 	c := &columns{}
 	in := ship.Interner{}
 	for _, r := range recs {
-		m, err := ship.DecodeInterned(r.Value, in)
+		m, err := ship.DecodeRecord(r, in)
 		if err != nil {
 			s.invalid.Inc()
 			s.log.Debug("record is not a log event; skipped", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)

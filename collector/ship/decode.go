@@ -2,9 +2,15 @@ package ship
 
 import (
 	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"strconv"
+	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // decodeFast parses the event shape the Encoder writes, without
@@ -320,4 +326,61 @@ func (p *scanner) fields(m *Message) bool {
 		}
 		m.Fields[k] = v
 	}
+}
+
+// DecodeRecord parses a Kafka record of either format: the line format
+// (the value is the line; it has "path" and "offset" headers) or a JSON
+// event.
+func DecodeRecord(r *kgo.Record, in Interner) (Message, error) {
+	if m, ok, err := decodeLineRecord(r.Value, r.Headers, r.Timestamp, in); ok {
+		return m, err
+	}
+	return DecodeInterned(r.Value, in)
+}
+
+// decodeLineRecord builds the event of a line-format record; ok is false
+// when the record is not one.
+func decodeLineRecord(value []byte, headers []kgo.RecordHeader, ts time.Time, in Interner) (m Message, ok bool, err error) {
+	var hasPath, hasOffset bool
+	for _, h := range headers {
+		switch h.Key {
+		case HeaderPath:
+			hasPath = true
+		case HeaderOffset:
+			hasOffset = true
+		}
+	}
+	if !hasPath || !hasOffset {
+		return Message{}, false, nil
+	}
+	if len(value) > maxMessage {
+		return Message{}, true, fmt.Errorf("line of %d bytes, over the limit", len(value))
+	}
+	m = Message{Time: ts, Line: string(value)}
+	for _, h := range headers {
+		switch h.Key {
+		case HeaderHost:
+			m.Host = in.get(h.Value)
+		case HeaderPath:
+			m.Path = in.get(h.Value)
+		case HeaderFile:
+			m.File = in.get(h.Value)
+		case HeaderOffset:
+			off, perr := strconv.ParseInt(string(h.Value), 10, 64)
+			if perr != nil || off < 0 {
+				return Message{}, true, fmt.Errorf("line record: offset header %q is not an offset", h.Value)
+			}
+			m.Offset = off
+		case HeaderTruncated:
+			m.Truncated = string(h.Value) == "true"
+		case HeaderFields:
+			if err := json.Unmarshal(h.Value, &m.Fields); err != nil {
+				return Message{}, true, fmt.Errorf("line record: fields header: %w", err)
+			}
+		}
+	}
+	if m.Time.IsZero() || m.Time.Unix() <= 0 {
+		return Message{}, true, errors.New("line record without a time")
+	}
+	return m, true, nil
 }

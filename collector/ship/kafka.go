@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -40,7 +42,29 @@ type KafkaConfig struct {
 	// Dye, when set, traces dyed lines (by path or substring) at intake
 	// and on Kafka's acknowledgement.
 	Dye *dye.Tracer
+	// Format is the record's form: "json" (default), one JSON event per
+	// record, or "line", the line's bytes as the value with the event's
+	// metadata in record headers (see LineHeaders).
+	Format string
 }
+
+// Record formats.
+const (
+	FormatJSON = "json"
+	FormatLine = "line"
+)
+
+// Headers of a record in the line format. The record's timestamp is the
+// line's read time; "truncated" is present only for a cut line and
+// "fields" only for an input with fields (a JSON object).
+const (
+	HeaderHost      = "host"
+	HeaderPath      = "path"
+	HeaderFile      = "file"
+	HeaderOffset    = "offset"
+	HeaderTruncated = "truncated"
+	HeaderFields    = "fields"
+)
 
 // Kafka produces events to the topics of their inputs.
 type Kafka struct {
@@ -55,13 +79,30 @@ type Kafka struct {
 	// hop counts lines Kafka acknowledged, with their latency from the
 	// line's reading (waits for buffer space included), under
 	// to="kafka://FIRSTBROKER".
-	hop     *hop.Hop
-	recSlab []shippedRecord
+	hop *hop.Hop
+	// slab is the one records and values are taken from (Emit is called
+	// from one goroutine); free holds slabs whose records Kafka has all
+	// answered, for reuse, so that shipping allocates next to nothing.
+	slab *slab
+	free chan *slab
+	// slabValBytes holds about slabRecords values of short lines: the
+	// line format's values are about half the JSON events'.
+	slabValBytes int
 	// onAck is k.promise, bound once.
-	onAck   func(*kgo.Record, error)
-	valSlab []byte
-	// space is signalled when a record leaves the buffer.
-	space chan struct{}
+	onAck func(*kgo.Record, error)
+	// The line format's header values that repeat from record to record.
+	hostBytes []byte
+	lastPath  string
+	pathBytes []byte
+	lastFile  string
+	fileBytes []byte
+	// space is signalled when a record leaves the buffer while waiting
+	// says Emit waits for it.
+	space   chan struct{}
+	waiting atomic.Bool
+	// The acknowledgement clock (promises are called one at a time).
+	ackNow, ackReadAt time.Time
+	ackedSince        int
 	// prodCtx outlives the tailer's context, so records buffered when the
 	// daemon stops are still sent by Close rather than failed.
 	prodCtx    context.Context
@@ -115,6 +156,13 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 	if cfg.RetryWait <= 0 {
 		cfg.RetryWait = time.Second
 	}
+	switch cfg.Format {
+	case "":
+		cfg.Format = FormatJSON
+	case FormatJSON, FormatLine:
+	default:
+		return nil, fmt.Errorf("kafka: format %q: want json or line", cfg.Format)
+	}
 	client, err := kgo.NewClient(
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ProducerBatchCompression(c),
@@ -138,11 +186,15 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 	prodCtx, prodCancel := context.WithCancel(context.Background())
 	k := &Kafka{cfg: cfg, client: client, log: log, closing: make(chan struct{}),
 		space: make(chan struct{}, 1), prodCtx: prodCtx, prodCancel: prodCancel,
+		free: make(chan *slab, maxFreeSlabs), hostBytes: []byte(cfg.Host), slabValBytes: 96 << 10,
 		enc:      &Encoder{Host: cfg.Host, InvalidUTF8: set.GetOrCreateCounter("opskit_collector_logs_invalid_utf8_lines_total")},
 		produced: set.GetOrCreateCounter("opskit_collector_logs_kafka_acked_events_total"),
 		hop:      hop.New(set, hop.KafkaAddr(cfg.Brokers)),
 		failed:   set.GetOrCreateCounter("opskit_collector_logs_kafka_failed_events_total"),
 		cut:      set.GetOrCreateCounter("opskit_collector_logs_kafka_cut_lines_total"),
+	}
+	if cfg.Format == FormatLine {
+		k.slabValBytes = 48 << 10
 	}
 	k.onAck = k.promise
 	return k, nil
@@ -170,36 +222,28 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	if ev.Input != nil {
 		topic = ev.Input.Topic
 	}
-	// Records and their values come from slabs (Emit is called from one
-	// goroutine), a few allocations per thousand events.
-	if len(k.recSlab) == 0 {
-		k.recSlab = make([]shippedRecord, 256)
-	}
-	shipped := &k.recSlab[0]
-	k.recSlab = k.recSlab[1:]
-	rec := &shipped.rec
-	size := k.enc.Size(ev)
-	if len(k.valSlab) < size {
-		k.valSlab = make([]byte, max(256<<10, size))
-	}
-	value := k.enc.Append(k.valSlab[:0:size], ev)
-	if len(value) <= size {
-		k.valSlab = k.valSlab[len(value):]
-	}
 	key := Key(ev, k.cfg.Host)
-	if limit := int(k.cfg.BatchBytes) - recordOverhead - len(key); len(value) > limit {
-		// The client refuses a record larger than a batch, and would
-		// refuse it again on every retry: the line is cut to fit.
-		value = k.fit(ev, limit)
+	limit := int(k.cfg.BatchBytes) - recordOverhead - len(key)
+	var shipped *shippedRecord
+	var value []byte
+	if k.cfg.Format == FormatLine {
+		shipped, value = k.lineRecord(ev, limit)
+	} else {
+		shipped, value = k.jsonRecord(ev, limit)
 	}
-	shipped.ctx = eventContext{Context: k.prodCtx, ev: ev}
+	shipped.ctx = eventContext{Context: k.prodCtx, ev: ev, slab: shipped.slab}
 	// The record's time is the line's read time, shared by the lines of
 	// one read, which spares the client a clock reading per record.
-	*rec = kgo.Record{Topic: topic, Key: key, Value: value, Timestamp: ev.Time, Context: &shipped.ctx}
+	shipped.rec = kgo.Record{Topic: topic, Key: key, Value: value, Headers: shipped.rec.Headers,
+		Timestamp: ev.Time, Context: &shipped.ctx}
 	for k.client.BufferedProduceBytes() >= int64(k.cfg.BufferBytes) {
+		// Promises signal space only while Emit waits for it; the
+		// timeout covers a signal sent between the check and the flag.
+		k.waiting.Store(true)
 		select {
 		case <-k.space:
 		case <-ctx.Done():
+			k.release(shipped.slab) // never produced
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -209,8 +253,166 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 			k.cfg.Dye.Hop(id, "intake", lineSummary(ev), time.Since(ev.Time))
 		}
 	}
-	k.client.Produce(k.prodCtx, rec, k.onAck)
+	k.waiting.Store(false)
+	k.client.Produce(k.prodCtx, &shipped.rec, k.onAck)
 	return nil
+}
+
+// ackClock returns the time of an acknowledgement of a record read at
+// readAt. Promises come one after another, a batch's in a burst, and a
+// clock reading per record was a noticeable share of the CPU: the clock is
+// read again when the read time changes or every ackClockEvery records, so
+// the latency of at most that many lines of one read is measured from
+// the first one's acknowledgement.
+func (k *Kafka) ackClock(readAt time.Time) time.Time {
+	if k.ackedSince >= ackClockEvery || !readAt.Equal(k.ackReadAt) {
+		k.ackNow, k.ackReadAt, k.ackedSince = time.Now(), readAt, 0
+	}
+	k.ackedSince++
+	return k.ackNow
+}
+
+const ackClockEvery = 16
+
+// jsonRecord takes a record from the slab with ev's JSON event as its
+// value, cut to fit within limit bytes.
+func (k *Kafka) jsonRecord(ev *tail.Event, limit int) (*shippedRecord, []byte) {
+	size := k.enc.Size(ev)
+	shipped, buf := k.take(size)
+	shipped.rec.Headers = nil
+	value := k.enc.Append(buf, ev)
+	if len(value) > limit {
+		// The client refuses a record larger than a batch, and would
+		// refuse it again on every retry: the line is cut to fit.
+		value = k.fit(ev, limit)
+	}
+	return shipped, value
+}
+
+// lineRecord takes a record from the slab with ev's line as its value and
+// its metadata in headers; a line too long for a batch is cut to fit.
+func (k *Kafka) lineRecord(ev *tail.Event, limit int) (*shippedRecord, []byte) {
+	if ev.Path != k.lastPath || k.pathBytes == nil {
+		k.lastPath, k.pathBytes = ev.Path, []byte(ev.Path)
+	}
+	if ev.FileID != k.lastFile || k.fileBytes == nil {
+		k.lastFile, k.fileBytes = ev.FileID, []byte(ev.FileID)
+	}
+	var fields []byte
+	if ev.Input != nil && len(ev.Input.Fields) > 0 {
+		fields = k.enc.encodedFields(ev.Input)[len(`,"fields":`):]
+	}
+	headerBytes := len(k.hostBytes) + len(k.pathBytes) + len(k.fileBytes) + len(fields) + 64
+	line, truncated := ev.Line, ev.Truncated
+	if room := limit - headerBytes; len(line) > room {
+		k.cut.Inc()
+		k.warn("a line is larger than --kafka-batch-bytes; cutting it", "path", ev.Path, "offset", ev.Offset)
+		line, truncated = line[:max(room, 0)], true
+	}
+	shipped, buf := k.take(len(line) + 20)
+	value := append(buf, line...)
+	offset := strconv.AppendInt(value[len(value):len(value)], ev.Offset, 10)
+	s, n := shipped.slab, 4
+	if truncated {
+		n++
+	}
+	if fields != nil {
+		n++
+	}
+	var h []kgo.RecordHeader
+	if s.hdrs == nil {
+		s.hdrs = make([]kgo.RecordHeader, 0, slabHeaders)
+	}
+	if cap(s.hdrs)-len(s.hdrs) >= n {
+		h = s.hdrs[len(s.hdrs) : len(s.hdrs) : len(s.hdrs)+n]
+		s.hdrs = s.hdrs[:len(s.hdrs)+n]
+	} else {
+		h = make([]kgo.RecordHeader, 0, n)
+	}
+	h = append(h,
+		kgo.RecordHeader{Key: HeaderHost, Value: k.hostBytes},
+		kgo.RecordHeader{Key: HeaderPath, Value: k.pathBytes},
+		kgo.RecordHeader{Key: HeaderFile, Value: k.fileBytes},
+		kgo.RecordHeader{Key: HeaderOffset, Value: offset})
+	if truncated {
+		h = append(h, kgo.RecordHeader{Key: HeaderTruncated, Value: trueBytes})
+	}
+	if fields != nil {
+		h = append(h, kgo.RecordHeader{Key: HeaderFields, Value: fields})
+	}
+	shipped.rec.Headers = h
+	return shipped, value
+}
+
+var trueBytes = []byte("true")
+
+// slab holds records and their values. It is reused once Kafka has
+// answered for every record taken from it.
+type slab struct {
+	recs []shippedRecord
+	vals []byte
+	// hdrs holds the records' headers (line format only).
+	hdrs []kgo.RecordHeader
+	// refs counts the records taken and not yet answered, plus one while
+	// the slab is the one records are taken from.
+	refs atomic.Int32
+}
+
+const (
+	slabRecords = 256
+	// slabHeaders has room for four headers a record and some more (a
+	// record whose headers do not fit gets its own).
+	slabHeaders = slabRecords * 9 / 2
+	// maxFreeSlabs bounds the slabs kept for reuse (about 20 MiB of
+	// records and values at most, far above what the buffer holds).
+	maxFreeSlabs = 128
+)
+
+// take returns a record from the current slab and an empty buffer of at
+// least size bytes for its value, from the slab when it has room.
+func (k *Kafka) take(size int) (*shippedRecord, []byte) {
+	s := k.slab
+	fits := size <= k.slabValBytes/4
+	if s == nil || len(s.recs) == cap(s.recs) || fits && cap(s.vals)-len(s.vals) < size {
+		if s != nil {
+			k.release(s)
+		}
+		select {
+		case s = <-k.free:
+		default:
+			s = &slab{recs: make([]shippedRecord, 0, slabRecords), vals: make([]byte, 0, k.slabValBytes)}
+		}
+		s.refs.Store(1)
+		k.slab = s
+	}
+	s.recs = s.recs[:len(s.recs)+1]
+	shipped := &s.recs[len(s.recs)-1]
+	shipped.slab = s
+	s.refs.Add(1)
+	if !fits {
+		// A long line: its own buffer, not a slab's worth.
+		return shipped, make([]byte, 0, size)
+	}
+	// The value's capacity is its own room: appending past it reallocates
+	// rather than running into the next record's value.
+	start := len(s.vals)
+	s.vals = s.vals[:start+size]
+	return shipped, s.vals[start : start : start+size]
+}
+
+// release drops a reference to s, and keeps it for reuse once none is
+// left.
+func (k *Kafka) release(s *slab) {
+	if s.refs.Add(-1) != 0 {
+		return
+	}
+	clear(s.recs) // drop the events and values for the collector
+	clear(s.hdrs)
+	s.recs, s.vals, s.hdrs = s.recs[:0], s.vals[:0], s.hdrs[:0]
+	select {
+	case k.free <- s:
+	default:
+	}
 }
 
 // recordOverhead bounds what a batch and a record's framing add to its key
@@ -237,10 +439,12 @@ func (k *Kafka) fit(ev *tail.Event, limit int) []byte {
 	return value
 }
 
-// shippedRecord is a record and the event it carries, allocated together.
+// shippedRecord is a record and the event it carries, allocated together
+// in a slab.
 type shippedRecord struct {
-	rec kgo.Record
-	ctx eventContext
+	rec  kgo.Record
+	ctx  eventContext
+	slab *slab
 }
 
 // eventContext is a record's context (the producer's) carrying its event
@@ -248,7 +452,8 @@ type shippedRecord struct {
 // than a closure allocated per record.
 type eventContext struct {
 	context.Context
-	ev *tail.Event
+	ev   *tail.Event
+	slab *slab
 }
 
 // lineSummary describes a log line in a trace record.
@@ -262,14 +467,17 @@ func lineSummary(ev *tail.Event) string {
 
 // promise handles Kafka's answer for one record.
 func (k *Kafka) promise(r *kgo.Record, err error) {
-	ev := r.Context.(*eventContext).ev
-	select {
-	case k.space <- struct{}{}:
-	default:
+	ctx := r.Context.(*eventContext)
+	ev := ctx.ev
+	if k.waiting.Load() {
+		select {
+		case k.space <- struct{}{}:
+		default:
+		}
 	}
 	if err == nil {
 		k.produced.Inc()
-		took := time.Since(r.Timestamp)
+		took := k.ackClock(r.Timestamp).Sub(r.Timestamp)
 		k.hop.Acked(1, took)
 		if k.cfg.Dye.Active() {
 			if id := k.cfg.Dye.MatchLine(k.cfg.Host, ev.Path, ev.Line); id != "" {
@@ -277,6 +485,8 @@ func (k *Kafka) promise(r *kgo.Record, err error) {
 			}
 		}
 		ev.Done()
+		// The record is Kafka's no more: its slab may be reused.
+		k.release(ctx.slab)
 		return
 	}
 	if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {

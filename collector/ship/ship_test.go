@@ -91,6 +91,12 @@ func TestWriterMarksDoneOnFlush(t *testing.T) {
 // marked delivered meanwhile, that Emit blocks once the buffer is full,
 // and that every event arrives after the broker returns.
 func TestKafkaDeliversAndRidesOutAnOutage(t *testing.T) {
+	for _, format := range []string{FormatJSON, FormatLine} {
+		t.Run(format, func(t *testing.T) { testOutage(t, format) })
+	}
+}
+
+func testOutage(t *testing.T, format string) {
 	kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 2))
 	var down atomic.Bool
 	kc.Fake().ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -101,7 +107,7 @@ func TestKafkaDeliversAndRidesOutAnOutage(t *testing.T) {
 		return nil, nil, false
 	})
 	set := metrics.NewSet()
-	k, err := NewKafka(KafkaConfig{Brokers: kc.Addrs(), Host: "h", BufferBytes: 64 << 10, BatchBytes: 16 << 10, Linger: time.Millisecond}, set, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	k, err := NewKafka(KafkaConfig{Brokers: kc.Addrs(), Host: "h", BufferBytes: 64 << 10, BatchBytes: 16 << 10, Linger: time.Millisecond, Format: format}, set, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +153,7 @@ func TestKafkaDeliversAndRidesOutAnOutage(t *testing.T) {
 	recs := kc.ReadTopic(t, "logs", 3100, 10*time.Second)
 	perPath := map[string]int{}
 	for _, r := range recs {
-		m, err := Decode(r.Value)
+		m, err := DecodeRecord(r, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

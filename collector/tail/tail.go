@@ -194,6 +194,8 @@ type Tailer struct {
 	// clock reading per read, not per line).
 	readAt time.Time
 	slab   []Event
+	// chunks holds the lines of one read before they are emitted.
+	chunks []Chunk
 	// atFirstScan holds files found by the first scan and not opened yet
 	// (too many open): start_at applies to them.
 	atFirstScan map[fileKey]bool
@@ -733,9 +735,10 @@ func (t *Tailer) readStream(ctx context.Context, s *stream) (int, error) {
 	return total, nil
 }
 
-// lines_ emits the complete lines in the buffer and cuts a line that grew
-// past MaxLineBytes.
+// splitLines emits the complete lines in the buffer and cuts a line that
+// grew past MaxLineBytes.
 func (t *Tailer) splitLines(ctx context.Context, s *stream) error {
+	chunks := t.chunks[:0]
 	for {
 		i := bytes.IndexByte(s.buf[s.r:s.w], '\n')
 		if i < 0 {
@@ -754,9 +757,7 @@ func (t *Tailer) splitLines(ctx context.Context, s *stream) error {
 			line = line[:t.cfg.MaxLineBytes]
 			t.truncatedLines.Inc()
 		}
-		if err := t.line(ctx, s, Chunk{Text: line, Start: start, End: end, Truncated: cut}); err != nil {
-			return err
-		}
+		chunks = append(chunks, Chunk{Text: line, Start: start, End: end, Truncated: cut})
 	}
 	if held := s.w - s.r; held > t.cfg.MaxLineBytes {
 		start := s.off
@@ -766,52 +767,84 @@ func (t *Tailer) splitLines(ctx context.Context, s *stream) error {
 		if !s.discard {
 			s.discard = true
 			t.truncatedLines.Inc()
-			if err := t.line(ctx, s, Chunk{Text: text, Start: start, End: s.off, Truncated: true}); err != nil {
-				return err
-			}
+			chunks = append(chunks, Chunk{Text: text, Start: start, End: s.off, Truncated: true})
 		}
 	}
 	if s.r == s.w {
+		// The chunks still point into buf: it is not written before the
+		// next read.
 		s.r, s.w = 0, 0
+	}
+	err := t.lineChunks(ctx, s, chunks)
+	clear(chunks) // they point into a buffer that may be dropped
+	t.chunks = chunks[:0]
+	return err
+}
+
+// lineChunks emits the lines of one read: through the multiline
+// assembler, or all at once.
+func (t *Tailer) lineChunks(ctx context.Context, s *stream, chunks []Chunk) error {
+	if len(chunks) == 0 {
+		return nil
+	}
+	t.lines.Add(len(chunks))
+	if s.asm == nil {
+		return t.emitAll(ctx, s, chunks)
+	}
+	for _, c := range chunks {
+		if out, ok := s.asm.Add(c, t.readAt); ok {
+			if err := t.emit(ctx, s, out); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
 
 func (t *Tailer) line(ctx context.Context, s *stream, c Chunk) error {
-	t.lines.Inc()
-	if s.asm != nil {
-		if out, ok := s.asm.Add(c, t.readAt); ok {
-			return t.emit(ctx, s, out)
-		}
-		return nil
-	}
-	return t.emit(ctx, s, c)
+	return t.lineChunks(ctx, s, []Chunk{c})
 }
 
-// emit hands one chunk to the emitter as an event and opens its place in
-// the ack window.
+// emit hands one chunk to the emitter as an event.
 func (t *Tailer) emit(ctx context.Context, s *stream, c Chunk) error {
+	return t.emitAll(ctx, s, []Chunk{c})
+}
+
+// emitAll opens the places of chunks in the ack window, all under one
+// lock (the acknowledgements take the same lock, one by one, from the
+// output's goroutine), then hands them to the emitter as events. Should
+// an Emit fail, the places left open keep the checkpoint before them.
+func (t *Tailer) emitAll(ctx context.Context, s *stream, chunks []Chunk) error {
 	if t.readAt.IsZero() {
 		t.readAt = t.now()
 	}
-	// Events come from slabs: one allocation per 256 lines, not per line.
-	if len(t.slab) == 0 {
-		t.slab = make([]Event, 256)
-	}
-	ev := &t.slab[0]
-	t.slab = t.slab[1:]
-	*ev = Event{Input: s.input, Offset: c.Start, Line: c.Text, Truncated: c.Truncated, Time: t.readAt, stream: s}
 	t.ackMu.Lock()
 	if s.fileID == "" {
 		s.fileID = s.id.ID() // device, inode and birth never change
 	}
-	ev.Path, ev.FileID = s.path, s.fileID
-	ev.seq = s.next
-	s.next++
-	s.ends = append(s.ends, c.End)
-	s.acked = append(s.acked, false)
+	path, fileID, seq := s.path, s.fileID, s.next
+	for _, c := range chunks {
+		s.ends = append(s.ends, c.End)
+		s.acked = append(s.acked, false)
+	}
+	s.next += uint64(len(chunks))
 	t.ackMu.Unlock()
-	return t.out.Emit(ctx, ev)
+	for _, c := range chunks {
+		// Events come from slabs: one allocation per 256 lines, not per
+		// line.
+		if len(t.slab) == 0 {
+			t.slab = make([]Event, 256)
+		}
+		ev := &t.slab[0]
+		t.slab = t.slab[1:]
+		*ev = Event{Input: s.input, Path: path, FileID: fileID, Offset: c.Start, Line: c.Text, Truncated: c.Truncated,
+			Time: t.readAt, stream: s, seq: seq}
+		seq++
+		if err := t.out.Emit(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (t *Tailer) ack(s *stream, seq uint64) {
