@@ -11,6 +11,8 @@
 #   defaults: 30 agents, 32 MiB, 16MB/s. All agents share this machine's
 #   cores and disk: keep B × N well under what 2 cores hash and copy.
 # TOPOLOGIES="tree chain" limits the runs (star takes about N × S/B).
+# AGENT_LOG_LEVEL=debug AGENTS_LOG=FILE keeps the agents' JSON logs, with a
+# line per piece (asked, arrived, stored), for per-hop timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AGENTS=${1:-30}
@@ -22,6 +24,7 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	if [[ -n ${AGENTS_LOG:-} && -f $work/agents.log ]]; then cp "$work/agents.log" "$AGENTS_LOG"; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
@@ -37,7 +40,7 @@ for i in $(seq 1 "$AGENTS"); do
 	addr="127.0.0.1:$(freeport)"
 	mkdir -p "$work/a$i/srv"
 	"$work/filefly" agent --listen "$addr" --data-dir "$work/a$i/data" --dest-prefix "$work/a$i" --allow-root "$work/a$i/srv" \
-		--ingress-rate "$RATE" --egress-rate "$RATE" --log-level warn 2>>"$work/agents.log" &
+		--ingress-rate "$RATE" --egress-rate "$RATE" --log-level "${AGENT_LOG_LEVEL:-warn}" --log-format json 2>>"$work/agents.log" &
 	pids+=($!)
 	hosts+=("$addr")
 done

@@ -81,9 +81,13 @@ type job struct {
 	have    piece.Bitmap
 	report  api.Report
 	file    *os.File      // the temporary file while incomplete
-	changed chan struct{} // closed and replaced when a piece lands
-	limiter *rate.Limiter
-	corrupt bool // the corrupt-piece hook already fired
+	changed chan struct{} // closed and replaced when a piece lands or starts arriving
+	// arriving holds the pieces being fetched, relayed to children as
+	// their bytes come in.
+	arriving map[int]*arriving
+	whole    wholeSum // the file's sha256 so far, over the stored pieces in order
+	limiter  *rate.Limiter
+	corrupt  bool // the corrupt-piece hook already fired
 }
 
 // saved is a job as persisted in the data directory.
@@ -179,7 +183,7 @@ func (a *Agent) newJobFrom(s saved) *job {
 		s.Have = piece.NewBitmap(s.Job.Manifest.Count())
 	}
 	return &job{spec: s.Job, dest: s.Dest, have: s.Have, report: s.Report,
-		changed: make(chan struct{}), limiter: throttle.NewLimiter(s.Job.Rate)}
+		changed: make(chan struct{}), arriving: map[int]*arriving{}, limiter: throttle.NewLimiter(s.Job.Rate)}
 }
 
 func (a *Agent) launch(ctx context.Context, j *job) {
@@ -287,9 +291,12 @@ func (a *Agent) handleJobStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, j.snapshot())
 }
 
-// handlePiece serves piece n when held; otherwise it waits up to ?wait for
-// it and then answers 503 with how many pieces it holds, so the child can
-// tell a slow-but-progressing parent from a stuck one.
+// handlePiece serves piece n when held, and relays it while it arrives
+// (cut-through); otherwise it waits up to ?wait for it to start arriving
+// and then answers 503 with how many pieces it holds, so the child can
+// tell a slow-but-progressing parent from a stuck one. "Range: bytes=N-"
+// asks for the piece from byte N on (206), for a child resuming a piece
+// whose body ended early.
 func (a *Agent) handlePiece(w http.ResponseWriter, r *http.Request) {
 	if !a.authorized(r) {
 		httpError(w, http.StatusUnauthorized, "missing or wrong agent token")
@@ -301,8 +308,18 @@ func (a *Agent) handlePiece(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "bad piece number")
 		return
 	}
+	from, ok := api.ParseRangeFrom(r.Header.Get("Range"))
+	if !ok {
+		httpError(w, http.StatusRequestedRangeNotSatisfiable, "only one range of the form bytes=N- is served")
+		return
+	}
 	wait, _ := time.ParseDuration(r.URL.Query().Get("wait"))
 	wait = min(max(wait, 0), time.Minute)
+	pause := wait
+	if pause <= 0 {
+		pause = a.opts.StallTimeout / 2
+	}
+	deadline := time.Now().Add(wait)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -325,18 +342,29 @@ func (a *Agent) handlePiece(w http.ResponseWriter, r *http.Request) {
 			httpError(w, http.StatusBadRequest, "piece %d out of range", n)
 			return
 		}
-		j.mu.Lock()
-		has, changed, count := j.have.Has(n), j.changed, j.have.Count(j.spec.Manifest.Count())
-		j.mu.Unlock()
-		if has {
-			a.servePiece(w, r, j, n)
+		if _, length := j.spec.Manifest.Span(n); from >= length && length > 0 {
+			httpError(w, http.StatusRequestedRangeNotSatisfiable, "piece %d has %d bytes", n, length)
 			return
 		}
-		select {
-		case <-changed:
-			continue
-		case <-timer.C:
-		case <-r.Context().Done():
+		j.mu.Lock()
+		has, changed, count := j.have.Has(n), j.changed, j.have.Count(j.spec.Manifest.Count())
+		p := j.arriving[n]
+		j.mu.Unlock()
+		if has {
+			a.servePiece(w, r, j, n, from)
+			return
+		}
+		if p != nil {
+			if a.relayArriving(w, r, j, n, p, from, max(time.Until(deadline), 0), pause) {
+				return
+			}
+		} else {
+			select {
+			case <-changed:
+				continue
+			case <-timer.C:
+			case <-r.Context().Done():
+			}
 		}
 		w.Header().Set("X-Filefly-Pieces", strconv.Itoa(count))
 		httpError(w, http.StatusServiceUnavailable, "piece %d not here yet", n)
@@ -344,24 +372,25 @@ func (a *Agent) handlePiece(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (a *Agent) servePiece(w http.ResponseWriter, r *http.Request, j *job, n int) {
+// servePiece serves a held piece from byte from on.
+func (a *Agent) servePiece(w http.ResponseWriter, r *http.Request, j *job, n int, from int64) {
 	off, length := j.spec.Manifest.Span(n)
 	buf := make([]byte, length)
 	if err := j.readPiece(buf, off); err != nil {
 		httpError(w, http.StatusInternalServerError, "read piece %d: %v", n, err)
 		return
 	}
-	j.mu.Lock()
-	if a.opts.CorruptPiece == n && !j.corrupt && length > 0 {
-		j.corrupt = true
-		buf[0] ^= 0xff
-		a.opts.Log.Warn("test hook: serving a corrupted piece", "id", j.spec.ID, "piece", n)
+	if from == 0 {
+		buf = a.maybeCorrupt(j, n, buf)
 	}
-	j.mu.Unlock()
-	w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
+	w.Header().Set("Content-Length", strconv.FormatInt(length-from, 10))
 	w.Header().Set("Content-Type", "application/octet-stream")
+	if from > 0 {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, length-1, length))
+		w.WriteHeader(http.StatusPartialContent)
+	}
 	out := throttle.Writer(r.Context(), w, a.egress)
-	m, _ := out.Write(buf)
+	m, _ := out.Write(buf[from:])
 	a.served.Add(m)
 }
 

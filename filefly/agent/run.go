@@ -97,12 +97,20 @@ func (a *Agent) transfer(ctx context.Context, j *job) error {
 		j.mu.Unlock()
 		f.Close()
 	}
+	defer j.dropArriving()
 	for round := 0; ; round++ {
 		if err := a.fetchAll(ctx, j, f); err != nil {
 			closeFile()
 			return err
 		}
-		bad, err := a.verifyWhole(j, f)
+		verifyStart := time.Now()
+		bad, err := 0, error(nil)
+		if round > 0 || j.whole.sum(m.Count()) != m.SHA256 {
+			// Not summed on the way (a resumed job that fetched nothing,
+			// a second round) or wrong: read the file back.
+			bad, err = a.verifyWhole(j, f)
+		}
+		a.opts.Log.Debug("whole file checked", "id", j.spec.ID, "host", j.spec.Host, "ms", time.Since(verifyStart).Milliseconds())
 		if err != nil {
 			closeFile()
 			return err
@@ -225,7 +233,9 @@ func (a *Agent) fetchAll(ctx context.Context, j *job, f *os.File) error {
 }
 
 // fetchStripe fetches the missing pieces first, first+stripes, … in order,
-// from the first live source of sources.
+// from the first live source of sources. Each piece is registered as
+// arriving before it is asked for, so this host's children can follow its
+// bytes as they come in (see relayArriving).
 func (a *Agent) fetchStripe(ctx context.Context, j *job, f *os.File, sources []string, first, stripes int) error {
 	m := &j.spec.Manifest
 	src, corruptFromSrc := 0, 0
@@ -236,18 +246,30 @@ func (a *Agent) fetchStripe(ctx context.Context, j *job, f *os.File, sources []s
 		if has {
 			continue
 		}
-		lastCount, progressAt := -2, time.Now()
+		_, length := m.Span(n)
+		p := j.startArriving(n, length)
+		bytesFrom := src // the source p's bytes so far came from
+		lastProgress, progressAt := [2]int64{-2, -1}, time.Now()
 		backoff := 100 * time.Millisecond
 		for {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			if bytesFrom != src {
+				// The bytes of one piece come from one source: another
+				// source's copy could differ, and only the whole is checked.
+				p.restart()
+				bytesFrom = src
+			}
 			j.mu.Lock()
 			j.report.Source = sources[src]
 			j.mu.Unlock()
-			data, count, err := a.fetch(ctx, j, sources[src], n)
+			asked := time.Now()
+			count, err := a.fetch(ctx, j, sources[src], n, p)
 			if err == nil {
-				if err = m.Check(n, data); err != nil {
+				a.opts.Log.Debug("piece arrived", "id", j.spec.ID, "host", j.spec.Host, "piece", n, "from", sources[src],
+					"asked", asked.UnixMilli(), "ms", time.Since(asked).Milliseconds())
+				if err = m.CheckSum(n, p.sum()); err != nil {
 					a.corrupt.Inc()
 					j.mu.Lock()
 					j.report.CorruptPieces++
@@ -255,7 +277,8 @@ func (a *Agent) fetchStripe(ctx context.Context, j *job, f *os.File, sources []s
 					// Fetch that piece again from another holder, but stay
 					// attached to the parent for the rest.
 					a.opts.Log.Warn("piece failed its checksum; fetching it from another holder", "id", j.spec.ID, "piece", n, "from", sources[src])
-					data, err = a.refetch(ctx, j, sources, src, n)
+					err = a.refetch(ctx, j, sources, src, n, p)
+					bytesFrom = -1 // whatever refetch left came from elsewhere
 					corruptFromSrc++
 					if err == nil && corruptFromSrc >= maxCorruptPerSource && src+1 < len(sources) {
 						a.opts.Log.Warn("parent keeps sending bad pieces; re-attaching to the next holder", "id", j.spec.ID,
@@ -270,17 +293,22 @@ func (a *Agent) fetchStripe(ctx context.Context, j *job, f *os.File, sources []s
 				}
 			}
 			if err == nil {
-				if err := a.store(j, f, n, data); err != nil {
+				if err := a.store(j, f, n, p.buf); err != nil {
 					return err
 				}
+				a.opts.Log.Debug("piece stored", "id", j.spec.ID, "host", j.spec.Host, "piece", n, "at", time.Now().UnixMilli())
 				break
 			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, errNotYet) {
-				if count != lastCount {
-					lastCount, progressAt = count, time.Now()
+			if errors.Is(err, errNotYet) || errors.Is(err, errCutShort) {
+				// The source is alive; stay while it makes progress, in
+				// pieces held or in bytes of this piece.
+				if cur := [2]int64{int64(count), p.filled}; cur != lastProgress {
+					lastProgress, progressAt = cur, time.Now()
+				} else if errors.Is(err, errCutShort) {
+					time.Sleep(50 * time.Millisecond) // a body that ended at once: do not spin
 				}
 				if time.Since(progressAt) < 3*a.opts.StallTimeout {
 					continue
@@ -295,7 +323,7 @@ func (a *Agent) fetchStripe(ctx context.Context, j *job, f *os.File, sources []s
 				j.mu.Lock()
 				j.report.Reattached++
 				j.mu.Unlock()
-				lastCount, progressAt = -2, time.Now()
+				lastProgress, progressAt = [2]int64{-2, -1}, time.Now()
 				corruptFromSrc = 0
 				continue
 			}
@@ -312,23 +340,24 @@ func (a *Agent) fetchStripe(ctx context.Context, j *job, f *os.File, sources []s
 	return nil
 }
 
-// refetch gets piece n from the holders after sources[src], in order.
-func (a *Agent) refetch(ctx context.Context, j *job, sources []string, src, n int) ([]byte, error) {
+// refetch gets piece n whole into p from the holders after sources[src],
+// in order, until one sends it intact.
+func (a *Agent) refetch(ctx context.Context, j *job, sources []string, src, n int, p *arriving) error {
 	err := errors.New("no other holder")
 	for k := src + 1; k < len(sources); k++ {
-		var data []byte
-		data, _, err = a.fetch(ctx, j, sources[k], n)
-		if err == nil {
-			if err = j.spec.Manifest.Check(n, data); err == nil {
-				return data, nil
+		p.restart()
+		if _, err = a.fetch(ctx, j, sources[k], n, p); err == nil {
+			if err = j.spec.Manifest.CheckSum(n, p.sum()); err == nil {
+				return nil
 			}
 		}
 	}
-	return nil, fmt.Errorf("piece %d: bad checksum from the parent, and from the others: %w", n, err)
+	return fmt.Errorf("piece %d: bad checksum from the parent, and from the others: %w", n, err)
 }
 
-// store writes a verified piece, marks it held, wakes the children waiting
-// for it and persists the bitmap.
+// store writes a verified piece, marks it held (it stops arriving), wakes
+// the children waiting for it, adds it to the whole-file sum and persists
+// the bitmap.
 func (a *Agent) store(j *job, f *os.File, n int, data []byte) error {
 	off, _ := j.spec.Manifest.Span(n)
 	if _, err := f.WriteAt(data, off); err != nil {
@@ -336,18 +365,28 @@ func (a *Agent) store(j *job, f *os.File, n int, data []byte) error {
 	}
 	j.mu.Lock()
 	j.have.Set(n)
+	delete(j.arriving, n)
 	j.report.Pieces = j.have.Count(j.spec.Manifest.Count())
 	j.report.Bytes += int64(len(data))
 	j.report.BytesFetched += int64(len(data))
 	close(j.changed)
 	j.changed = make(chan struct{})
 	j.mu.Unlock()
+	if err := j.whole.advance(j, f, n, data); err != nil {
+		return err
+	}
 	return a.save(j)
 }
 
-// fetch downloads piece n from src. A source silent for StallTimeout in
-// the middle of a piece is abandoned.
-func (a *Agent) fetch(ctx context.Context, j *job, src string, n int) ([]byte, int, error) {
+// errCutShort is a body that ended cleanly before the piece did: the
+// source is alive but its own copy of the piece is still arriving.
+var errCutShort = errors.New("source ended the piece early; it is still arriving there")
+
+// fetch downloads piece n from src into p, from p.filled on (a resumed
+// piece asks for the rest with a Range header). A source silent for
+// StallTimeout is abandoned. count is how many pieces a source that does
+// not have the piece yet holds.
+func (a *Agent) fetch(ctx context.Context, j *job, src string, n int, p *arriving) (count int, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	watchdog := time.AfterFunc(a.opts.StallTimeout, cancel)
@@ -355,45 +394,58 @@ func (a *Agent) fetch(ctx context.Context, j *job, src string, n int) ([]byte, i
 	url := fmt.Sprintf("%s/v1/transfers/%s/pieces/%d?wait=%s", src, j.spec.ID, n, a.opts.StallTimeout/2)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	if len(a.opts.Token) > 0 {
 		req.Header.Set("Authorization", "Bearer "+string(a.opts.Token))
 	}
+	from := p.filled
+	if from > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", from))
+	}
+	asked := time.Now()
 	resp, err := a.opts.HTTP.Do(req)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK:
+		if from > 0 {
+			p.restart() // the source sent the whole piece
+		}
+	case http.StatusPartialContent:
+		if !strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", from)) {
+			return 0, fmt.Errorf("piece %d from %s: asked from byte %d, got %q", n, src, from, resp.Header.Get("Content-Range"))
+		}
 	case http.StatusServiceUnavailable:
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		count, _ := strconv.Atoi(resp.Header.Get("X-Filefly-Pieces"))
-		return nil, count, errNotYet
+		return count, errNotYet
 	default:
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return nil, 0, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
+		return 0, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(msg)))
 	}
-	_, length := j.spec.Manifest.Span(n)
-	buf := make([]byte, length)
+	a.opts.Log.Debug("piece answered", "id", j.spec.ID, "host", j.spec.Host, "piece", n, "from", src, "wait_ms", time.Since(asked).Milliseconds())
 	body := throttle.Reader(ctx, resp.Body, a.ingress, j.limiter)
-	read := 0
-	for read < len(buf) {
-		k, err := body.Read(buf[read:])
-		read += k
+	for !p.complete() {
+		k, err := body.Read(p.buf[p.filled:])
 		if k > 0 {
+			p.grow(k)
+			a.fetched.Add(k)
 			watchdog.Reset(a.opts.StallTimeout)
 		}
-		if err != nil {
-			if err == io.EOF {
+		if err == io.EOF {
+			if p.complete() {
 				break
 			}
-			return nil, 0, fmt.Errorf("piece %d from %s: %w", n, src, err)
+			return 0, errCutShort
+		}
+		if err != nil {
+			return 0, fmt.Errorf("piece %d from %s: %w", n, src, err)
 		}
 	}
-	a.fetched.Add(read)
-	return buf[:read], 0, nil
+	return 0, nil
 }
 
 // applyOwnership sets the file's mode and owner before it is put in place.

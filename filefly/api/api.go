@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opskit/opskit/filefly/piece"
@@ -167,4 +169,29 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// ParseRangeFrom reads the one form of the Range header that piece
+// endpoints serve, "bytes=N-" (the rest of a piece from byte N on, used to
+// resume a piece whose body ended early). An empty header means from 0;
+// any other form is refused (ok false).
+func ParseRangeFrom(h string) (from int64, ok bool) {
+	if h == "" {
+		return 0, true
+	}
+	rest, found := strings.CutPrefix(h, "bytes=")
+	if !found {
+		return 0, false
+	}
+	num, found := strings.CutSuffix(rest, "-")
+	if !found || num == "" || len(num) > 18 {
+		return 0, false
+	}
+	for _, c := range num {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+	}
+	from, err := strconv.ParseInt(num, 10, 64)
+	return from, err == nil
 }

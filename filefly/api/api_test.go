@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -63,6 +65,47 @@ func FuzzJob(f *testing.F) {
 		j.Signature = j.Sign([]byte("k"))
 		if !j.Verify([]byte("k")) {
 			t.Fatal("a decoded job signed and verified in turn fails")
+		}
+	})
+}
+
+func TestParseRangeFrom(t *testing.T) {
+	tests := []struct {
+		header string
+		from   int64
+		ok     bool
+	}{
+		{"", 0, true},
+		{"bytes=0-", 0, true},
+		{"bytes=262144-", 262144, true},
+		{"bytes=10-20", 0, false},
+		{"bytes=-10", 0, false},
+		{"bytes=-", 0, false},
+		{"bytes=+5-", 0, false},
+		{"bytes=1-,5-", 0, false},
+		{"items=5-", 0, false},
+		{"bytes=99999999999999999999-", 0, false},
+	}
+	for _, tt := range tests {
+		from, ok := ParseRangeFrom(tt.header)
+		if from != tt.from || ok != tt.ok {
+			t.Errorf("ParseRangeFrom(%q) = %d, %v; want %d, %v", tt.header, from, ok, tt.from, tt.ok)
+		}
+	}
+}
+
+func FuzzParseRangeFrom(f *testing.F) {
+	f.Add("bytes=5-")
+	f.Add("bytes=1-2")
+	f.Fuzz(func(t *testing.T, h string) {
+		from, ok := ParseRangeFrom(h)
+		if !ok || h == "" {
+			return
+		}
+		// Accepted means exactly "bytes=" digits "-", and the digits are from.
+		digits := strings.TrimSuffix(strings.TrimPrefix(h, "bytes="), "-")
+		if from < 0 || h != "bytes="+digits+"-" || strings.TrimLeft(digits, "0") != strings.TrimLeft(strconv.FormatInt(from, 10), "0") {
+			t.Fatalf("%q accepted as %d", h, from)
 		}
 	})
 }

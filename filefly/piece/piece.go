@@ -92,6 +92,18 @@ func (m *Manifest) Check(n int, data []byte) error {
 	return nil
 }
 
+// CheckSum reports whether sum, the hex sha256 of a whole piece n taken
+// as its bytes arrived, is piece n's.
+func (m *Manifest) CheckSum(n int, sum string) error {
+	if n < 0 || n >= len(m.Pieces) {
+		return fmt.Errorf("piece %d out of range", n)
+	}
+	if sum != m.Pieces[n] {
+		return fmt.Errorf("piece %d: sha256 mismatch", n)
+	}
+	return nil
+}
+
 // Compute reads a file of size bytes from r and returns its manifest.
 func Compute(r io.Reader, size int64) (Manifest, error) {
 	m := Manifest{Size: size, PieceSize: SizeFor(size)}

@@ -654,8 +654,18 @@ func (s *Server) handlePiece(w http.ResponseWriter, r *http.Request) {
 	}
 	defer f.Close()
 	off, length := m.Span(n)
-	w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
+	from, ok := api.ParseRangeFrom(r.Header.Get("Range"))
+	if !ok || from > 0 && from >= length {
+		httpError(w, http.StatusRequestedRangeNotSatisfiable, "piece %d has %d bytes; only bytes=N- is served", n, length)
+		return
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(length-from, 10))
 	w.Header().Set("Content-Type", "application/octet-stream")
-	written, _ := io.Copy(throttle.Writer(r.Context(), w, s.egress), io.NewSectionReader(f, off, length))
+	if from > 0 {
+		// A child resuming a piece whose body ended early.
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, length-1, length))
+		w.WriteHeader(http.StatusPartialContent)
+	}
+	written, _ := io.Copy(throttle.Writer(r.Context(), w, s.egress), io.NewSectionReader(f, off+from, length-from))
 	s.served.Add(int(written))
 }
