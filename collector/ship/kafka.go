@@ -100,6 +100,9 @@ type Kafka struct {
 	// says Emit waits for it.
 	space   chan struct{}
 	waiting atomic.Bool
+	// buffered counts the bytes of the records produced and not yet
+	// answered, as the client counts them.
+	buffered atomic.Int64
 	// The acknowledgement clock (promises are called one at a time).
 	ackNow, ackReadAt time.Time
 	ackedSince        int
@@ -231,12 +234,19 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	} else {
 		shipped, value = k.jsonRecord(ev, limit)
 	}
-	shipped.ctx = eventContext{Context: k.prodCtx, ev: ev, slab: shipped.slab}
+	// The tailer reuses ev: the record keeps a copy, without the line
+	// (the value holds it), for the promise.
+	shipped.ev = *ev
+	shipped.ev.Line = nil
+	shipped.ctx = eventContext{Context: k.prodCtx, ev: &shipped.ev, slab: shipped.slab}
 	// The record's time is the line's read time, shared by the lines of
 	// one read, which spares the client a clock reading per record.
 	shipped.rec = kgo.Record{Topic: topic, Key: key, Value: value, Headers: shipped.rec.Headers,
 		Timestamp: ev.Time, Context: &shipped.ctx}
-	for k.client.BufferedProduceBytes() >= int64(k.cfg.BufferBytes) {
+	// The client's own count of buffered bytes is under a lock that its
+	// promises take too: the emitter keeps its own, counted alike.
+	size := recordSize(&shipped.rec)
+	for k.buffered.Load() >= int64(k.cfg.BufferBytes) {
 		// Promises signal space only while Emit waits for it; the
 		// timeout covers a signal sent between the check and the flag.
 		k.waiting.Store(true)
@@ -250,12 +260,25 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	}
 	if k.cfg.Dye.Active() {
 		if id := k.cfg.Dye.MatchLine(k.cfg.Host, ev.Path, ev.Line); id != "" {
-			k.cfg.Dye.Hop(id, "intake", lineSummary(ev), time.Since(ev.Time))
+			// Kept for the acknowledgement, when the line is gone.
+			shipped.ctx.dyeID, shipped.ctx.dyeSummary = id, lineSummary(ev)
+			k.cfg.Dye.Hop(id, "intake", shipped.ctx.dyeSummary, time.Since(ev.Time))
 		}
 	}
 	k.waiting.Store(false)
+	k.buffered.Add(size)
 	k.client.Produce(k.prodCtx, &shipped.rec, k.onAck)
 	return nil
+}
+
+// recordSize is a record's size as the client counts it against
+// MaxBufferedBytes.
+func recordSize(r *kgo.Record) int64 {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return int64(n)
 }
 
 // ackClock returns the time of an acknowledgement of a record read at
@@ -444,6 +467,7 @@ func (k *Kafka) fit(ev *tail.Event, limit int) []byte {
 type shippedRecord struct {
 	rec  kgo.Record
 	ctx  eventContext
+	ev   tail.Event
 	slab *slab
 }
 
@@ -454,6 +478,8 @@ type eventContext struct {
 	context.Context
 	ev   *tail.Event
 	slab *slab
+	// A dyed line's trace id and summary, taken at intake.
+	dyeID, dyeSummary string
 }
 
 // lineSummary describes a log line in a trace record.
@@ -469,20 +495,19 @@ func lineSummary(ev *tail.Event) string {
 func (k *Kafka) promise(r *kgo.Record, err error) {
 	ctx := r.Context.(*eventContext)
 	ev := ctx.ev
-	if k.waiting.Load() {
-		select {
-		case k.space <- struct{}{}:
-		default:
-		}
-	}
 	if err == nil {
+		k.buffered.Add(-recordSize(r))
+		if k.waiting.Load() {
+			select {
+			case k.space <- struct{}{}:
+			default:
+			}
+		}
 		k.produced.Inc()
 		took := k.ackClock(r.Timestamp).Sub(r.Timestamp)
 		k.hop.Acked(1, took)
-		if k.cfg.Dye.Active() {
-			if id := k.cfg.Dye.MatchLine(k.cfg.Host, ev.Path, ev.Line); id != "" {
-				k.cfg.Dye.Hop(id, "send "+k.hop.To(), lineSummary(ev), took)
-			}
+		if ctx.dyeID != "" {
+			k.cfg.Dye.Hop(ctx.dyeID, "send "+k.hop.To(), ctx.dyeSummary, took)
 		}
 		ev.Done()
 		// The record is Kafka's no more: its slab may be reused.

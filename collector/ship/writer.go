@@ -17,7 +17,7 @@ type Writer struct {
 	sync    func() error
 	close   func() error
 	enc     *Encoder
-	pending []*tail.Event
+	pending []tail.Event // copies: the tailer reuses its event
 	buf     []byte
 }
 
@@ -43,7 +43,8 @@ func (w *Writer) Emit(ctx context.Context, ev *tail.Event) error {
 	if _, err := w.w.Write(w.buf); err != nil {
 		return fmt.Errorf("logs output: %w", err)
 	}
-	w.pending = append(w.pending, ev)
+	w.pending = append(w.pending, *ev)
+	w.pending[len(w.pending)-1].Line = nil // written; not needed to mark it done
 	if len(w.pending) >= 4096 {
 		return w.Flush(ctx)
 	}
@@ -63,8 +64,8 @@ func (w *Writer) Flush(context.Context) error {
 			return fmt.Errorf("logs output: %w", err)
 		}
 	}
-	for _, ev := range w.pending {
-		ev.Done()
+	for i := range w.pending {
+		w.pending[i].Done()
 	}
 	clear(w.pending)
 	w.pending = w.pending[:0]

@@ -111,9 +111,10 @@ func (in *Input) Validate() error {
 	return nil
 }
 
-// Event is one line (or multiline event) read from a file. Line points
-// into the tailer's read buffer: it is valid only during Emit, and an
-// Emitter that keeps it must copy it.
+// Event is one line (or multiline event) read from a file. The event and
+// its Line (which points into the tailer's read buffer) are valid only
+// during Emit: an Emitter that keeps them must copy them (Done works on a
+// copy).
 type Event struct {
 	Input     *Input
 	Path      string
@@ -193,7 +194,7 @@ type Tailer struct {
 	// readAt is the time of the current read, the events' read time (one
 	// clock reading per read, not per line).
 	readAt time.Time
-	slab   []Event
+	event  Event
 	// chunks holds the lines of one read before they are emitted.
 	chunks []Chunk
 	// atFirstScan holds files found by the first scan and not opened yet
@@ -829,14 +830,9 @@ func (t *Tailer) emitAll(ctx context.Context, s *stream, chunks []Chunk) error {
 	}
 	s.next += uint64(len(chunks))
 	t.ackMu.Unlock()
+	// One event serves every Emit: the emitter copies what it keeps.
+	ev := &t.event
 	for _, c := range chunks {
-		// Events come from slabs: one allocation per 256 lines, not per
-		// line.
-		if len(t.slab) == 0 {
-			t.slab = make([]Event, 256)
-		}
-		ev := &t.slab[0]
-		t.slab = t.slab[1:]
 		*ev = Event{Input: s.input, Path: path, FileID: fileID, Offset: c.Start, Line: c.Text, Truncated: c.Truncated,
 			Time: t.readAt, stream: s, seq: seq}
 		seq++

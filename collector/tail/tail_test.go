@@ -23,7 +23,9 @@ type collect struct {
 	hold   bool
 }
 
-func (c *collect) Emit(_ context.Context, ev *Event) error {
+func (c *collect) Emit(_ context.Context, e *Event) error {
+	ev := new(Event)
+	*ev = *e
 	ev.Line = bytes.Clone(ev.Line)
 	c.mu.Lock()
 	c.events = append(c.events, ev)
