@@ -111,7 +111,46 @@ var (
 	ErrBadValue      = errors.New("point with a non-numeric value")
 	ErrTooOld        = errors.New("point not newer than the series' last update")
 	ErrSeriesLimit   = errors.New("new series refused: the series limit is reached")
+
+	// Refusals of late points (LateMerge); each wraps ErrTooOld.
+	ErrLateCounter  = fmt.Errorf("%w: a late counter value has no stored neighbour to take a rate from", ErrTooOld)
+	ErrLateOpenSlot = fmt.Errorf("%w: inside the series' still-open primary slot", ErrTooOld)
+	ErrLateTooOld   = fmt.Errorf("%w: its slot has left the finest archive's retention", ErrTooOld)
 )
+
+// LatePolicy says what Append does with a point not newer than its series'
+// last update.
+type LatePolicy uint8
+
+const (
+	// LateRefuse refuses it with ErrTooOld, as rrdtool does.
+	LateRefuse LatePolicy = iota
+	// LateMerge stores a late gauge value in the primary slot that holds
+	// its time, as whisper stores a past timestamp, and consolidates the
+	// coarser archives' slots containing it again; see README.md "Late
+	// points". Counters, points inside the open primary slot and points
+	// older than the finest archive's retention are still refused.
+	LateMerge
+)
+
+// String returns the flag spelling (refuse, merge).
+func (p LatePolicy) String() string {
+	if p == LateMerge {
+		return "merge"
+	}
+	return "refuse"
+}
+
+// ParseLatePolicy accepts "merge" and "refuse".
+func ParseLatePolicy(s string) (LatePolicy, error) {
+	switch s {
+	case "merge":
+		return LateMerge, nil
+	case "refuse":
+		return LateRefuse, nil
+	}
+	return LateRefuse, fmt.Errorf("unknown late-point policy %q (want merge or refuse)", s)
+}
 
 // Options tune an Engine. The zero value is usable: every zero field takes
 // the default written beside it.
@@ -142,6 +181,9 @@ type Options struct {
 	MaxSeries int
 	// SeriesPerSlab is how many series slots one slab file holds. Default 4096.
 	SeriesPerSlab int
+	// LatePoints is what happens to a point not newer than its series'
+	// last update. Default LateRefuse (rrdtool's strict order).
+	LatePoints LatePolicy
 	// Logger receives checkpoint, replay and expiry messages. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock used for expiry. Default time.Now.
@@ -160,6 +202,17 @@ type Stats struct {
 	Checkpoints     uint64 // checkpoints completed since Open
 	ReplayedRecords uint64 // WAL records replayed at Open
 	DiskBytes       int64  // bytes of the slab files
+	Late            LateStats
+}
+
+// LateStats count the points not newer than their series' last update,
+// since Open, by what became of them (replay not included).
+type LateStats struct {
+	Merged          uint64 // stored in their primary slot (LateMerge)
+	RefusedCounter  uint64 // COUNTER or DERIVE (ErrLateCounter)
+	RefusedOpenSlot uint64 // inside the still-open primary slot (ErrLateOpenSlot)
+	TooOld          uint64 // slot beyond the finest archive (ErrLateTooOld)
+	Refused         uint64 // refused by LateRefuse (ErrTooOld)
 }
 
 // Compile-time shape of the Engine method set, written down for the query

@@ -13,6 +13,7 @@ import (
 const (
 	recCreate byte = 'C' // a new series: id, layout, creation time, labels
 	recPoints byte = 'P' // accepted points: count, then id, time, raw value each
+	recLate   byte = 'L' // late points merged into past slots: as recPoints
 	recExpire byte = 'X' // a series removed by expiry: id
 )
 
@@ -192,17 +193,17 @@ func checkArchives(rs []Retention) error {
 	return nil
 }
 
-// walPoint is one point of a recPoints record.
+// walPoint is one point of a recPoints or recLate record.
 type walPoint struct {
 	ID    uint64
 	Time  int64
 	Value float64
 }
 
-// pointsHeader starts a recPoints record; the count is patched by
-// finishPoints once the batch is known.
-func pointsHeader(dst []byte) []byte {
-	return append(dst, recPoints, 0, 0, 0, 0)
+// pointsHeader starts a recPoints or recLate record; the count is patched
+// by finishPoints once the batch is known.
+func pointsHeader(dst []byte, kind byte) []byte {
+	return append(dst, kind, 0, 0, 0, 0)
 }
 
 func appendPoint(dst []byte, id uint64, t int64, v float64) []byte {
@@ -237,7 +238,7 @@ func decodeRecord(payload []byte, rec *walRecord) error {
 	switch rec.Kind {
 	case recCreate:
 		rec.Create = d.seriesDef()
-	case recPoints:
+	case recPoints, recLate:
 		b := d.bytes(4)
 		if d.err != nil {
 			break

@@ -90,6 +90,7 @@ type Engine struct {
 	pointsAppended atomic.Uint64
 	pointsRejected atomic.Uint64
 	checkpoints    atomic.Uint64
+	late           [numLateOutcomes]atomic.Uint64
 }
 
 type keyShard struct {
@@ -271,9 +272,12 @@ func (e *Engine) recover() error {
 	return nil
 }
 
-// applyRecord repeats one WAL record at replay. Points not newer than their
-// series' last update were already applied (the checkpoint holds them) and
-// are skipped, which makes replay idempotent.
+// applyRecord repeats one WAL record at replay. In-order points not newer
+// than their series' last update were already applied (the checkpoint holds
+// them) and are skipped, which makes replay idempotent. Late points are
+// merged again: a merge overwrites a primary slot and consolidates the
+// coarser slots from the finest archive's rows, so repeating it, and every
+// later merge after it, ends in the same rows.
 func (e *Engine) applyRecord(rec *walRecord) error {
 	now := e.opts.Now().Unix()
 	switch rec.Kind {
@@ -287,7 +291,7 @@ func (e *Engine) applyRecord(rec *walRecord) error {
 			return err
 		}
 		e.nextID = max(e.nextID, c.ID+1)
-	case recPoints:
+	case recPoints, recLate:
 		for _, p := range rec.Points {
 			s := e.byID[p.ID]
 			if s == nil {
@@ -295,7 +299,13 @@ func (e *Engine) applyRecord(rec *walRecord) error {
 			}
 			stripe := e.stripe(s.id)
 			stripe.Lock()
-			s.view.update(p.Time, p.Value)
+			if rec.Kind == recLate {
+				// Accepted when it was appended, so merged whatever the
+				// policy is now.
+				s.view.mergeLate(p.Time, p.Value)
+			} else {
+				s.view.update(p.Time, p.Value)
+			}
 			stripe.Unlock()
 			s.lastSeen.Store(now)
 		}
@@ -419,8 +429,10 @@ const MaxBatch = 1 << 20
 // AppendWait, to learn when the batch is durable. Refused points are listed
 // in Result.Rejected; the error is only for a failure of the whole engine.
 //
-// A point must be newer than its series' last accepted point (ErrTooOld);
-// the counter type and step of a series are those of its first point.
+// A point must be newer than its series' last accepted point (ErrTooOld),
+// unless Options.LatePoints is LateMerge and it is a gauge whose primary
+// slot is closed and still in the finest archive (see mergeLate). The
+// counter type and step of a series are those of its first point.
 func (e *Engine) Append(points []metric.Point) (Result, error) {
 	if e.closed.Load() {
 		return Result{}, ErrClosed
@@ -517,39 +529,66 @@ func (e *Engine) Append(points []metric.Point) (Result, error) {
 }
 
 // applyShard applies the points of one apply shard (group, in batch order)
-// and appends their WAL record, under the shard's lock so that record order
-// equals apply order for each series. It returns the points accepted and the
-// record's WAL sequence number (0 when none was accepted). applyMu must be
-// held shared, and every point of group have its live series in refs.
+// and appends their WAL records, under the shard's lock so that record order
+// equals apply order for each series. In-order points go in recPoints
+// records and merged late points in recLate records, one record per run of
+// the same kind, so a replay repeats them in the order they were applied.
+// It returns the points accepted and the last record's WAL sequence number
+// (0 when none was accepted). applyMu must be held shared, and every point
+// of group have its live series in refs.
 func (e *Engine) applyShard(shard int, points []metric.Point, group []int32, refs []*series, res *Result, now int64, scratch *[]byte) (int, uint64, error) {
 	mu := &e.shardMu[shard]
 	mu.Lock()
 	defer mu.Unlock()
-	rec := pointsHeader((*scratch)[:0])
-	accepted := 0
+	rec := pointsHeader((*scratch)[:0], recPoints)
+	inRec, accepted := 0, 0
+	var seq uint64
 	for _, i := range group {
 		p := &points[i]
 		s := refs[i]
 		stripe := e.stripe(s.id)
 		stripe.Lock()
 		v, ok := s.view.update(p.Time, p.Value)
+		kind := recPoints
+		if !ok {
+			outcome := lateRefused
+			if e.opts.LatePoints == LateMerge {
+				outcome = s.view.mergeLate(p.Time, p.Value)
+			}
+			e.late[outcome].Add(1)
+			if outcome == lateMerged {
+				ok, v, kind = true, p.Value, recLate
+			} else {
+				stripe.Unlock()
+				res.Values[i] = v
+				res.Rejected = append(res.Rejected, PointError{Index: int(i), Err: outcome.err()})
+				continue
+			}
+		}
 		stripe.Unlock()
 		res.Values[i] = v
-		if !ok {
-			res.Rejected = append(res.Rejected, PointError{Index: int(i), Err: ErrTooOld})
-			continue
-		}
 		if s.lastSeen.Load() != now {
 			s.lastSeen.Store(now)
 		}
+		if kind != rec[0] {
+			if inRec > 0 {
+				finishPoints(rec, inRec)
+				var err error
+				if seq, err = e.wal.Append(rec); err != nil {
+					return 0, 0, fmt.Errorf("storage: %w", err)
+				}
+			}
+			rec, inRec = pointsHeader(rec[:0], kind), 0
+		}
 		rec = appendPoint(rec, s.id, p.Time, p.Value)
+		inRec++
 		accepted++
 	}
 	*scratch = rec
-	if accepted == 0 {
-		return 0, 0, nil
+	if inRec == 0 {
+		return accepted, seq, nil
 	}
-	finishPoints(rec, accepted)
+	finishPoints(rec, inRec)
 	seq, err := e.wal.Append(rec)
 	if err != nil {
 		return 0, 0, fmt.Errorf("storage: %w", err)
@@ -879,6 +918,13 @@ func (e *Engine) Stats() Stats {
 		PointsRejected:  e.pointsRejected.Load(),
 		Checkpoints:     e.checkpoints.Load(),
 		ReplayedRecords: e.replayed,
+		Late: LateStats{
+			Merged:          e.late[lateMerged].Load(),
+			RefusedCounter:  e.late[lateRefusedCounter].Load(),
+			RefusedOpenSlot: e.late[lateRefusedOpenSlot].Load(),
+			TooOld:          e.late[lateTooOld].Load(),
+			Refused:         e.late[lateRefused].Load(),
+		},
 	}
 	if e.wal != nil {
 		st.WALBytes = e.wal.Size()

@@ -60,12 +60,16 @@ func FuzzNewSchema(f *testing.F) {
 func FuzzDecodeRecord(f *testing.F) {
 	rs, _ := ParseRetentions(DefaultRetentions)
 	create := appendCreate(nil, &createRecord{ID: 7, Start: t0, Layout: layout{archives: rs, heartbeat: 120, xff: 0.5}, Labels: labels("cpu.idle", "endpoint", "h1")})
-	points := pointsHeader(nil)
+	points := pointsHeader(nil, recPoints)
 	points = appendPoint(points, 7, t0, 1.5)
 	points = appendPoint(points, 8, t0+60, math.NaN())
 	finishPoints(points, 2)
+	late := pointsHeader(nil, recLate)
+	late = appendPoint(late, 7, t0-60, 2.5)
+	finishPoints(late, 1)
 	f.Add(create)
 	f.Add(points)
+	f.Add(late)
 	f.Add(appendExpire(nil, 7))
 	f.Add([]byte{'P', 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, payload []byte) {
@@ -77,8 +81,8 @@ func FuzzDecodeRecord(f *testing.F) {
 		switch rec.Kind {
 		case recCreate:
 			again = appendCreate(nil, &rec.Create)
-		case recPoints:
-			again = pointsHeader(nil)
+		case recPoints, recLate:
+			again = pointsHeader(nil, rec.Kind)
 			for _, p := range rec.Points {
 				again = appendPoint(again, p.ID, p.Time, p.Value)
 			}

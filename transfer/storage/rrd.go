@@ -338,3 +338,148 @@ func (v rrdView) value(a int, cf CF, t int64, rows []row) float64 {
 	}
 	return r.Avg
 }
+
+// lateOutcome says what became of a point not newer than its series' last
+// update (a late point).
+type lateOutcome uint8
+
+const (
+	lateMerged          lateOutcome = iota // written into its primary slot
+	lateRefusedCounter                     // COUNTER or DERIVE: no neighbour to take a rate from
+	lateRefusedOpenSlot                    // inside the still-open primary slot
+	lateTooOld                             // its primary slot has left the finest archive
+	lateRefused                            // the engine keeps rrdtool's strict order (LateRefuse)
+	numLateOutcomes
+)
+
+// err is the refusal reason of an outcome; nil for lateMerged.
+func (o lateOutcome) err() error {
+	switch o {
+	case lateRefusedCounter:
+		return ErrLateCounter
+	case lateRefusedOpenSlot:
+		return ErrLateOpenSlot
+	case lateTooOld:
+		return ErrLateTooOld
+	case lateRefused:
+		return ErrTooOld
+	}
+	return nil
+}
+
+// mergeLate stores a late gauge value, as whisper stores a past timestamp:
+// the primary slot holding t (the slot stamped T with T-step < t <= T) is
+// overwritten with avg = max = min = value, and the slots of the coarser
+// archives that contain it are consolidated again (see reconsolidate). The
+// series' update state (last update, open primary slot) is not touched, so
+// the in-order arithmetic goes on exactly as before.
+//
+// A counter's late raw value is refused: its rate needs the raw values on
+// both sides, which are not stored, and the rate across the gap is already in
+// the slots. A point inside the still-open primary slot is refused too: that
+// slot is a time-weighted sum of the intervals between consecutive points,
+// and a point inside an interval already counted cannot be placed in it
+// without its neighbours. A primary slot that has left the finest archive's
+// ring is too old.
+func (v rrdView) mergeLate(t int64, value float64) lateOutcome {
+	lay := v.lay
+	if lay.kind.IsRate() {
+		return lateRefusedCounter
+	}
+	st := v.state()
+	// Primary slots are numbered by end time / step; the newest closed one
+	// is procPDP, the open one procPDP+1.
+	procPDP := floorDiv(st.LastUpdate, lay.step)
+	slot := -floorDiv(-t, lay.step) // the slot whose interval holds t
+	if slot > procPDP {
+		return lateRefusedOpenSlot
+	}
+	if slot <= procPDP-lay.archives[0].Rows {
+		return lateTooOld
+	}
+	v.writeRows(v.rowsOf(0), lay.archives[0], slot, 1, value, value, value)
+	for a := 1; a < len(lay.archives); a++ {
+		v.reconsolidate(a, slot, procPDP, value)
+	}
+	return lateMerged
+}
+
+// reconsolidate brings the slot of archive a that contains primary slot
+// `slot` up to date after that primary slot was overwritten with value.
+//
+// When the finest archive still holds every primary slot of it (counting a
+// slot it never received as unknown, as the in-order update does), the slot
+// is computed again from them exactly as the in-order update computes it: a
+// closed row from scratch (unknown when more than xff of its primary slots
+// are unknown), or, for the slot still open, its consolidation state. When
+// it does not (the oldest primary slots have left the finest ring), the
+// number of known primary slots behind the row is not stored, so AVERAGE and
+// the unknown count cannot be corrected: they stay, and only MAX rises to
+// value when value is higher and MIN falls to it when lower.
+func (v rrdView) reconsolidate(a int, slot, procPDP int64, value float64) {
+	lay := v.lay
+	perRow := lay.perRow[a]
+	coarse := -floorDiv(-slot, perRow) // archive a's slot number
+	first, last := (coarse-1)*perRow+1, coarse*perRow
+	open := last > procPDP
+	if open {
+		last = procPDP
+	}
+	if first > procPDP-lay.archives[0].Rows {
+		if sum, mx, mn, unknown, ok := v.consolidate(first, last); ok {
+			if open {
+				*v.cdp(a) = cdpState{Sum: sum, Max: mx, Min: mn, Unknown: unknown}
+				return
+			}
+			ar := lay.archives[a]
+			if float64(unknown) > lay.xffLimit[a] {
+				v.writeRows(v.rowsOf(a), ar, coarse, 1, math.NaN(), math.NaN(), math.NaN())
+			} else {
+				v.writeRows(v.rowsOf(a), ar, coarse, 1, sum/float64(perRow-unknown), mx, mn)
+			}
+			return
+		}
+	}
+	if math.IsNaN(value) {
+		return
+	}
+	if open {
+		c := v.cdp(a)
+		c.Max, c.Min = max(c.Max, value), min(c.Min, value)
+		return
+	}
+	ar := lay.archives[a]
+	r := &v.rowsOf(a)[mod(coarse, ar.Rows)]
+	if r.Slot == uint32(coarse) && r.Owner == v.owner && !math.IsNaN(r.Avg) {
+		r.Max, r.Min = max(r.Max, value), min(r.Min, value)
+	}
+}
+
+// consolidate sums the finest archive's primary slots first..last (all
+// inside its ring) in time order, as the in-order update accumulates them.
+// It reports false when one of their rows was written by a later lap of
+// the ring: that only happens while the WAL is replayed after a crash over
+// rows that reached the disk ahead of the replay, and the value it replaced
+// is gone.
+func (v rrdView) consolidate(first, last int64) (sum, mx, mn float64, unknown int64, ok bool) {
+	ar := v.lay.archives[0]
+	rows := v.rowsOf(0)
+	mx, mn = math.Inf(-1), math.Inf(1)
+	idx := mod(first, ar.Rows)
+	for slot := first; slot <= last; slot++ {
+		r := &rows[idx]
+		switch {
+		case r.Owner == v.owner && int64(r.Slot) > slot:
+			return 0, 0, 0, 0, false
+		case r.Slot == uint32(slot) && r.Owner == v.owner && !math.IsNaN(r.Avg):
+			sum += r.Avg
+			mx, mn = max(mx, r.Max), min(mn, r.Min)
+		default:
+			unknown++
+		}
+		if idx++; idx == ar.Rows {
+			idx = 0
+		}
+	}
+	return sum, mx, mn, unknown, true
+}
