@@ -29,7 +29,22 @@ func TestMain(m *testing.M) {
 const (
 	killSeries  = 12
 	killWriters = 3 // writer goroutine g sends the series k with k%killWriters == g
+	// Writer g also sends the late series g: batch b carries its primary
+	// slot 2b+2 in order, then slot 2b+1 as a late point (LateMerge).
+	killLateSeries = killWriters
 )
+
+// killLateValue is the value of primary slot n (ending t0+60n) of late series g.
+func killLateValue(g, n int) float64 { return float64(n*3 + g) }
+
+func killLatePoints(batch, g int) []metric.Point {
+	ls := labels("killed.late", "g", strconv.Itoa(g))
+	in, late := 2*batch+2, 2*batch+1
+	return []metric.Point{
+		{Labels: ls, Time: int64(t0 + in*60), Value: killLateValue(g, in)},
+		{Labels: ls, Time: int64(t0 + late*60), Value: killLateValue(g, late)},
+	}
+}
 
 func killPoint(batch, k int) metric.Point {
 	ts := int64(t0 + batch*60)
@@ -53,6 +68,7 @@ func runWriter(dir string) int {
 		SyncInterval:       time.Millisecond,
 		CheckpointInterval: 50 * time.Millisecond,
 		SeriesPerSlab:      4,
+		LatePoints:         LateMerge,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -69,6 +85,7 @@ func runWriter(dir string) int {
 				for k := g; k < killSeries; k += killWriters {
 					pts = append(pts, killPoint(batch, k))
 				}
+				pts = append(pts, killLatePoints(batch, g)...)
 				res, err := e.AppendWait(context.Background(), pts)
 				if err != nil || len(res.Rejected) > 0 {
 					fmt.Fprintln(os.Stderr, err, res.Rejected)
@@ -142,9 +159,10 @@ func TestKill9KeepsAcknowledgedPoints(t *testing.T) {
 		t.Fatalf("reopen after kill -9: %v", err)
 	}
 	defer e.Close()
-	if st := e.Stats(); st.Series != killSeries {
-		t.Fatalf("%d series after restart, want %d", st.Series, killSeries)
+	if st := e.Stats(); st.Series != killSeries+killLateSeries {
+		t.Fatalf("%d series after restart, want %d", st.Series, killSeries+killLateSeries)
 	}
+	checkKilledLateSeries(t, e, acked)
 	for k := 0; k < killSeries; k++ {
 		ackedBatch := acked[k%killWriters]
 		lastAcked := int64(t0 + ackedBatch*60)
@@ -175,6 +193,53 @@ func TestKill9KeepsAcknowledgedPoints(t *testing.T) {
 			}
 			if math.IsNaN(v) || math.Abs(v-want) > 1e-9 {
 				t.Errorf("series %d batch %d (acknowledged): %v, want %v", k, batch, v, want)
+				break
+			}
+		}
+	}
+}
+
+// checkKilledLateSeries: every acknowledged late point is in its primary
+// slot after the replay, and every 300 s slot the acknowledged points fill
+// is their average.
+func checkKilledLateSeries(t *testing.T, e *Engine, acked []int) {
+	t.Helper()
+	for g := 0; g < killLateSeries; g++ {
+		lastSlot := 2*acked[g] + 2
+		refs, err := e.Select([]*metric.Matcher{
+			metric.MustMatcher(metric.MatchEqual, metric.NameLabel, "killed.late"),
+			metric.MustMatcher(metric.MatchEqual, "g", strconv.Itoa(g)),
+		})
+		if err != nil || len(refs) != 1 {
+			t.Fatalf("late series %d: %v %v", g, refs, err)
+		}
+		id := refs[0].ID
+		r, err := e.Fetch(id, Average, t0, int64(t0+lastSlot*60-1), 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range r.Values {
+			n := int(r.Start+int64(i)*r.Step-t0) / 60
+			if want := killLateValue(g, n); v != want {
+				t.Errorf("late series %d slot %d (acknowledged up to %d): %v, want %v", g, n, lastSlot, v, want)
+				break
+			}
+		}
+		coarse, err := e.Fetch(id, Average, t0, int64(t0+lastSlot*60-300), 300)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range coarse.Values {
+			end := int(coarse.Start+int64(i)*coarse.Step-t0) / 60
+			if end > lastSlot {
+				break
+			}
+			want := 0.0
+			for n := end - 4; n <= end; n++ {
+				want += killLateValue(g, n)
+			}
+			if want /= 5; v != want {
+				t.Errorf("late series %d: 300 s slot ending at slot %d: %v, want %v", g, end, v, want)
 				break
 			}
 		}
