@@ -98,11 +98,14 @@ type Kafka struct {
 	fileBytes []byte
 	// space is signalled when a record leaves the buffer while waiting
 	// says Emit waits for it.
-	space   chan struct{}
-	waiting atomic.Bool
+	space     chan struct{}
+	waitTimer *time.Timer
+	waiting   atomic.Bool
+	_         [64]byte // buffered, written by both sides, on a line of its own
 	// buffered counts the bytes of the records produced and not yet
 	// answered, as the client counts them.
 	buffered atomic.Int64
+	_        [64]byte
 	// The acknowledgement clock (promises are called one at a time).
 	ackNow, ackReadAt time.Time
 	ackedSince        int
@@ -246,16 +249,10 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	// The client's own count of buffered bytes is under a lock that its
 	// promises take too: the emitter keeps its own, counted alike.
 	size := recordSize(&shipped.rec)
-	for k.buffered.Load() >= int64(k.cfg.BufferBytes) {
-		// Promises signal space only while Emit waits for it; the
-		// timeout covers a signal sent between the check and the flag.
-		k.waiting.Store(true)
-		select {
-		case <-k.space:
-		case <-ctx.Done():
+	if k.buffered.Load() >= int64(k.cfg.BufferBytes) {
+		if err := k.waitForSpace(ctx); err != nil {
 			k.release(shipped.slab) // never produced
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+			return err
 		}
 	}
 	if k.cfg.Dye.Active() {
@@ -265,11 +262,39 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 			k.cfg.Dye.Hop(id, "intake", shipped.ctx.dyeSummary, time.Since(ev.Time))
 		}
 	}
-	k.waiting.Store(false)
 	k.buffered.Add(size)
 	k.client.Produce(k.prodCtx, &shipped.rec, k.onAck)
 	return nil
 }
+
+// waitForSpace waits until the records buffered take no more than three
+// quarters of BufferBytes: reading then goes on for a while rather than
+// waking for every record acknowledged.
+func (k *Kafka) waitForSpace(ctx context.Context) error {
+	// Promises signal space only while the flag is up (it is written
+	// here only, so the promises' reads of it stay cheap); the timeout
+	// covers a signal sent between a check and the flag.
+	k.waiting.Store(true)
+	defer k.waiting.Store(false)
+	if k.waitTimer == nil {
+		k.waitTimer = time.NewTimer(time.Hour)
+	}
+	for k.buffered.Load() > k.resumeAt() {
+		k.waitTimer.Reset(100 * time.Millisecond)
+		select {
+		case <-k.space:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-k.waitTimer.C:
+		}
+	}
+	k.waitTimer.Stop()
+	return nil
+}
+
+// resumeAt is the buffered bytes at which a full buffer takes records
+// again.
+func (k *Kafka) resumeAt() int64 { return int64(k.cfg.BufferBytes) * 3 / 4 }
 
 // recordSize is a record's size as the client counts it against
 // MaxBufferedBytes.
@@ -496,8 +521,7 @@ func (k *Kafka) promise(r *kgo.Record, err error) {
 	ctx := r.Context.(*eventContext)
 	ev := ctx.ev
 	if err == nil {
-		k.buffered.Add(-recordSize(r))
-		if k.waiting.Load() {
+		if left := k.buffered.Add(-recordSize(r)); left <= k.resumeAt() && k.waiting.Load() {
 			select {
 			case k.space <- struct{}{}:
 			default:
