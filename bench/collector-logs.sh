@@ -16,7 +16,8 @@
 # COLLECTOR_FLAGS adds flags to the collector's command line, e.g.
 # COLLECTOR_FLAGS="--kafka-batch-bytes 262144".
 # RUNS (default 1) repeats each shipper, interleaved; SHIPPERS (default
-# "collector kcat rsyslog") picks which run.
+# "collector kcat rsyslog") picks which run; with BASELINE_COLLECTOR=BINARY
+# the shipper "baseline" runs that collector build the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1073741824}
@@ -60,7 +61,9 @@ report() {
 proc_cpu() { awk -v hz="$HZ" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 proc_hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
+# run_collector [NAME BINARY]
 run_collector() {
+	local name=${1:-collector} bin=${2:-$WORK/collector}
 	start_kafka
 	CPORT=$(free_port)
 	rm -rf "$WORK/collector-data"
@@ -74,18 +77,22 @@ logs:
 YAML
 	t0=$(date +%s.%N)
 	# shellcheck disable=SC2086
-	"$WORK/collector" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector-data" --config "$WORK/collector.yaml" \
+	"$bin" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector-data" --config "$WORK/collector.yaml" \
 		--host-metrics=false --graphite-listen "" --statsd-listen "" --transfer 127.0.0.1:1 \
 		--kafka-brokers "$BROKER" --kafka-compression zstd --kafka-linger 5ms ${COLLECTOR_FLAGS:-} 2>"$WORK/collector.log" &
 	CPID=$!
 	PIDS+=($CPID)
 	"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
 	t1=$(date +%s.%N)
-	report collector "$(echo "$t1 - $t0" | bc)" "$(proc_cpu $CPID)" "$(proc_hwm $CPID)"
+	report "$name" "$(echo "$t1 - $t0" | bc)" "$(proc_cpu $CPID)" "$(proc_hwm $CPID)"
 	kill "$CPID"
 	wait "$CPID" 2>/dev/null || true
 	stop_kafka
 }
+
+# baseline: the collector built from BASELINE_COLLECTOR (e.g. an earlier
+# commit's build), for before/after figures from one run.
+run_baseline() { run_collector baseline "$BASELINE_COLLECTOR"; }
 
 # kcat -P (librdkafka), set like the collector's producer: zstd level 1,
 # acks=all, idempotent, 1 MiB batches, 5 ms linger.
