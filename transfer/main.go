@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/spf13/pflag"
 
 	"github.com/opskit/opskit/internal/buildinfo"
@@ -52,6 +53,7 @@ type config struct {
 	checkpointInterval time.Duration
 	idleExpiry         time.Duration
 	maxSeries          int
+	latePoints         string
 	limits             intake.Limits
 	graphiteMaxConns   int
 	graphiteIdle       time.Duration
@@ -106,6 +108,7 @@ func (c *config) flags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.walSyncInterval, "wal-sync-interval", 0, "extra wait gathering writes before the WAL fsync that acknowledges them (0 = fsync as soon as the previous one ends: writes arriving meanwhile share it)")
 	fs.DurationVar(&c.checkpointInterval, "checkpoint-interval", 5*time.Minute, "how often archives are flushed and the WAL truncated (bounds replay time)")
 	fs.DurationVar(&c.idleExpiry, "series-idle-expiry", 0, "remove series with no point for this long (0 = keep forever)")
+	fs.StringVar(&c.latePoints, "late-points", "merge", "a point not newer than its series' newest: merge (a gauge is written into its past slot and the coarser archives consolidated again, as whisper does; counters, points inside the open slot and points older than the finest archive are refused) or refuse (rrdtool's strict order); counted in opskit_transfer_storage_late_points_total{outcome}")
 	fs.IntVar(&c.maxSeries, "max-series", 1_000_000, "most live series; points of new series beyond it are refused (series_limit), bounding memory and disk (0 = no limit)")
 	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body-bytes", intake.DefaultMaxBodyBytes, "largest request body accepted (413 beyond)")
 	fs.IntVar(&c.limits.MaxLabelsPerSeries, "max-labels-per-series", intake.DefaultMaxLabelsPerSeries, "most labels in one series, the name included")
@@ -248,6 +251,10 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 	if err != nil {
 		return err
 	}
+	latePolicy, err := storage.ParseLatePolicy(c.latePoints)
+	if err != nil {
+		return fmt.Errorf("--late-points: %w", err)
+	}
 	cc, err := c.clusterConfig()
 	if err != nil {
 		return err
@@ -264,6 +271,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 			CheckpointInterval: c.checkpointInterval,
 			IdleExpiry:         c.idleExpiry,
 			MaxSeries:          c.maxSeries,
+			LatePoints:         latePolicy,
 			Logger:             d.Log,
 		},
 		Limits:   c.limits,
@@ -276,6 +284,7 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		return err
 	}
 	d.SetReady("storage")
+	registerLateMetrics(d.Metrics, n.Engine())
 	d.OnStop("storage", func(context.Context) error {
 		err := n.Close()
 		for _, close := range c.closers {
@@ -316,6 +325,26 @@ func (c *config) start(ctx context.Context, d *kit.Daemon) error {
 		d.Go(ctx, "graphite", func(ctx context.Context) error { return n.ServeGraphite(ctx, ln) })
 	}
 	return nil
+}
+
+// registerLateMetrics exports what became of the points not newer than their
+// series' newest, one series per outcome.
+func registerLateMetrics(set *metrics.Set, eng *storage.Engine) {
+	outcomes := []struct {
+		name  string
+		count func(storage.LateStats) uint64
+	}{
+		{"merged", func(s storage.LateStats) uint64 { return s.Merged }},
+		{"refused_counter", func(s storage.LateStats) uint64 { return s.RefusedCounter }},
+		{"refused_open_slot", func(s storage.LateStats) uint64 { return s.RefusedOpenSlot }},
+		{"too_old", func(s storage.LateStats) uint64 { return s.TooOld }},
+		{"refused", func(s storage.LateStats) uint64 { return s.Refused }},
+	}
+	for _, o := range outcomes {
+		set.NewGauge(`opskit_transfer_storage_late_points_total{outcome="`+o.name+`"}`, func() float64 {
+			return float64(o.count(eng.Stats().Late))
+		})
+	}
 }
 
 // walSyncInterval maps the flag to storage.Options.SyncInterval, where 0
