@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/opskit/opskit/collector/tail"
+	"github.com/opskit/opskit/internal/dye"
 	"github.com/opskit/opskit/internal/testkit"
 )
 
@@ -145,4 +146,48 @@ func FuzzDecodeLineRecord(f *testing.F) {
 			t.Fatalf("accepted %+v", m)
 		}
 	})
+}
+
+// TestKafkaDyedLineIsTracedToTheAck: a line matched by a dye rule gets its
+// intake and send hops, although the event (and the line's bytes) are
+// reused by the tailer as soon as Emit returns.
+func TestKafkaDyedLineIsTracedToTheAck(t *testing.T) {
+	for _, format := range []string{FormatJSON, FormatLine} {
+		t.Run(format, func(t *testing.T) {
+			kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 1))
+			tracer := dye.New(dye.Options{Daemon: "collector"})
+			if err := tracer.Set(dye.Rule{ID: "d1", Match: dye.Match{Contains: "order 42 "}, Until: time.Now().Add(time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			k, err := NewKafka(KafkaConfig{Brokers: kc.Addrs(), Host: "h", Linger: time.Millisecond, Format: format, Dye: tracer},
+				metrics.NewSet(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Close(context.Background())
+			acks := newAckCounter(t)
+			ev := acks.event(&tail.Input{Topic: "logs"}, "/var/log/app.log", "")
+			buf := []byte("GET /order 42 took 3ms")
+			for _, line := range []string{"GET /order 41 took 2ms", "GET /order 42 took 3ms", "GET /order 43 took 4ms"} {
+				copy(buf, line)
+				ev.Line = buf
+				if err := k.Emit(context.Background(), ev); err != nil {
+					t.Fatal(err)
+				}
+			}
+			copy(buf, "XXXXXXXXXXXXXXXXXXXXXX") // the reader's buffer moves on
+			waitFor(t, "acks", func() bool { return acks.done() == 3 })
+			recs := tracer.Trace("d1")
+			hops := map[string]bool{}
+			for _, r := range recs {
+				hops[strings.Fields(r.Hop)[0]] = true
+				if !strings.Contains(r.Item, "order 42 ") {
+					t.Errorf("hop %s item %q", r.Hop, r.Item)
+				}
+			}
+			if len(recs) != 2 || !hops["intake"] || !hops["send"] {
+				t.Fatalf("trace %+v", recs)
+			}
+		})
+	}
 }
