@@ -198,8 +198,9 @@ func newClusterWriter(series int) *clusterWriter {
 // writers keep pushing to the other two: intake goes on, their spools hold
 // its share, and once it is back every acknowledged point is queryable
 // from any node. Each writer keeps to one entry node, as a collector
-// relaying to its configured transfer does: the order of a series is kept
-// per entry node (see transfer/README.md, "Ordering").
+// relaying to its configured transfer does; transfer_late_test.go feeds
+// series through two entry nodes in turn (see transfer/README.md,
+// "Ordering").
 func TestTransferClusterNodeDownUnderLoad(t *testing.T) {
 	r := startTransferRing(t, 3)
 	cw := newClusterWriter(25)
