@@ -237,11 +237,8 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	} else {
 		shipped, value = k.jsonRecord(ev, limit)
 	}
-	// The tailer reuses ev: the record keeps a copy, without the line
-	// (the value holds it), for the promise.
-	shipped.ev = *ev
-	shipped.ev.Line = nil
-	shipped.ctx = eventContext{Context: k.prodCtx, ev: &shipped.ev, slab: shipped.slab}
+	// The tailer reuses ev: the record keeps its receipt for the promise.
+	shipped.ctx = eventContext{Context: k.prodCtx, receipt: ev.Receipt(), slab: shipped.ctx.slab}
 	// The record's time is the line's read time, shared by the lines of
 	// one read, which spares the client a clock reading per record.
 	shipped.rec = kgo.Record{Topic: topic, Key: key, Value: value, Headers: shipped.rec.Headers,
@@ -251,15 +248,15 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	size := recordSize(&shipped.rec)
 	if k.buffered.Load() >= int64(k.cfg.BufferBytes) {
 		if err := k.waitForSpace(ctx); err != nil {
-			k.release(shipped.slab) // never produced
+			k.release(shipped.ctx.slab) // never produced
 			return err
 		}
 	}
 	if k.cfg.Dye.Active() {
 		if id := k.cfg.Dye.MatchLine(k.cfg.Host, ev.Path, ev.Line); id != "" {
 			// Kept for the acknowledgement, when the line is gone.
-			shipped.ctx.dyeID, shipped.ctx.dyeSummary = id, lineSummary(ev)
-			k.cfg.Dye.Hop(id, "intake", shipped.ctx.dyeSummary, time.Since(ev.Time))
+			shipped.ctx.dyed = &dyedLine{id: id, summary: lineSummary(ev)}
+			k.cfg.Dye.Hop(id, "intake", shipped.ctx.dyed.summary, time.Since(ev.Time))
 		}
 	}
 	k.buffered.Add(size)
@@ -360,7 +357,7 @@ func (k *Kafka) lineRecord(ev *tail.Event, limit int) (*shippedRecord, []byte) {
 	shipped, buf := k.take(len(line) + 20)
 	value := append(buf, line...)
 	offset := strconv.AppendInt(value[len(value):len(value)], ev.Offset, 10)
-	s, n := shipped.slab, 4
+	s, n := shipped.ctx.slab, 4
 	if truncated {
 		n++
 	}
@@ -435,7 +432,7 @@ func (k *Kafka) take(size int) (*shippedRecord, []byte) {
 	}
 	s.recs = s.recs[:len(s.recs)+1]
 	shipped := &s.recs[len(s.recs)-1]
-	shipped.slab = s
+	shipped.ctx.slab = s
 	s.refs.Add(1)
 	if !fits {
 		// A long line: its own buffer, not a slab's worth.
@@ -490,10 +487,8 @@ func (k *Kafka) fit(ev *tail.Event, limit int) []byte {
 // shippedRecord is a record and the event it carries, allocated together
 // in a slab.
 type shippedRecord struct {
-	rec  kgo.Record
-	ctx  eventContext
-	ev   tail.Event
-	slab *slab
+	rec kgo.Record
+	ctx eventContext
 }
 
 // eventContext is a record's context (the producer's) carrying its event
@@ -501,11 +496,14 @@ type shippedRecord struct {
 // than a closure allocated per record.
 type eventContext struct {
 	context.Context
-	ev   *tail.Event
-	slab *slab
-	// A dyed line's trace id and summary, taken at intake.
-	dyeID, dyeSummary string
+	receipt tail.Receipt
+	slab    *slab
+	dyed    *dyedLine
 }
+
+// dyedLine is a dyed line's trace id and summary, taken at intake (the
+// line's bytes are gone by the acknowledgement).
+type dyedLine struct{ id, summary string }
 
 // lineSummary describes a log line in a trace record.
 func lineSummary(ev *tail.Event) string {
@@ -519,7 +517,6 @@ func lineSummary(ev *tail.Event) string {
 // promise handles Kafka's answer for one record.
 func (k *Kafka) promise(r *kgo.Record, err error) {
 	ctx := r.Context.(*eventContext)
-	ev := ctx.ev
 	if err == nil {
 		if left := k.buffered.Add(-recordSize(r)); left <= k.resumeAt() && k.waiting.Load() {
 			select {
@@ -530,10 +527,10 @@ func (k *Kafka) promise(r *kgo.Record, err error) {
 		k.produced.Inc()
 		took := k.ackClock(r.Timestamp).Sub(r.Timestamp)
 		k.hop.Acked(1, took)
-		if ctx.dyeID != "" {
-			k.cfg.Dye.Hop(ctx.dyeID, "send "+k.hop.To(), ctx.dyeSummary, took)
+		if ctx.dyed != nil {
+			k.cfg.Dye.Hop(ctx.dyed.id, "send "+k.hop.To(), ctx.dyed.summary, took)
 		}
-		ev.Done()
+		ctx.receipt.Done()
 		// The record is Kafka's no more: its slab may be reused.
 		k.release(ctx.slab)
 		return

@@ -17,7 +17,7 @@ type Writer struct {
 	sync    func() error
 	close   func() error
 	enc     *Encoder
-	pending []tail.Event // copies: the tailer reuses its event
+	pending []tail.Receipt // the tailer reuses its event
 	buf     []byte
 }
 
@@ -43,8 +43,7 @@ func (w *Writer) Emit(ctx context.Context, ev *tail.Event) error {
 	if _, err := w.w.Write(w.buf); err != nil {
 		return fmt.Errorf("logs output: %w", err)
 	}
-	w.pending = append(w.pending, *ev)
-	w.pending[len(w.pending)-1].Line = nil // written; not needed to mark it done
+	w.pending = append(w.pending, ev.Receipt())
 	if len(w.pending) >= 4096 {
 		return w.Flush(ctx)
 	}

@@ -133,12 +133,27 @@ type Event struct {
 
 // Done marks the event delivered; its bytes may then be checkpointed. Call
 // it once, from any goroutine.
-func (e *Event) Done() {
-	if e.stream != nil {
-		e.stream.t.ack(e.stream, e.seq)
+func (e *Event) Done() { e.Receipt().Done() }
+
+// Receipt returns what marking the event done needs, for an emitter that
+// keeps less than the whole event until it is delivered.
+func (e *Event) Receipt() Receipt { return Receipt{stream: e.stream, seq: e.seq, onDone: e.OnDone} }
+
+// Receipt marks one event delivered.
+type Receipt struct {
+	stream *stream
+	seq    uint64
+	onDone func()
+}
+
+// Done marks the receipt's event delivered. Call it once, from any
+// goroutine.
+func (r Receipt) Done() {
+	if r.stream != nil {
+		r.stream.t.ack(r.stream, r.seq)
 	}
-	if e.OnDone != nil {
-		e.OnDone()
+	if r.onDone != nil {
+		r.onDone()
 	}
 }
 
