@@ -106,9 +106,12 @@ type Kafka struct {
 	// answered, as the client counts them.
 	buffered atomic.Int64
 	_        [64]byte
-	// The acknowledgement clock (promises are called one at a time).
+	// The acknowledgement clock and the acknowledgements not yet counted
+	// in the metrics (promises are called one at a time).
 	ackNow, ackReadAt time.Time
 	ackedSince        int
+	ackCount          int
+	ackLatency        time.Duration
 	// prodCtx outlives the tailer's context, so records buffered when the
 	// daemon stops are still sent by Close rather than failed.
 	prodCtx    context.Context
@@ -169,9 +172,13 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 	default:
 		return nil, fmt.Errorf("kafka: format %q: want json or line", cfg.Format)
 	}
+	compression := kgo.ProducerBatchCompression(c)
+	if strings.ToLower(cfg.Compression) == "zstd" || cfg.Compression == "" {
+		compression = kgo.WithCompressor(newZstdCompressor())
+	}
 	client, err := kgo.NewClient(
 		kgo.SeedBrokers(cfg.Brokers...),
-		kgo.ProducerBatchCompression(c),
+		compression,
 		kgo.ProducerLinger(cfg.Linger),
 		kgo.ProducerBatchMaxBytes(cfg.BatchBytes),
 		// Emit waits below BufferBytes; the margin keeps Produce itself
@@ -518,15 +525,24 @@ func lineSummary(ev *tail.Event) string {
 func (k *Kafka) promise(r *kgo.Record, err error) {
 	ctx := r.Context.(*eventContext)
 	if err == nil {
-		if left := k.buffered.Add(-recordSize(r)); left <= k.resumeAt() && k.waiting.Load() {
+		left := k.buffered.Add(-recordSize(r))
+		if left <= k.resumeAt() && k.waiting.Load() {
 			select {
 			case k.space <- struct{}{}:
 			default:
 			}
 		}
-		k.produced.Inc()
 		took := k.ackClock(r.Timestamp).Sub(r.Timestamp)
-		k.hop.Acked(1, took)
+		// The counters are updated every few records (their float
+		// counter takes a lock), and whenever nothing is left in flight,
+		// so that they are exact once Kafka has answered for everything.
+		k.ackCount++
+		k.ackLatency += took
+		if k.ackCount >= ackClockEvery || left == 0 {
+			k.produced.Add(k.ackCount)
+			k.hop.Acked(k.ackCount, k.ackLatency)
+			k.ackCount, k.ackLatency = 0, 0
+		}
 		if ctx.dyed != nil {
 			k.cfg.Dye.Hop(ctx.dyed.id, "send "+k.hop.To(), ctx.dyed.summary, took)
 		}

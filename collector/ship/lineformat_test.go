@@ -87,6 +87,10 @@ func TestKafkaLineFormat(t *testing.T) {
 			t.Errorf("%s: fields %v on an input without", tc.name, m.Fields)
 		}
 	}
+	// Counted in bursts, exact once nothing is in flight.
+	if got := set.GetOrCreateCounter("opskit_collector_logs_kafka_acked_events_total").Get(); got != uint64(len(cases)) {
+		t.Errorf("%d events counted as acknowledged, want %d", got, len(cases))
+	}
 	if got := set.GetOrCreateCounter("opskit_collector_logs_kafka_cut_lines_total").Get(); got != 1 {
 		t.Errorf("%d lines counted as cut, want 1", got)
 	}
