@@ -16,7 +16,8 @@
 # COLLECTOR_FLAGS adds flags to the collector's command line, e.g.
 # COLLECTOR_FLAGS="--kafka-batch-bytes 262144".
 # RUNS (default 1) repeats each shipper, interleaved; SHIPPERS (default
-# "collector kcat rsyslog") picks which run; with BASELINE_COLLECTOR=BINARY
+# "collector kcat rsyslog") picks which run, among them also collector_line
+# (the collector with --logs-format line); with BASELINE_COLLECTOR=BINARY
 # the shipper "baseline" runs that collector build the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,7 +64,7 @@ proc_hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 # run_collector [NAME BINARY]
 run_collector() {
-	local name=${1:-collector} bin=${2:-$WORK/collector}
+	local name=${1:-collector} bin=${2:-$WORK/collector} extra=${3:-}
 	start_kafka
 	CPORT=$(free_port)
 	rm -rf "$WORK/collector-data"
@@ -79,7 +80,7 @@ YAML
 	# shellcheck disable=SC2086
 	"$bin" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector-data" --config "$WORK/collector.yaml" \
 		--host-metrics=false --graphite-listen "" --statsd-listen "" --transfer 127.0.0.1:1 \
-		--kafka-brokers "$BROKER" --kafka-compression zstd --kafka-linger 5ms ${COLLECTOR_FLAGS:-} 2>"$WORK/collector.log" &
+		--kafka-brokers "$BROKER" --kafka-compression zstd --kafka-linger 5ms $extra ${COLLECTOR_FLAGS:-} 2>"$WORK/collector.log" &
 	CPID=$!
 	PIDS+=($CPID)
 	"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
@@ -93,6 +94,10 @@ YAML
 # baseline: the collector built from BASELINE_COLLECTOR (e.g. an earlier
 # commit's build), for before/after figures from one run.
 run_baseline() { run_collector baseline "$BASELINE_COLLECTOR"; }
+
+# collector_line: the collector with --logs-format line (the line as the
+# record's value, its metadata in headers), reported as coll-line.
+run_collector_line() { run_collector coll-line "$WORK/collector" "--logs-format line"; }
 
 # kcat -P (librdkafka), set like the collector's producer: zstd level 1,
 # acks=all, idempotent, 1 MiB batches, 5 ms linger.
@@ -156,6 +161,7 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$RUNS" -gt 1 ]; then
 	echo "medians of $RUNS runs:"
 	for shipper in ${SHIPPERS:-collector kcat rsyslog}; do
+		[ "$shipper" = collector_line ] && shipper=coll-line
 		grep "^$shipper " "$WORK/results" | awk -v name="$shipper" '
 			{ s[NR] = $2; mbs[NR] = $4; lps[NR] = $6; cpu[NR] = $8; rss[NR] = $13 }
 			function med(a, n,   i, j, t) {
