@@ -276,6 +276,8 @@ type serverConn struct {
 	watching   bool
 	watchDone  chan struct{}
 
+	deadline time.Time // the read deadline set, zero if none
+
 	dateSec int64
 	date    []byte
 }
@@ -371,12 +373,10 @@ func (c *serverConn) readRequest(first bool) (*http.Request, error) {
 	if c.br.Buffered() == 0 {
 		// Waiting for the next request: the idle timeout (the first
 		// request's header timeout runs from the connection's start).
-		wait := s.cfg.IdleTimeout
 		if first {
-			wait = s.cfg.ReadHeaderTimeout
-		}
-		if wait > 0 {
-			c.rwc.SetReadDeadline(time.Now().Add(wait))
+			c.setReadDeadline(s.cfg.ReadHeaderTimeout, 0)
+		} else {
+			c.setReadDeadline(s.cfg.IdleTimeout, s.cfg.IdleTimeout/8)
 		}
 		if _, err := c.br.Peek(1); err != nil {
 			return nil, err
@@ -385,9 +385,7 @@ func (c *serverConn) readRequest(first bool) (*http.Request, error) {
 	if !c.state.CompareAndSwap(connIdle, connActive) {
 		return nil, net.ErrClosed // closed by Shutdown
 	}
-	if !first && s.cfg.ReadHeaderTimeout > 0 {
-		c.rwc.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
-	}
+	headerTimed := first
 	var buf []byte
 	end := -1
 	for {
@@ -401,6 +399,12 @@ func (c *serverConn) readRequest(first bool) (*http.Request, error) {
 			}
 			c.tooLarge()
 			return nil, errTooManyHeaders
+		}
+		// More bytes are due: from now the header timeout applies (a
+		// head that came whole, nearly every one, never needs it).
+		if !headerTimed {
+			c.setReadDeadline(s.cfg.ReadHeaderTimeout, 0)
+			headerTimed = true
 		}
 		if _, err := c.br.Peek(len(buf) + 1); err != nil {
 			return nil, err
@@ -449,9 +453,7 @@ func (c *serverConn) readRequest(first bool) (*http.Request, error) {
 	if req.ContentLength > 0 {
 		c.body = bodyReader{c: c, left: req.ContentLength}
 		req.Body = &c.body
-		if s.cfg.ReadHeaderTimeout > 0 {
-			c.rwc.SetReadDeadline(time.Time{}) // the body may take its time, as with net/http
-		}
+		c.clearReadDeadline() // the body may take its time, as with net/http
 	}
 	c.detached = nil
 	if !forwardable(req) {
@@ -598,6 +600,31 @@ func (c *serverConn) stopWatch() {
 	if watching {
 		<-c.watchDone
 		c.watching = false
+		c.deadline = time.Time{}
+		c.rwc.SetReadDeadline(time.Time{})
+	}
+}
+
+// setReadDeadline sets the read deadline to now + d (none for d = 0).
+// A deadline already set within slack of that is kept: on a busy
+// keep-alive connection the idle deadline then moves once every slack,
+// not once a request (each move is a timer update in the runtime).
+func (c *serverConn) setReadDeadline(d, slack time.Duration) {
+	if d <= 0 {
+		c.clearReadDeadline()
+		return
+	}
+	want := time.Now().Add(d)
+	if !c.deadline.IsZero() && !c.deadline.After(want) && c.deadline.After(want.Add(-slack)) {
+		return
+	}
+	c.deadline = want
+	c.rwc.SetReadDeadline(want)
+}
+
+func (c *serverConn) clearReadDeadline() {
+	if !c.deadline.IsZero() {
+		c.deadline = time.Time{}
 		c.rwc.SetReadDeadline(time.Time{})
 	}
 }

@@ -138,3 +138,41 @@ func FuzzParseHead(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseResponseHead: an upstream's response head the transport reads
+// itself is read as net/http reads it (status, protocol, header, length,
+// close).
+func FuzzParseResponseHead(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: text/plain\r\n\r\n",
+		"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n",
+		"HTTP/1.1 503\r\ncontent-length: 10\r\nconnection: close\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+		"HTTP/1.1 200 OK\nPragma: no-cache\nContent-Length: 1\n\n",
+	} {
+		f.Add(s, false)
+	}
+	f.Fuzz(func(t *testing.T, in string, head bool) {
+		end := headEnd([]byte(in))
+		if end < 0 {
+			return
+		}
+		req := &http.Request{Method: "GET"}
+		if head {
+			req.Method = "HEAD"
+		}
+		got, ok := parseResponseHead(in[:end], req)
+		if !ok {
+			return
+		}
+		want, err := http.ReadResponse(bufio.NewReader(strings.NewReader(in[:end])), req)
+		if err != nil {
+			t.Fatalf("accepted %q, net/http refuses it: %v", in[:end], err)
+		}
+		if got.Status != want.Status || got.StatusCode != want.StatusCode || got.Proto != want.Proto || got.ProtoMinor != want.ProtoMinor ||
+			got.ContentLength != want.ContentLength || got.Close != want.Close || !reflect.DeepEqual(got.Header, want.Header) {
+			t.Fatalf("%q:\n got %+v\nwant %+v", in[:end], got, want)
+		}
+	})
+}
