@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"testing"
 	"time"
 
@@ -183,5 +185,49 @@ func TestTreeJobsCarryStripeSourcesAcrossRestarts(t *testing.T) {
 	}
 	if after := jobOf(restarted, striped.ID, 1); !reflect.DeepEqual(after, before) {
 		t.Errorf("after a restart the job is %+v, want %+v", after, before)
+	}
+}
+
+// TestPieceRange: a piece is served whole, or from byte N on for a child
+// resuming it (206); any other range is refused.
+func TestPieceRange(t *testing.T) {
+	s, ts, _ := newTestServer(t, t.TempDir(), nil)
+	data := make([]byte, 3*piece.MinSize)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	sum, _, _ := piece.HashFile(bytes.NewReader(data))
+	put(t, ts.URL, sum, data)
+	tr, err := s.Create(context.Background(), api.SendRequest{SHA256: sum, Dest: "/srv/x", Hosts: []string{"127.0.0.1:1"}, Timeout: api.Duration(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, length := tr.Manifest.Span(1)
+	whole := data[off : off+length]
+	tests := []struct {
+		rangeHeader string
+		status      int
+		want        []byte
+	}{
+		{"", http.StatusOK, whole},
+		{"bytes=0-", http.StatusOK, whole},
+		{"bytes=5000-", http.StatusPartialContent, whole[5000:]},
+		{"bytes=5000-6000", http.StatusRequestedRangeNotSatisfiable, nil},
+		{"bytes=" + strconv.FormatInt(length, 10) + "-", http.StatusRequestedRangeNotSatisfiable, nil},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/v1/transfers/"+tr.ID+"/pieces/1", nil)
+		if tt.rangeHeader != "" {
+			req.Header.Set("Range", tt.rangeHeader)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || tt.want != nil && !bytes.Equal(body, tt.want) {
+			t.Errorf("Range %q: %s, %d bytes", tt.rangeHeader, resp.Status, len(body))
+		}
 	}
 }
