@@ -557,7 +557,7 @@ func (e *Engine) applyShard(shard int, points []metric.Point, group []int32, ref
 			}
 			e.late[outcome].Add(1)
 			if outcome == lateMerged {
-				ok, v, kind = true, p.Value, recLate
+				v, kind = p.Value, recLate
 			} else {
 				stripe.Unlock()
 				res.Values[i] = v
