@@ -7,18 +7,22 @@
 # 1000000r/s burst=1000 nodelay) is computed for every request and refuses
 # none, so both proxies do the same work.
 #
+# The gateway runs twice: as it ships (its own HTTP/1.1 loop serving the
+# proxy listener, --fast-http=true) and with net/http's server in that
+# place (--fast-http=false), the build before that loop.
+#
 # Two ceilings run pinned the same way: a bare Go net/http server answering
 # "ok" itself (what Go's server alone costs), and a bare
 # httputil.ReverseProxy in front of the same backend (Go's server and
-# client with nothing of the gateway's). Each of the four is measured RUNS
+# client with nothing of the gateway's). Each of the five is measured RUNS
 # times, interleaved; the medians and the gateway-to-nginx ratio of the
 # medians are printed, with the load average. Each also gets its CPU time
 # per request (user + system, from /proc): on a shared machine that is
 # steadier than requests a second, which other jobs on CPU 0 take from.
 #
 # Then the added latency: hey paced at half the gateway's throughput,
-# through the gateway and straight to the backend; the difference of the
-# p99 latencies is what the gateway adds.
+# through the gateway and straight to the backend, RUNS times; the
+# difference of the p99 latencies is what the gateway adds.
 #
 #   bench/ratelimit-proxy.sh   (DURATION=10s CONNS=50 RUNS=3 by default;
 #                               PROFILE=FILE writes the gateway's CPU
@@ -49,6 +53,8 @@ BACKEND=127.0.0.1:$(free_port)
 NPROXY=127.0.0.1:$(free_port)
 GPROXY=127.0.0.1:$(free_port)
 ADMIN=127.0.0.1:$(free_port)
+GPROXY2=127.0.0.1:$(free_port)
+ADMIN2=127.0.0.1:$(free_port)
 HELLO=127.0.0.1:$(free_port)
 REVPROXY=127.0.0.1:$(free_port)
 
@@ -103,13 +109,16 @@ PID[nginx]=$!
 GOMAXPROCS=1 taskset -c 0 "$TMP/ratelimit" --listen "$ADMIN" --proxy-listen "$GPROXY" --routes "$TMP/routes.yaml" --data-dir "$TMP/data" ${PROFILE:+--pprof} 2>"$TMP/gateway.log" &
 PIDS+=($!)
 PID[gateway]=$!
+GOMAXPROCS=1 taskset -c 0 "$TMP/ratelimit" --listen "$ADMIN2" --proxy-listen "$GPROXY2" --routes "$TMP/routes.yaml" --data-dir "$TMP/data2" --fast-http=false 2>"$TMP/gateway2.log" &
+PIDS+=($!)
+PID[gateway_nethttp]=$!
 GOMAXPROCS=1 taskset -c 0 "$TMP/ratelimitload" hello --listen "$HELLO" &
 PIDS+=($!)
 PID[nethttp]=$!
 GOMAXPROCS=1 taskset -c 0 "$TMP/ratelimitload" revproxy --listen "$REVPROXY" --upstream "$BACKEND" 2>/dev/null &
 PIDS+=($!)
 PID[revproxy]=$!
-for _ in $(seq 100); do curl -fs "http://$ADMIN/readyz" >/dev/null 2>&1 && curl -fs "http://$NPROXY/" >/dev/null 2>&1 &&
+for _ in $(seq 100); do curl -fs "http://$ADMIN/readyz" >/dev/null 2>&1 && curl -fs "http://$NPROXY/" >/dev/null 2>&1 && curl -fs "http://$GPROXY2/" >/dev/null 2>&1 &&
 	curl -fs "http://$HELLO/" >/dev/null 2>&1 && curl -fs "http://$REVPROXY/" >/dev/null 2>&1 && break; sleep 0.1; done
 
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
@@ -128,10 +137,11 @@ median() { python3 -c 'import sys,statistics; print(statistics.median(float(v) f
 echo "# wrk -t1 -c$CONNS -d$DURATION, proxies on CPU 0 (Go with GOMAXPROCS=1, nginx with one worker), backend and wrk on CPU 1; $RUNS runs"
 declare -A ALL US
 for run in $(seq "$RUNS"); do
-	for target in nginx gateway nethttp revproxy; do
+	for target in nginx gateway gateway_nethttp nethttp revproxy; do
 		case $target in
 		nginx) url=http://$NPROXY/ name="nginx 1.22 proxy_pass + limit_req" ;;
 		gateway) url=http://$GPROXY/ name="ratelimit gateway + nginx-mode quota" ;;
+		gateway_nethttp) url=http://$GPROXY2/ name="ratelimit gateway + nginx-mode quota, --fast-http=false" ;;
 		nethttp) url=http://$HELLO/ name="ceiling: bare net/http server answering itself" ;;
 		revproxy) url=http://$REVPROXY/ name="ceiling: bare httputil.ReverseProxy" ;;
 		esac
@@ -150,8 +160,8 @@ for run in $(seq "$RUNS"); do
 done
 N=$(median ${ALL[nginx]})
 G=$(median ${ALL[gateway]})
-echo "{\"median_rps\":{\"nginx\":$N,\"gateway\":$G,\"bare_nethttp\":$(median ${ALL[nethttp]}),\"bare_reverseproxy\":$(median ${ALL[revproxy]})}}"
-echo "{\"median_cpu_us_per_request\":{\"nginx\":$(median ${US[nginx]}),\"gateway\":$(median ${US[gateway]}),\"bare_nethttp\":$(median ${US[nethttp]}),\"bare_reverseproxy\":$(median ${US[revproxy]})}}"
+echo "{\"median_rps\":{\"nginx\":$N,\"gateway\":$G,\"gateway_fast_http_off\":$(median ${ALL[gateway_nethttp]}),\"bare_nethttp\":$(median ${ALL[nethttp]}),\"bare_reverseproxy\":$(median ${ALL[revproxy]})}}"
+echo "{\"median_cpu_us_per_request\":{\"nginx\":$(median ${US[nginx]}),\"gateway\":$(median ${US[gateway]}),\"gateway_fast_http_off\":$(median ${US[gateway_nethttp]}),\"bare_nethttp\":$(median ${US[nethttp]}),\"bare_reverseproxy\":$(median ${US[revproxy]})}}"
 python3 -c "print('{\"gateway_to_nginx\":%.2f,\"gateway_to_bare_reverseproxy\":%.2f,\"cpu_per_request_nginx_to_gateway\":%.2f}' % ($G/$N, $G/$(median ${ALL[revproxy]}), $(median ${US[nginx]})/$(median ${US[gateway]})))"
 
 HALF=${RATE:-$(python3 -c "print(int($G/2))")}
@@ -163,9 +173,17 @@ p99() { # $1 url
 	grep -E '^ +\[[0-9]+\]|^Error distribution|^ +\[[0-9]+\] +Get' "$TMP/hey.out" | sed 's/^ */#   hey /' >&2 || true
 	awk '/Requests\/sec/ {r=$2} /  50% in/ {p50=$3} /  99% in/ {p99=$3} END {printf "{\"rps\":%s,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n", r, p50*1000, p99*1000}' "$TMP/hey.out"
 }
-D=$(p99 "http://$BACKEND/")
-echo "{\"path\":\"direct\",${D#\{}"
-GW=$(p99 "http://$GPROXY/")
-echo "{\"path\":\"gateway\",${GW#\{}"
-python3 -c "import json;d=json.loads('$D');g=json.loads('$GW');print('{\"added_p99_ms\":%.3f,\"added_p50_ms\":%.3f}' % (g['p99_ms']-d['p99_ms'], g['p50_ms']-d['p50_ms']))"
+# RUNS pairs, direct then through the gateway; the medians of the added
+# p50 and p99.
+ADD50= ADD99=
+for run in $(seq "$RUNS"); do
+	D=$(p99 "http://$BACKEND/")
+	echo "{\"run\":$run,\"path\":\"direct\",${D#\{}"
+	GW=$(p99 "http://$GPROXY/")
+	echo "{\"run\":$run,\"path\":\"gateway\",${GW#\{}"
+	read -r a50 a99 < <(python3 -c "import json;d=json.loads('$D');g=json.loads('$GW');print('%.3f %.3f' % (g['p50_ms']-d['p50_ms'], g['p99_ms']-d['p99_ms']))")
+	echo "{\"run\":$run,\"added_p99_ms\":$a99,\"added_p50_ms\":$a50,\"load_average\":$(loadavg)}"
+	ADD50="$ADD50 $a50" ADD99="$ADD99 $a99"
+done
+echo "{\"median_added_p99_ms\":$(median $ADD99),\"median_added_p50_ms\":$(median $ADD50)}"
 echo "# load average $(cut -d' ' -f1-3 /proc/loadavg)"
