@@ -381,3 +381,37 @@ func TestLatePointsReplayExactly(t *testing.T) {
 		t.Error("a second replay changed the series")
 	}
 }
+
+// TestLatePointAndXFF: a coarser slot consolidated again after a merge
+// counts the primary slots a gap left unknown against xff, as the in-order
+// update does.
+func TestLatePointAndXFF(t *testing.T) {
+	e := openTest(t, t.TempDir(), Options{Schemas: []Schema{lateSchema(t)}, LatePoints: LateMerge})
+	defer e.Close()
+	// Heartbeat 20 s: the 50 s gap leaves primary slots t0+20 .. t0+60 unknown.
+	for _, p := range []metric.Point{{Time: t0 + 10, Value: 4}, {Time: t0 + 60, Value: 100}, {Time: t0 + 70, Value: 100}, {Time: t0 + 90, Value: 100}} {
+		p.Labels = labels("x")
+		if err := appendOne(t, e, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := selectOne(t, e, "x").ID
+	read := func() []float64 {
+		r, err := e.Fetch(id, Average, t0, t0+60, 30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Values // the 30 s slots ending t0+30 and t0+60
+	}
+	// 30 s slot t0+30: t0+10 known, t0+20 and t0+30 unknown: 2 of 3 > xff 0.5.
+	if got := read(); !math.IsNaN(got[0]) || !math.IsNaN(got[1]) {
+		t.Fatalf("before the late point: %v", got)
+	}
+	if err := appendOne(t, e, metric.Point{Labels: labels("x"), Time: t0 + 30, Value: 8}); err != nil {
+		t.Fatal(err)
+	}
+	// Now 1 of 3 unknown: known, the mean of 4 and 8; t0+60 stays unknown.
+	if got := read(); got[0] != 6 || !math.IsNaN(got[1]) {
+		t.Fatalf("after the late point: %v, want [6 NaN]", got)
+	}
+}
