@@ -266,6 +266,7 @@ type serverConn struct {
 	req      *http.Request // reused for requests the fast path forwards
 	header   http.Header
 	values   []string
+	url      url.URL
 	resp     response
 
 	// The watcher: a read started on a request still in flight after
@@ -427,7 +428,7 @@ func (c *serverConn) readRequest(first bool) (*http.Request, error) {
 	default:
 		return nil, err
 	}
-	u, err := url.ParseRequestURI(h.target)
+	u, err := parseTarget(h.target, &c.url)
 	if err != nil {
 		return nil, errHandOver // net/http answers 400 in its words
 	}
@@ -461,6 +462,10 @@ func (c *serverConn) readRequest(first bool) (*http.Request, error) {
 		// may hold it past the handler's return: its own copy.
 		fresh := new(http.Request)
 		*fresh = *req
+		if u == &c.url {
+			fresh.URL = new(url.URL)
+			*fresh.URL = c.url
+		}
 		fresh.Header = c.header.Clone()
 		if req.ContentLength > 0 {
 			c.detached = &detachedBody{b: &c.body}

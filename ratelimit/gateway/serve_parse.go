@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -173,6 +174,36 @@ func (h *requestHead) fillHeader(dst http.Header, values []string) []string {
 		}
 	}
 	return values
+}
+
+// parseTarget reads an origin-form target as url.ParseRequestURI does.
+// One whose path holds only bytes that need no escaping is cut into dst
+// (reused) without an allocation; others go to url.ParseRequestURI.
+func parseTarget(target string, dst *url.URL) (*url.URL, error) {
+	path, query, hasQuery := strings.Cut(target, "?")
+	if path == "" || path[0] != '/' {
+		return url.ParseRequestURI(target)
+	}
+	for i := 0; i < len(path); i++ {
+		if !plainPathByte(path[i]) {
+			return url.ParseRequestURI(target)
+		}
+	}
+	if strings.IndexByte(query, '#') >= 0 {
+		return url.ParseRequestURI(target)
+	}
+	*dst = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+	return dst, nil
+}
+
+// plainPathByte: the bytes net/url leaves unescaped in a path (letters,
+// digits, "-._~", "$&+,;=:@" and '/'), so its RawPath stays empty.
+func plainPathByte(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-._~$&+,;=:@/", c) >= 0
 }
 
 // nextLine cuts the first line off s, without its CRLF or LF.

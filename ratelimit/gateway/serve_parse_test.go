@@ -94,6 +94,9 @@ func FuzzParseHead(f *testing.F) {
 		"GET / HTTP/1.1\nHost: [::1]:8080\nPragma: no-cache\nA: b\nA: c\n\n",
 		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET /a/b;c=d/@x:y?q=1&r=%20# HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /p? HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET //x/y??z HTTP/1.1\r\nHost: h\r\n\r\n",
 		"GET   /   HTTP/1.1\r\n\r\n",
 		"G\x00T / HTTP/1.1\r\n\r\n",
 	} {
@@ -109,8 +112,13 @@ func FuzzParseHead(f *testing.F) {
 		if err := parseHead(head, &h, 100); err != nil {
 			return
 		}
-		if _, err := url.ParseRequestURI(h.target); err != nil {
+		wantURL, err := url.ParseRequestURI(h.target)
+		if err != nil {
 			return // the server hands these to net/http too
+		}
+		var reused url.URL
+		if gotURL, err := parseTarget(h.target, &reused); err != nil || !reflect.DeepEqual(gotURL, wantURL) {
+			t.Fatalf("%q: target read as %#v (%v), url.ParseRequestURI %#v", head, gotURL, err, wantURL)
 		}
 		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head)))
 		if err != nil {
