@@ -102,8 +102,11 @@ func (g *Gateway) copyBody(w *statusWriter, resp *http.Response) error {
 			stream = base == "text/event-stream"
 		}
 	}
-	buf := g.buffers.Get()
-	defer g.buffers.Put(buf)
+	// The pool's pointer itself, not bufferPool.Put: that would allocate
+	// a new one per request.
+	bp := g.buffers.p.Get().(*[]byte)
+	defer g.buffers.p.Put(bp)
+	buf := *bp
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
