@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -127,6 +128,12 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 	}
 	if err := c.bw.Flush(); err != nil {
 		return fail(err)
+	}
+	if c.br.Buffered() == 0 {
+		// The answer is rarely back yet: let other requests run first,
+		// so that the read below usually finds it instead of failing,
+		// parking and being woken by the poller.
+		runtime.Gosched()
 	}
 	var resp *http.Response
 	for {

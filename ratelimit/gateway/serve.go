@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -378,6 +379,9 @@ func (c *serverConn) readRequest(first bool) (*http.Request, error) {
 			c.setReadDeadline(s.cfg.ReadHeaderTimeout, 0)
 		} else {
 			c.setReadDeadline(s.cfg.IdleTimeout, s.cfg.IdleTimeout/8)
+			// The next request is rarely here yet: let other connections
+			// run first (see h1Transport.exchange).
+			runtime.Gosched()
 		}
 		if _, err := c.br.Peek(1); err != nil {
 			return nil, err
