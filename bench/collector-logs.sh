@@ -6,7 +6,8 @@
 # shipper, per run and (with RUNS > 1) the median of each column.
 #
 # The producers are set alike: zstd at level 1, acks from all in-sync
-# replicas, idempotent, 1 MiB record batches, 5 ms linger. What differs:
+# replicas, idempotent, BATCH_BYTES record batches (default 524288, the
+# collector's default), 5 ms linger. What differs:
 # the collector ships a JSON event per line (about twice the line's bytes)
 # unless COLLECTOR_FLAGS says --logs-format line, and it bounds what is in
 # flight to --logs-buffer-bytes (4 MiB) where librdkafka may buffer up to
@@ -22,6 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${1:-1073741824}
+BATCH_BYTES=${BATCH_BYTES:-524288}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -80,7 +82,7 @@ YAML
 	# shellcheck disable=SC2086
 	"$bin" --listen "127.0.0.1:$CPORT" --data-dir "$WORK/collector-data" --config "$WORK/collector.yaml" \
 		--host-metrics=false --graphite-listen "" --statsd-listen "" --transfer 127.0.0.1:1 \
-		--kafka-brokers "$BROKER" --kafka-compression zstd --kafka-linger 5ms $extra ${COLLECTOR_FLAGS:-} 2>"$WORK/collector.log" &
+		--kafka-brokers "$BROKER" --kafka-compression zstd --kafka-linger 5ms --kafka-batch-bytes "$BATCH_BYTES" $extra ${COLLECTOR_FLAGS:-} 2>"$WORK/collector.log" &
 	CPID=$!
 	PIDS+=($CPID)
 	"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
@@ -100,7 +102,7 @@ run_baseline() { run_collector baseline "$BASELINE_COLLECTOR"; }
 run_collector_line() { run_collector coll-line "$WORK/collector" "--logs-format line"; }
 
 # kcat -P (librdkafka), set like the collector's producer: zstd level 1,
-# acks=all, idempotent, 1 MiB batches, 5 ms linger.
+# acks=all, idempotent, BATCH_BYTES batches, 5 ms linger.
 run_kcat() {
 	if ! command -v kcat >/dev/null; then
 		echo "kcat: not installed (apt-get install kcat)"
@@ -109,7 +111,7 @@ run_kcat() {
 	start_kafka
 	t0=$(date +%s.%N)
 	/usr/bin/time -f "%U %S %M" -o "$WORK/kcat.time" kcat -P -b "$BROKER" -t logs -z zstd -X compression.level=1 \
-		-X acks=all -X enable.idempotence=true -X batch.size=1048576 -X linger.ms=5 -l "$LOG"
+		-X acks=all -X enable.idempotence=true -X batch.size="$BATCH_BYTES" -X linger.ms=5 -l "$LOG"
 	"$WORK/tool" wait --brokers "$BROKER" --records "$LINES" >/dev/null
 	t1=$(date +%s.%N)
 	read -r u s m <"$WORK/kcat.time"
@@ -134,7 +136,7 @@ template(name="line" type="string" string="%msg%")
 ruleset(name="ship" queue.type="LinkedList" queue.size="100000") {
 	action(type="omkafka" broker=["$BROKER"] topic="logs" template="line"
 		confParam=["compression.codec=zstd", "compression.level=1", "acks=all", "enable.idempotence=true",
-			"batch.size=1048576", "linger.ms=5"])
+			"batch.size=$BATCH_BYTES", "linger.ms=5"])
 }
 input(type="imfile" File="$LOG" Tag="bench" ruleset="ship" freshStartTail="off")
 CONF

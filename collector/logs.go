@@ -50,7 +50,7 @@ func (c *logsConfig) flags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.brokers, "kafka-brokers", nil, "Kafka seed brokers (host:port,...) for --logs-output kafka")
 	fs.StringVar(&c.compression, "kafka-compression", "zstd", "Kafka batch compression: zstd, lz4, snappy, gzip or none")
 	fs.DurationVar(&c.linger, "kafka-linger", 5*time.Millisecond, "how long a Kafka batch may wait to fill")
-	fs.Int32Var(&c.batchBytes, "kafka-batch-bytes", 1<<20, "largest Kafka record batch; a line whose event is larger is cut to fit (256 KiB ships faster when lines are short)")
+	fs.Int32Var(&c.batchBytes, "kafka-batch-bytes", 512<<10, "largest Kafka record batch; a line whose event (or, with --logs-format line, whose line and headers) is larger is cut to fit")
 	fs.IntVar(&c.bufferBytes, "logs-buffer-bytes", 4<<20, "events read and not yet acknowledged by Kafka, in bytes; when full, reading pauses")
 	fs.IntVar(&c.maxLineBytes, "max-line-bytes", 1<<20, "longest line (or multiline event) shipped; longer ones are cut and marked truncated")
 	fs.IntVar(&c.maxOpenFiles, "max-open-files", 1024, "most log files open at once; the file idle longest is closed for a new one")

@@ -27,8 +27,8 @@ type KafkaConfig struct {
 	Compression string
 	// Linger is how long a batch may wait to fill (default 5ms).
 	Linger time.Duration
-	// BatchBytes bounds one record batch (default 1 MiB). A line whose
-	// event is larger is cut to fit and marked truncated.
+	// BatchBytes bounds one record batch (default DefaultBatchBytes). A
+	// line whose event is larger is cut to fit and marked truncated.
 	BatchBytes int32
 	// BufferBytes bounds the records buffered and in flight (default 4
 	// MiB). When it is full, Emit blocks: the tailer stops reading until
@@ -47,6 +47,13 @@ type KafkaConfig struct {
 	// metadata in record headers (see LineHeaders).
 	Format string
 }
+
+// DefaultBatchBytes bounds a record batch unless configured. Measured on
+// a 1 GiB file (bench/RESULTS.md), 512 KiB batches shipped 8–40 % faster
+// than 1 MiB ones at 8–26 % less CPU per GiB and with less memory: more of
+// them fit in the buffer in flight, so compressing and sending overlap
+// better. Events larger than a batch are cut.
+const DefaultBatchBytes = 512 << 10
 
 // Record formats.
 const (
@@ -157,7 +164,7 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 		cfg.Linger = 5 * time.Millisecond
 	}
 	if cfg.BatchBytes <= 0 {
-		cfg.BatchBytes = 1 << 20
+		cfg.BatchBytes = DefaultBatchBytes
 	}
 	if cfg.BufferBytes <= 0 {
 		cfg.BufferBytes = 4 << 20
