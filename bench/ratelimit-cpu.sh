@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# CPU per proxied request, split into user and system time, for nginx 1.22
+# (proxy_pass + limit_req) and one or more builds of the ratelimit gateway,
+# pinned as bench/ratelimit-proxy.sh pins them (proxies on CPU 0, Go with
+# GOMAXPROCS=1, nginx with one worker; the nginx backend and wrk on CPU 1).
+# Each target gets wrk -t1 -c50 for DURATION, RUNS rounds, interleaved; the
+# figures come from /proc/PID/stat (utime, stime) over the wrk run divided
+# by the requests wrk counted.
+#
+#   bench/ratelimit-cpu.sh [GATEWAY_BINARY...]
+#       (no argument: the gateway built from this tree; DURATION=8s RUNS=3)
+#
+# Use it to compare two builds side by side: the same load reaches both.
+set -euo pipefail
+DURATION=${DURATION:-8s}
+RUNS=${RUNS:-3}
+cd "$(dirname "$0")/.."
+for b in nginx wrk taskset; do
+	command -v $b >/dev/null || [ -x /usr/sbin/$b ] || { echo "ratelimit-cpu: $b not found (scripts/install-test-deps.sh)" >&2; exit 1; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+BINS=("$@")
+if [ ${#BINS[@]} -eq 0 ]; then
+	go build -o "$TMP/ratelimit" ./ratelimit
+	BINS=("$TMP/ratelimit")
+fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BACKEND=127.0.0.1:$(free_port)
+NPROXY=127.0.0.1:$(free_port)
+nginx_conf() { # $1 name, $2 http block body
+	mkdir -p "$TMP/$1"
+	cat >"$TMP/$1/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $TMP/$1/nginx.pid;
+error_log $TMP/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $TMP/$1/body;
+  proxy_temp_path $TMP/$1/proxy;
+  fastcgi_temp_path $TMP/$1/fastcgi;
+  uwsgi_temp_path $TMP/$1/uwsgi;
+  scgi_temp_path $TMP/$1/scgi;
+  keepalive_requests 1000000;
+$2
+}
+CONF
+}
+nginx_conf backend "  server { listen $BACKEND; location / { return 200 \"ok\\n\"; } }"
+nginx_conf proxy "  limit_req_zone \$binary_remote_addr zone=q:10m rate=1000000r/s;
+  upstream backend { server $BACKEND; keepalive 64; }
+  server {
+    listen $NPROXY;
+    location / {
+      limit_req zone=q burst=1000 nodelay;
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+    }
+  }"
+cat >"$TMP/routes.yaml" <<YAML
+zones:
+  q: {rate: 1000000r/s, key: ip, memory: 10MB}
+upstreams:
+  backend: {servers: [$BACKEND]}
+routes:
+  - {name: all, upstream: backend, limits: [{zone: q, burst: 1000, nodelay: true}]}
+YAML
+taskset -c 1 "$NGINX" -p "$TMP/backend" -c "$TMP/backend/nginx.conf" -e "$TMP/backend/error.log" &
+PIDS+=($!)
+taskset -c 0 "$NGINX" -p "$TMP/proxy" -c "$TMP/proxy/nginx.conf" -e "$TMP/proxy/error.log" &
+PIDS+=($!)
+NAMES=(nginx) URLS=("http://$NPROXY/") TPIDS=($!)
+i=0
+for bin in "${BINS[@]}"; do
+	i=$((i + 1))
+	port=127.0.0.1:$(free_port)
+	GOMAXPROCS=1 taskset -c 0 "$bin" --listen "127.0.0.1:$(free_port)" --proxy-listen "$port" --routes "$TMP/routes.yaml" --data-dir "$TMP/data$i" 2>"$TMP/gateway$i.log" &
+	PIDS+=($!)
+	NAMES+=("gateway$i:$(basename "$bin")") URLS+=("http://$port/") TPIDS+=($!)
+done
+for u in "${URLS[@]}"; do
+	for _ in $(seq 100); do curl -fs "$u" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+echo "# wrk -t1 -c50 -d$DURATION, proxies on CPU 0, backend and wrk on CPU 1; $RUNS rounds"
+for run in $(seq "$RUNS"); do
+	for t in "${!NAMES[@]}"; do
+		pid=${TPIDS[$t]}
+		taskset -c 1 wrk -t1 -c50 -d1s "${URLS[$t]}" >/dev/null # warm the connections
+		read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+		load=$(cut -d' ' -f1 /proc/loadavg)
+		taskset -c 1 wrk -t1 -c50 -d"$DURATION" "${URLS[$t]}" >"$TMP/wrk.out"
+		read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+		awk -v run="$run" -v name="${NAMES[$t]}" -v load="$load" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v tick=$((1000000 / $(getconf CLK_TCK))) \
+			'/requests in/ {n=$1} /Requests\/sec/ {r=$2} END {printf "{\"run\":%d,\"target\":\"%s\",\"rps\":%s,\"user_us_per_request\":%.1f,\"sys_us_per_request\":%.1f,\"load_average\":%s}\n", run, name, r, u*tick/n, s*tick/n, load}' "$TMP/wrk.out"
+	done
+done
