@@ -18,7 +18,9 @@
 # COLLECTOR_FLAGS="--kafka-batch-bytes 262144".
 # RUNS (default 1) repeats each shipper, interleaved; SHIPPERS (default
 # "collector kcat rsyslog") picks which run, among them also collector_line
-# (the collector with --logs-format line); with BASELINE_COLLECTOR=BINARY
+# (the collector with --logs-format line), collector_pK and
+# collector_line_pK (either with --kafka-producers K, K = 2, 3 or 4); with
+# BASELINE_COLLECTOR=BINARY
 # the shipper "baseline" runs that collector build the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,6 +103,13 @@ run_baseline() { run_collector baseline "$BASELINE_COLLECTOR"; }
 # record's value, its metadata in headers), reported as coll-line.
 run_collector_line() { run_collector coll-line "$WORK/collector" "--logs-format line"; }
 
+# collector_pK and collector_line_pK (K = 2, 3, 4): the collector with
+# --kafka-producers K, reported as coll-pK and line-pK.
+for k in 2 3 4; do
+	eval "run_collector_p$k() { run_collector coll-p$k \"\$WORK/collector\" \"--kafka-producers $k\"; }"
+	eval "run_collector_line_p$k() { run_collector line-p$k \"\$WORK/collector\" \"--logs-format line --kafka-producers $k\"; }"
+done
+
 # kcat -P (librdkafka), set like the collector's producer: zstd level 1,
 # acks=all, idempotent, BATCH_BYTES batches, 5 ms linger.
 run_kcat() {
@@ -163,7 +172,11 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "$RUNS" -gt 1 ]; then
 	echo "medians of $RUNS runs:"
 	for shipper in ${SHIPPERS:-collector kcat rsyslog}; do
-		[ "$shipper" = collector_line ] && shipper=coll-line
+		case $shipper in
+		collector_line) shipper=coll-line ;;
+		collector_line_p*) shipper=line-${shipper#collector_line_} ;;
+		collector_p*) shipper=coll-${shipper#collector_} ;;
+		esac
 		grep "^$shipper " "$WORK/results" | awk -v name="$shipper" '
 			{ s[NR] = $2; mbs[NR] = $4; lps[NR] = $6; cpu[NR] = $8; rss[NR] = $13 }
 			function med(a, n,   i, j, t) {

@@ -34,6 +34,7 @@ type logsConfig struct {
 	linger             time.Duration
 	batchBytes         int32
 	bufferBytes        int
+	producers          int
 	maxLineBytes       int
 	maxOpenFiles       int
 	pollInterval       time.Duration
@@ -51,6 +52,7 @@ func (c *logsConfig) flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.compression, "kafka-compression", "zstd", "Kafka batch compression: zstd, lz4, snappy, gzip or none")
 	fs.DurationVar(&c.linger, "kafka-linger", 5*time.Millisecond, "how long a Kafka batch may wait to fill")
 	fs.Int32Var(&c.batchBytes, "kafka-batch-bytes", 512<<10, "largest Kafka record batch; a line whose event (or, with --logs-format line, whose line and headers) is larger is cut to fit")
+	fs.IntVar(&c.producers, "kafka-producers", 1, "Kafka clients the records are spread over, each compressing on its own core; a key (by default a file's path) always takes one client, so its records keep their order")
 	fs.IntVar(&c.bufferBytes, "logs-buffer-bytes", 4<<20, "events read and not yet acknowledged by Kafka, in bytes; when full, reading pauses")
 	fs.IntVar(&c.maxLineBytes, "max-line-bytes", 1<<20, "longest line (or multiline event) shipped; longer ones are cut and marked truncated")
 	fs.IntVar(&c.maxOpenFiles, "max-open-files", 1024, "most log files open at once; the file idle longest is closed for a new one")
@@ -78,6 +80,9 @@ func (c *logsConfig) start(ctx context.Context, d *kit.Daemon, host string, poin
 	if len(sec.Inputs) == 0 {
 		return nil
 	}
+	if c.producers < 1 {
+		return fmt.Errorf("--kafka-producers %d: want at least 1", c.producers)
+	}
 	if c.format != ship.FormatJSON && c.output != "kafka" {
 		return fmt.Errorf("--logs-format %s: only with --logs-output kafka (stdout and file take JSON lines)", c.format)
 	}
@@ -94,7 +99,7 @@ func (c *logsConfig) start(ctx context.Context, d *kit.Daemon, host string, poin
 		}
 		k, err := ship.NewKafka(ship.KafkaConfig{
 			Brokers: c.brokers, Compression: c.compression, Linger: c.linger, BatchBytes: c.batchBytes,
-			BufferBytes: c.bufferBytes, Host: host, Dye: d.Dye, Format: c.format,
+			BufferBytes: c.bufferBytes, Host: host, Dye: d.Dye, Format: c.format, Producers: c.producers,
 		}, d.Metrics, d.Log)
 		if err != nil {
 			return err

@@ -46,6 +46,13 @@ type KafkaConfig struct {
 	// record, or "line", the line's bytes as the value with the event's
 	// metadata in record headers (see LineHeaders).
 	Format string
+	// Producers is the number of Kafka clients records are spread over
+	// (default 1). The client compresses a broker's batches on one
+	// goroutine, so one client compresses on one core; more clients
+	// compress on more. A key always takes the same client (and so the
+	// same partition, in order); records without a key take the clients
+	// in turn, a batch's worth each.
+	Producers int
 }
 
 // DefaultBatchBytes bounds a record batch unless configured. Measured on
@@ -75,10 +82,14 @@ const (
 
 // Kafka produces events to the topics of their inputs.
 type Kafka struct {
-	cfg    KafkaConfig
-	client *kgo.Client
-	enc    *Encoder
-	log    *slog.Logger
+	cfg       KafkaConfig
+	producers []*producer
+	enc       *Encoder
+	log       *slog.Logger
+	// unkeyed is the producer records without a key go to, and
+	// unkeyedBytes what it took since it was picked.
+	unkeyed      int
+	unkeyedBytes int64
 
 	produced, failed *metrics.Counter
 	// cut counts lines cut so that their event fits a record batch.
@@ -95,8 +106,6 @@ type Kafka struct {
 	// slabValBytes holds about slabRecords values of short lines: the
 	// line format's values are about half the JSON events'.
 	slabValBytes int
-	// onAck is k.promise, bound once.
-	onAck func(*kgo.Record, error)
 	// The line format's header values that repeat from record to record.
 	hostBytes []byte
 	lastPath  string
@@ -113,12 +122,6 @@ type Kafka struct {
 	// answered, as the client counts them.
 	buffered atomic.Int64
 	_        [64]byte
-	// The acknowledgement clock and the acknowledgements not yet counted
-	// in the metrics (promises are called one at a time).
-	ackNow, ackReadAt time.Time
-	ackedSince        int
-	ackCount          int
-	ackLatency        time.Duration
 	// prodCtx outlives the tailer's context, so records buffered when the
 	// daemon stops are still sent by Close rather than failed.
 	prodCtx    context.Context
@@ -129,6 +132,24 @@ type Kafka struct {
 
 	logMu   sync.Mutex
 	lastLog time.Time
+}
+
+// producer is one Kafka client and the state of its promises, which the
+// client calls one at a time (each client on its own goroutine).
+type producer struct {
+	client *kgo.Client
+	// onAck is the promise bound to this producer, once.
+	onAck func(*kgo.Record, error)
+	// The acknowledgement clock and the acknowledgements not yet counted
+	// in the metrics.
+	ackNow, ackReadAt time.Time
+	ackedSince        int
+	ackCount          int
+	ackLatency        time.Duration
+	// inFlight counts the records produced by this client and not yet
+	// answered, kept only when there are several clients.
+	inFlight atomic.Int64
+	_        [64]byte // each producer's promises write their own line
 }
 
 // Compression codecs by name.
@@ -179,32 +200,42 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 	default:
 		return nil, fmt.Errorf("kafka: format %q: want json or line", cfg.Format)
 	}
+	if cfg.Producers <= 0 {
+		cfg.Producers = 1
+	}
 	compression := kgo.ProducerBatchCompression(c)
 	if strings.ToLower(cfg.Compression) == "zstd" || cfg.Compression == "" {
 		compression = kgo.WithCompressor(newZstdCompressor())
 	}
-	client, err := kgo.NewClient(
-		kgo.SeedBrokers(cfg.Brokers...),
-		compression,
-		kgo.ProducerLinger(cfg.Linger),
-		kgo.ProducerBatchMaxBytes(cfg.BatchBytes),
-		// Emit waits below BufferBytes; the margin keeps Produce itself
-		// from blocking.
-		kgo.MaxBufferedBytes(cfg.BufferBytes+2*int(cfg.BatchBytes)),
-		kgo.MaxBufferedRecords(1<<20),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// Retries without end: an outage is waited out with the buffer
-		// full and reading paused.
-		kgo.RecordRetries(1<<30),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: %w", err)
+	producers := make([]*producer, cfg.Producers)
+	for i := range producers {
+		client, err := kgo.NewClient(
+			kgo.SeedBrokers(cfg.Brokers...),
+			compression,
+			kgo.ProducerLinger(cfg.Linger),
+			kgo.ProducerBatchMaxBytes(cfg.BatchBytes),
+			// Emit waits below BufferBytes, counted over every client;
+			// the margin keeps Produce itself from blocking.
+			kgo.MaxBufferedBytes(cfg.BufferBytes+2*int(cfg.BatchBytes)),
+			kgo.MaxBufferedRecords(1<<20),
+			kgo.RequiredAcks(kgo.AllISRAcks()),
+			// Retries without end: an outage is waited out with the
+			// buffer full and reading paused.
+			kgo.RecordRetries(1<<30),
+		)
+		if err != nil {
+			for _, p := range producers[:i] {
+				p.client.Close()
+			}
+			return nil, fmt.Errorf("kafka: %w", err)
+		}
+		producers[i] = &producer{client: client}
 	}
 	if set == nil {
 		set = metrics.NewSet()
 	}
 	prodCtx, prodCancel := context.WithCancel(context.Background())
-	k := &Kafka{cfg: cfg, client: client, log: log, closing: make(chan struct{}),
+	k := &Kafka{cfg: cfg, producers: producers, log: log, closing: make(chan struct{}),
 		space: make(chan struct{}, 1), prodCtx: prodCtx, prodCancel: prodCancel,
 		free: make(chan *slab, maxFreeSlabs), hostBytes: []byte(cfg.Host), slabValBytes: 96 << 10,
 		enc:      &Encoder{Host: cfg.Host, InvalidUTF8: set.GetOrCreateCounter("opskit_collector_logs_invalid_utf8_lines_total")},
@@ -216,7 +247,9 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 	if cfg.Format == FormatLine {
 		k.slabValBytes = 48 << 10
 	}
-	k.onAck = k.promise
+	for _, p := range producers {
+		p.onAck = func(r *kgo.Record, err error) { k.promise(p, r, err) }
+	}
 	return k, nil
 }
 
@@ -274,8 +307,70 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 		}
 	}
 	k.buffered.Add(size)
-	k.client.Produce(k.prodCtx, &shipped.rec, k.onAck)
+	p := k.producerFor(key, size)
+	if len(k.producers) > 1 {
+		p.inFlight.Add(1)
+	}
+	p.client.Produce(k.prodCtx, &shipped.rec, p.onAck)
 	return nil
+}
+
+// producerFor picks the producer of a record: by its key's hash, so that
+// a key's records keep their order (one client, and that client's
+// partitioner puts one key on one partition); without a key, the next
+// producer once this one took a batch's worth, so that each fills whole
+// batches.
+func (k *Kafka) producerFor(key []byte, size int64) *producer {
+	n := len(k.producers)
+	if n == 1 {
+		return k.producers[0]
+	}
+	if key != nil {
+		// The hash the client's partitioner uses on keys: when the
+		// topic's partitions are a multiple of the producers, each
+		// partition is written by one producer only.
+		return k.producers[int(murmur2(key)&0x7fffffff)%n]
+	}
+	k.unkeyedBytes += size
+	if k.unkeyedBytes >= int64(k.cfg.BatchBytes) {
+		k.unkeyedBytes = 0
+		k.unkeyed = (k.unkeyed + 1) % n
+	}
+	return k.producers[k.unkeyed]
+}
+
+// murmur2 is Kafka's key hash (MurmurHash2, seed 0x9747b28c), which
+// franz-go's default partitioner applies to keyed records like the Java
+// client's.
+func murmur2(b []byte) uint32 {
+	const (
+		seed = 0x9747b28c
+		m    = 0x5bd1e995
+		r    = 24
+	)
+	h := uint32(seed) ^ uint32(len(b))
+	for ; len(b) >= 4; b = b[4:] {
+		w := uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+		w *= m
+		w ^= w >> r
+		w *= m
+		h = h*m ^ w
+	}
+	switch len(b) {
+	case 3:
+		h ^= uint32(b[2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(b[1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(b[0])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
+	return h
 }
 
 // waitForSpace waits until the records buffered take no more than three
@@ -323,12 +418,12 @@ func recordSize(r *kgo.Record) int64 {
 // read again when the read time changes or every ackClockEvery records, so
 // the latency of at most that many lines of one read is measured from
 // the first one's acknowledgement.
-func (k *Kafka) ackClock(readAt time.Time) time.Time {
-	if k.ackedSince >= ackClockEvery || !readAt.Equal(k.ackReadAt) {
-		k.ackNow, k.ackReadAt, k.ackedSince = time.Now(), readAt, 0
+func (p *producer) ackClock(readAt time.Time) time.Time {
+	if p.ackedSince >= ackClockEvery || !readAt.Equal(p.ackReadAt) {
+		p.ackNow, p.ackReadAt, p.ackedSince = time.Now(), readAt, 0
 	}
-	k.ackedSince++
-	return k.ackNow
+	p.ackedSince++
+	return p.ackNow
 }
 
 const ackClockEvery = 16
@@ -528,8 +623,8 @@ func lineSummary(ev *tail.Event) string {
 	return ev.Path + ": " + string(line)
 }
 
-// promise handles Kafka's answer for one record.
-func (k *Kafka) promise(r *kgo.Record, err error) {
+// promise handles Kafka's answer for one record produced by p.
+func (k *Kafka) promise(p *producer, r *kgo.Record, err error) {
 	ctx := r.Context.(*eventContext)
 	if err == nil {
 		left := k.buffered.Add(-recordSize(r))
@@ -539,16 +634,21 @@ func (k *Kafka) promise(r *kgo.Record, err error) {
 			default:
 			}
 		}
-		took := k.ackClock(r.Timestamp).Sub(r.Timestamp)
+		took := p.ackClock(r.Timestamp).Sub(r.Timestamp)
 		// The counters are updated every few records (their float
-		// counter takes a lock), and whenever nothing is left in flight,
-		// so that they are exact once Kafka has answered for everything.
-		k.ackCount++
-		k.ackLatency += took
-		if k.ackCount >= ackClockEvery || left == 0 {
-			k.produced.Add(k.ackCount)
-			k.hop.Acked(k.ackCount, k.ackLatency)
-			k.ackCount, k.ackLatency = 0, 0
+		// counter takes a lock), and whenever this producer has nothing
+		// left in flight, so that they are exact once Kafka has answered
+		// for everything.
+		p.ackCount++
+		p.ackLatency += took
+		idle := left == 0
+		if len(k.producers) > 1 {
+			idle = p.inFlight.Add(-1) == 0
+		}
+		if p.ackCount >= ackClockEvery || idle {
+			k.produced.Add(p.ackCount)
+			k.hop.Acked(p.ackCount, p.ackLatency)
+			p.ackCount, p.ackLatency = 0, 0
 		}
 		if ctx.dyed != nil {
 			k.cfg.Dye.Hop(ctx.dyed.id, "send "+k.hop.To(), ctx.dyed.summary, took)
@@ -575,7 +675,8 @@ func (k *Kafka) promise(r *kgo.Record, err error) {
 		case <-time.After(k.cfg.RetryWait):
 		}
 		r.Partition, r.Offset = 0, 0
-		k.client.Produce(k.prodCtx, r, k.onAck)
+		// The same producer: the key keeps its one client.
+		p.client.Produce(k.prodCtx, r, p.onAck)
 	}()
 
 }
@@ -597,13 +698,26 @@ func (k *Kafka) Flush(context.Context) error { return nil }
 // Close waits until what is buffered is acknowledged or ctx ends, then
 // closes the client.
 func (k *Kafka) Close(ctx context.Context) error {
-	err := k.client.Flush(ctx)
+	errs := make([]error, len(k.producers))
+	var flushes sync.WaitGroup
+	for i, p := range k.producers {
+		flushes.Go(func() { errs[i] = p.client.Flush(ctx) })
+	}
+	flushes.Wait()
 	k.closeOnce.Do(func() { close(k.closing) })
 	k.prodCancel()
-	k.client.Close()
+	for _, p := range k.producers {
+		p.client.Close()
+	}
 	k.retries.Wait()
-	return err
+	return errors.Join(errs...)
 }
 
 // Buffered returns the records produced and not yet acknowledged.
-func (k *Kafka) Buffered() int64 { return k.client.BufferedProduceRecords() }
+func (k *Kafka) Buffered() int64 {
+	var n int64
+	for _, p := range k.producers {
+		n += p.client.BufferedProduceRecords()
+	}
+	return n
+}

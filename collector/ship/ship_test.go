@@ -92,11 +92,15 @@ func TestWriterMarksDoneOnFlush(t *testing.T) {
 // and that every event arrives after the broker returns.
 func TestKafkaDeliversAndRidesOutAnOutage(t *testing.T) {
 	for _, format := range []string{FormatJSON, FormatLine} {
-		t.Run(format, func(t *testing.T) { testOutage(t, format) })
+		// Three producers over two partitions: keys share partitions
+		// across clients, and each key still keeps its order.
+		for _, producers := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/producers=%d", format, producers), func(t *testing.T) { testOutage(t, format, producers) })
+		}
 	}
 }
 
-func testOutage(t *testing.T, format string) {
+func testOutage(t *testing.T, format string, producers int) {
 	kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 2))
 	var down atomic.Bool
 	kc.Fake().ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -107,14 +111,16 @@ func testOutage(t *testing.T, format string) {
 		return nil, nil, false
 	})
 	set := metrics.NewSet()
-	k, err := NewKafka(KafkaConfig{Brokers: kc.Addrs(), Host: "h", BufferBytes: 64 << 10, BatchBytes: 16 << 10, Linger: time.Millisecond, Format: format}, set, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	k, err := NewKafka(KafkaConfig{Brokers: kc.Addrs(), Host: "h", BufferBytes: 64 << 10, BatchBytes: 16 << 10, Linger: time.Millisecond, Format: format, Producers: producers}, set, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		k.Close(ctx)
+		if err := k.Close(ctx); err != nil {
+			t.Error(err)
+		}
 	}()
 	tl := newAckCounter(t)
 	in := &tail.Input{Topic: "logs", Key: "path"}
