@@ -19,7 +19,7 @@
 # RUNS (default 1) repeats each shipper, interleaved; SHIPPERS (default
 # "collector kcat rsyslog") picks which run, among them also collector_line
 # (the collector with --logs-format line), collector_pK and
-# collector_line_pK (either with --kafka-producers K, K = 2, 3 or 4); with
+# collector_line_pK (either with --kafka-producers K, K = 1 to 4); with
 # BASELINE_COLLECTOR=BINARY
 # the shipper "baseline" runs that collector build the same way.
 set -euo pipefail
@@ -103,9 +103,9 @@ run_baseline() { run_collector baseline "$BASELINE_COLLECTOR"; }
 # record's value, its metadata in headers), reported as coll-line.
 run_collector_line() { run_collector coll-line "$WORK/collector" "--logs-format line"; }
 
-# collector_pK and collector_line_pK (K = 2, 3, 4): the collector with
+# collector_pK and collector_line_pK (K = 1 to 4): the collector with
 # --kafka-producers K, reported as coll-pK and line-pK.
-for k in 2 3 4; do
+for k in 1 2 3 4; do
 	eval "run_collector_p$k() { run_collector coll-p$k \"\$WORK/collector\" \"--kafka-producers $k\"; }"
 	eval "run_collector_line_p$k() { run_collector line-p$k \"\$WORK/collector\" \"--logs-format line --kafka-producers $k\"; }"
 done

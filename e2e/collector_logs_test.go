@@ -220,18 +220,28 @@ func TestCollectorLogsToKafkaReadByKcat(t *testing.T) {
 
 // TestCollectorLogsKillNine kills the collector with SIGKILL at random
 // moments while lines are written and rotated; after the last restart
-// every line is in Kafka, and duplicates stay within what was in flight.
+// every line is in Kafka, and duplicates stay within what was in flight;
+// with one Kafka client and with records spread over two.
 func TestCollectorLogsKillNine(t *testing.T) {
+	for _, producers := range []string{"1", "2"} {
+		t.Run("producers="+producers, func(t *testing.T) { testLogsKillNine(t, "--kafka-producers", producers) })
+	}
+}
+
+func testLogsKillNine(t *testing.T, extra ...string) {
 	kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 3))
 	logDir, dataDir := t.TempDir(), t.TempDir()
 	reader := readTopic(t, kc.Addrs())
+	co := logsCollector(t, dataDir, logDir, kc.Addrs(), extra...)
+	// The writer starts once the collector is up: a file rotated out of
+	// the glob before the collector's first scan is never read (building
+	// the binary can take longer than a rotation).
 	w := startLineWriter(t, logDir, 5000, time.Millisecond)
-	co := logsCollector(t, dataDir, logDir, kc.Addrs())
 	const kills = 3
 	for range kills {
 		time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
 		co.Kill()
-		co = logsCollector(t, dataDir, logDir, kc.Addrs())
+		co = logsCollector(t, dataDir, logDir, kc.Addrs(), extra...)
 	}
 	time.Sleep(300 * time.Millisecond)
 	w.halt()
@@ -253,8 +263,15 @@ func TestCollectorLogsKillNine(t *testing.T) {
 
 // TestCollectorLogsBrokerOutage stops the Kafka broker while lines keep
 // coming, with a small output buffer: reading pauses, memory stays
-// bounded, and every line arrives once the broker is back.
+// bounded, and every line arrives once the broker is back; with one Kafka
+// client and with records spread over two.
 func TestCollectorLogsBrokerOutage(t *testing.T) {
+	for _, producers := range []string{"1", "2"} {
+		t.Run("producers="+producers, func(t *testing.T) { testLogsBrokerOutage(t, "--kafka-producers", producers) })
+	}
+}
+
+func testLogsBrokerOutage(t *testing.T, extra ...string) {
 	port := logsFreePort(t)
 	kafkaDir := t.TempDir()
 	startKafka := func() *kfake.Cluster {
@@ -274,7 +291,7 @@ func TestCollectorLogsBrokerOutage(t *testing.T) {
 	brokers := []string{fmt.Sprintf("127.0.0.1:%d", port)}
 	logDir := t.TempDir()
 	w := startLineWriter(t, logDir, 1_000_000, 2*time.Millisecond)
-	co := logsCollector(t, t.TempDir(), logDir, brokers, "--logs-buffer-bytes", "262144")
+	co := logsCollector(t, t.TempDir(), logDir, brokers, append([]string{"--logs-buffer-bytes", "262144"}, extra...)...)
 	time.Sleep(500 * time.Millisecond)
 	kc.Close()
 	before := w.written.Load()
