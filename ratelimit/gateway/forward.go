@@ -235,7 +235,14 @@ func writeHeaderLine(bw *bufio.Writer, k, v string) {
 func removeHopByHop(h http.Header) {
 	for _, v := range h["Connection"] {
 		for f := range strings.SplitSeq(v, ",") {
-			if f = strings.TrimSpace(f); f != "" {
+			switch f = strings.TrimSpace(f); {
+			case f == "":
+			case strings.EqualFold(f, "keep-alive"):
+				// Nearly every upstream names only this one, dropped
+				// below anyway: no canonical copy of the name to make.
+			case strings.EqualFold(f, "close"):
+				delete(h, "Close")
+			default:
 				h.Del(f)
 			}
 		}

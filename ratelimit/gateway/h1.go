@@ -38,9 +38,78 @@ type h1Transport struct {
 
 type h1Conn struct {
 	net.Conn
-	br        *bufio.Reader
-	bw        *bufio.Writer
-	idleSince time.Time
+	br            *bufio.Reader // reads through (*h1Wire)(c)
+	bw            *bufio.Writer // writes through (*h1Wire)(c)
+	idleSince     time.Time
+	headerTimeout time.Duration
+
+	// tryRead reads without waiting (nil where the connection offers no
+	// raw access; every exchange is then armed from its start).
+	tryRead func(p []byte) (n int, wouldBlock bool, err error)
+
+	// One exchange's state. It is armed (the request's cancellation
+	// hooked to the connection, the header deadline set) only once a read
+	// would wait or a write could: the common small answer is already
+	// there when read, and hooking and unhooking both, twice a request,
+	// cost more CPU than the rest of the transport.
+	ctx     context.Context
+	armed   bool
+	inHead  bool // the response head is being read: the header deadline applies
+	written int  // bytes of this request written so far
+	stop    func() bool
+}
+
+// h1Wire is the connection as its buffers see it: reads and writes arm the
+// exchange before they could wait.
+type h1Wire h1Conn
+
+// writeArmLimit: writes of an exchange up to this many bytes cannot wait
+// on a connection whose last answer was read to the end (a socket's send
+// buffer holds at least this much on Linux), so they need no arming.
+const writeArmLimit = 16 << 10
+
+func (w *h1Wire) Read(p []byte) (int, error) {
+	c := (*h1Conn)(w)
+	if !c.armed && c.tryRead != nil && len(p) > 0 {
+		n, wouldBlock, err := c.tryRead(p)
+		if !wouldBlock {
+			return n, err
+		}
+	}
+	c.arm()
+	return c.Conn.Read(p)
+}
+
+func (w *h1Wire) Write(p []byte) (int, error) {
+	c := (*h1Conn)(w)
+	if c.written += len(p); c.written > writeArmLimit {
+		c.arm()
+	}
+	return c.Conn.Write(p)
+}
+
+// arm hooks the request's cancellation to the connection (a cancelled
+// request unblocks its reads and writes at once) and, while the head is
+// read, sets the header deadline.
+func (c *h1Conn) arm() {
+	if c.armed {
+		return
+	}
+	c.armed = true
+	if c.inHead && c.headerTimeout > 0 {
+		c.SetReadDeadline(time.Now().Add(c.headerTimeout))
+	}
+	c.stop = context.AfterFunc(c.ctx, func() { c.SetDeadline(inThePast) })
+}
+
+// disarm unhooks the cancellation; false if it has fired (the connection's
+// deadline is then in the past).
+func (c *h1Conn) disarm() bool {
+	if !c.armed {
+		return true
+	}
+	c.armed = false
+	return c.stop()
 }
 
 // outgoing is a request as the fast path sends it. An interface, not
@@ -114,14 +183,16 @@ func stale(err error) bool {
 // exchange writes the request and reads the response header; the body is
 // read by the caller and gives the connection back at its end.
 func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string, out outgoing) (*http.Response, error) {
-	// A cancelled request unblocks its reads and writes at once.
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(inThePast) })
-	fail := func(err error) (*http.Response, error) {
-		stop()
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if t.headerTimeout > 0 {
-		c.SetReadDeadline(t.now().Add(t.headerTimeout))
+	c.ctx, c.armed, c.inHead, c.written = ctx, false, true, 0
+	if c.tryRead == nil {
+		c.arm()
+	}
+	fail := func(err error) (*http.Response, error) {
+		c.disarm()
+		return nil, err
 	}
 	if err := out.writeTo(c.bw); err != nil {
 		return fail(err)
@@ -154,10 +225,11 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		return fail(fmt.Errorf("%s: %w", addr, errUnexpectedSwitch))
 	}
-	if t.headerTimeout > 0 {
+	c.inHead = false
+	if c.armed && t.headerTimeout > 0 {
 		c.SetReadDeadline(time.Time{})
 	}
-	b := &h1Body{rc: resp.Body, c: c, t: t, addr: addr, stop: stop, reuse: !resp.Close}
+	b := &h1Body{rc: resp.Body, c: c, t: t, addr: addr, reuse: !resp.Close}
 	if resp.Body == http.NoBody {
 		b.finish(true)
 		return resp, nil
@@ -198,7 +270,10 @@ func (t *h1Transport) get(ctx context.Context, addr string, fresh bool) (*h1Conn
 	if err != nil {
 		return nil, false, err
 	}
-	return &h1Conn{Conn: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}, false, nil
+	c := &h1Conn{Conn: nc, headerTimeout: t.headerTimeout, tryRead: nonblockingReader(nc)}
+	c.br = bufio.NewReaderSize((*h1Wire)(c), 4<<10)
+	c.bw = bufio.NewWriterSize((*h1Wire)(c), 4<<10)
+	return c, false, nil
 }
 
 // put keeps a connection for the next request, unless the transport is
@@ -259,7 +334,6 @@ type h1Body struct {
 	c     *h1Conn
 	t     *h1Transport
 	addr  string
-	stop  func() bool
 	reuse bool
 	done  bool
 }
@@ -296,9 +370,9 @@ func (b *h1Body) finish(readToEnd bool) {
 		return
 	}
 	b.done = true
-	// stop is false once the request's cancellation has fired and set
+	// disarm is false once the request's cancellation has fired and set
 	// the connection's deadline in the past.
-	if b.stop() && readToEnd && b.reuse {
+	if b.c.disarm() && readToEnd && b.reuse {
 		b.t.put(b.addr, b.c)
 		return
 	}
