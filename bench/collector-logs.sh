@@ -54,7 +54,13 @@ start_kafka() {
 	until [ -s "$WORK/kfake.out" ]; do sleep 0.1; done
 	BROKER="127.0.0.1:$KPORT"
 }
-stop_kafka() { kill "$KPID"; wait "$KPID" 2>/dev/null || true; }
+# stop_kafka also prints the broker's own CPU per GiB: it shares the
+# machine's cores with the shipper.
+stop_kafka() {
+	awk -v cpu="$(proc_cpu "$KPID")" -v bytes="$BYTES" 'BEGIN { printf "  (kfake: %.1f CPU s/GiB)\n", cpu / (bytes / 1073741824) }'
+	kill "$KPID"
+	wait "$KPID" 2>/dev/null || true
+}
 
 # report NAME SECONDS CPU_SECONDS PEAK_RSS_KB
 report() {
