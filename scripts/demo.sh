@@ -90,7 +90,7 @@ cat <<'TRY'
 Host metrics reach transfer every 30 s (rates from the second round on).
 Fleet view: http://127.0.0.1:7160/fleet (bin/configd fleet for the console); deploys: http://127.0.0.1:7170/
 Try, in another shell:
-  curl -s 'http://127.0.0.1:7120/api/v1/query?query={__name__="cpu.busy"}'
+  curl -sg 'http://127.0.0.1:7120/api/v1/query?query={__name__="cpu.busy"}'
   echo "app.requests:1|c" > /dev/udp/127.0.0.1/8125          # StatsD into the collector
   bin/collector once | head -3                                 # one round as open-falcon JSON lines
   promtool query instant http://127.0.0.1:7120 '{__name__=~"load.*"}'
