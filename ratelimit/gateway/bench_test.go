@@ -22,14 +22,7 @@ func BenchmarkProxy(b *testing.B) {
 		io.WriteString(w, "ok\n")
 	}))
 	defer up.Close()
-	g, srv := newGateway(b, fmt.Sprintf(`
-zones:
-  q: {rate: 1000000r/s, key: ip, memory: 10MB}
-upstreams:
-  app: {servers: [%s]}
-routes:
-  - {name: all, upstream: app, limits: [{zone: q, burst: 1000, nodelay: true}]}
-`, strings.TrimPrefix(up.URL, "http://")), nil)
+	g, srv := newGateway(b, benchRoutes(strings.TrimPrefix(up.URL, "http://")), nil)
 	srv.Close() // the handler is called directly
 	for _, method := range []string{"GET", "POST"} {
 		b.Run(method, func(b *testing.B) {
@@ -83,14 +76,7 @@ func BenchmarkServerProxy(b *testing.B) {
 			}()
 		}
 	}()
-	_, srv := newGateway(b, fmt.Sprintf(`
-zones:
-  q: {rate: 1000000r/s, key: ip, memory: 10MB}
-upstreams:
-  app: {servers: [%s]}
-routes:
-  - {name: all, upstream: app, limits: [{zone: q, burst: 1000, nodelay: true}]}
-`, up.Addr()), nil)
+	_, srv := newGateway(b, benchRoutes(up.Addr().String()), nil)
 	c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
 	if err != nil {
 		b.Fatal(err)
@@ -113,4 +99,18 @@ routes:
 			b.Fatalf("status %d", resp.StatusCode)
 		}
 	}
+}
+
+// benchRoutes is the benchmarks' route table: one route to upstream with a
+// quota that is computed for every request and refuses none, as in
+// bench/ratelimit-proxy.sh.
+func benchRoutes(upstream string) string {
+	return fmt.Sprintf(`
+zones:
+  q: {rate: 1000000r/s, key: ip, memory: 10MB}
+upstreams:
+  app: {servers: [%s]}
+routes:
+  - {name: all, upstream: app, limits: [{zone: q, burst: 1000, nodelay: true}]}
+`, upstream)
 }
