@@ -149,6 +149,14 @@ func (s *Sink) Inserted() uint64 { return s.inserted.Get() }
 
 // Run consumes until ctx ends. Offsets of a batch are committed only after
 // its insert succeeded; a batch cut short by ctx is left uncommitted.
+//
+// One batch is inserted while the next is polled and decoded, so the
+// decoding (the sink's own CPU) overlaps ClickHouse's work instead of
+// following it. At most two batches are held; the next insert waits for
+// the previous one's insert and commit, so offsets are committed in order
+// and a crash still repeats at most the batch that was being inserted.
+// Rebalances are let through only between batches with nothing in flight,
+// at least every rebalanceEvery.
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.conn.Close()
 	cl, err := kgo.NewClient(
@@ -165,37 +173,84 @@ func (s *Sink) Run(ctx context.Context) error {
 		return fmt.Errorf("sink: %w", err)
 	}
 	defer cl.Close()
+	var inFlight chan error // the previous batch's insert and commit
+	finish := func() error {
+		if inFlight == nil {
+			return nil
+		}
+		err := <-inFlight
+		inFlight = nil
+		return err
+	}
+	lastAllowed := time.Now()
 	for ctx.Err() == nil {
 		recs := s.poll(ctx, cl)
+		var rows *columns
 		if len(recs) > 0 {
-			if err := s.deliver(ctx, recs); err != nil {
-				cl.AllowRebalance()
-				if ctx.Err() != nil {
-					return nil
-				}
-				return err
-			}
-			if err := cl.CommitRecords(ctx, recs...); err != nil && ctx.Err() == nil {
-				// The rows are in; a later commit covers them, or a restart
-				// repeats them harmlessly.
-				s.log.Warn("kafka offset commit failed", "err", err)
-			}
+			rows = s.decode(recs)
 		}
-		cl.AllowRebalance()
+		if err := finish(); err != nil {
+			cl.AllowRebalance()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if len(recs) == 0 || time.Since(lastAllowed) >= rebalanceEvery {
+			// Nothing is in flight: a rebalance now loses nothing. The
+			// batch just polled, if any, is delivered by whoever owns
+			// its partitions next (this member again, or another from
+			// the last committed offset).
+			if len(recs) > 0 {
+				if err := s.deliver(ctx, rows); err != nil {
+					cl.AllowRebalance()
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				s.commit(ctx, cl, recs)
+			}
+			cl.AllowRebalance()
+			lastAllowed = time.Now()
+			continue
+		}
+		inFlight = make(chan error, 1)
+		go func() {
+			err := s.deliver(ctx, rows)
+			if err == nil {
+				s.commit(ctx, cl, recs)
+			}
+			inFlight <- err
+		}()
+	}
+	if err := finish(); err != nil && ctx.Err() == nil {
+		return err
 	}
 	return nil
 }
 
+// rebalanceEvery bounds how long a busy sink holds off a rebalance of its
+// consumer group.
+const rebalanceEvery = time.Second
+
+// commit commits the offsets of records whose rows ClickHouse accepted.
+func (s *Sink) commit(ctx context.Context, cl *kgo.Client, recs []*kgo.Record) {
+	if err := cl.CommitRecords(ctx, recs...); err != nil && ctx.Err() == nil {
+		// The rows are in; a later commit covers them, or a restart
+		// repeats them harmlessly.
+		s.log.Warn("kafka offset commit failed", "err", err)
+	}
+}
+
 // poll gathers up to BatchRows records, waiting at most BatchWait once the
-// first arrived.
+// first arrived, and returns empty after rebalanceEvery without one (so a
+// rebalance held off by the previous poll is let through while idle).
 func (s *Sink) poll(ctx context.Context, cl *kgo.Client) []*kgo.Record {
 	var recs []*kgo.Record
-	var deadline time.Time
+	deadline := time.Now().Add(rebalanceEvery)
 	for len(recs) < s.cfg.BatchRows {
-		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if !deadline.IsZero() {
-			pctx, cancel = context.WithDeadline(ctx, deadline)
-		}
+		pctx, cancel := context.WithDeadline(ctx, deadline)
 		fs := cl.PollRecords(pctx, s.cfg.BatchRows-len(recs))
 		cancel()
 		fs.EachError(func(topic string, p int32, err error) {
@@ -203,11 +258,12 @@ func (s *Sink) poll(ctx context.Context, cl *kgo.Client) []*kgo.Record {
 				s.log.Warn("kafka fetch error", "topic", topic, "partition", p, "err", err)
 			}
 		})
+		first := len(recs) == 0
 		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
-		if ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) {
+		if ctx.Err() != nil || time.Now().After(deadline) {
 			break
 		}
-		if deadline.IsZero() && len(recs) > 0 {
+		if first && len(recs) > 0 {
 			deadline = time.Now().Add(s.cfg.BatchWait)
 		}
 	}
@@ -272,8 +328,7 @@ func (c *columns) add(m ship.Message) {
 
 // deliver inserts the batch, retrying with backoff until it succeeds or
 // ctx ends.
-func (s *Sink) deliver(ctx context.Context, recs []*kgo.Record) error {
-	rows := s.decode(recs)
+func (s *Sink) deliver(ctx context.Context, rows *columns) error {
 	if rows.len() == 0 {
 		return nil
 	}
