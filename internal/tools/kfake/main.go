@@ -3,6 +3,13 @@
 //
 //	kfake --listen 127.0.0.1:9092 --brokers 3 --topics logs:3,metrics:1
 //
+// --segment-bytes sets the brokers' log.segment.bytes. kfake keeps a
+// segment as one in-memory buffer that doubles as it grows, so with its
+// 100 MiB default a benchmark that writes a few hundred MB spends much of
+// the broker's CPU copying and faulting in ever larger buffers, and more
+// so, out of proportion, for a client that sends somewhat more bytes;
+// small segments keep that cost proportional to the bytes written.
+//
 // It prints the brokers' addresses on stdout as one comma-separated line
 // (ready to pass to any --kafka-brokers flag or to kcat -b), then serves
 // until SIGTERM or SIGINT and exits 0. Brokers listen on consecutive ports
@@ -15,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -45,6 +53,8 @@ type options struct {
 	port    int
 	brokers int
 	topics  []topicSpec
+	// segmentBytes is log.segment.bytes; 0 keeps kfake's default.
+	segmentBytes int64
 }
 
 // run serves until ctx ends and returns the exit code.
@@ -79,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	listen := flags.String("listen", "127.0.0.1:9092", "address of the first broker; the others take the next ports (port 0: random ports)")
 	brokers := flags.Int("brokers", 1, "number of brokers")
 	topics := flags.String("topics", "", "topics to create, as name:partitions,... (e.g. logs:3,metrics:1)")
+	segmentBytes := flags.Int64("segment-bytes", 0, "log.segment.bytes of the brokers (0: kfake's default, 100 MiB); a few MiB keeps the broker's CPU per byte even")
 	flags.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kfake [flags]\n\nRuns a fake Kafka cluster in memory until SIGTERM or SIGINT;\nprints the broker addresses on stdout.\n\n")
 		flags.PrintDefaults()
@@ -114,6 +125,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if opts.topics, err = parseTopics(*topics); err != nil {
 		return options{}, fmt.Errorf("--topics: %w", err)
 	}
+	opts.segmentBytes = *segmentBytes
+	if opts.segmentBytes != 0 && (opts.segmentBytes < 14 || opts.segmentBytes > math.MaxInt32) {
+		// Kafka's own bounds: at least a record's overhead, an int.
+		return options{}, fmt.Errorf("--segment-bytes %d: want 0 or 14 to %d", opts.segmentBytes, math.MaxInt32)
+	}
 	return opts, nil
 }
 
@@ -136,6 +152,9 @@ func clusterOptions(opts options) []kfake.Opt {
 			ports[i] = opts.port + i
 		}
 		kopts = append(kopts, kfake.Ports(ports...))
+	}
+	if opts.segmentBytes > 0 {
+		kopts = append(kopts, kfake.BrokerConfigs(map[string]string{"log.segment.bytes": strconv.FormatInt(opts.segmentBytes, 10)}))
 	}
 	for _, topic := range opts.topics {
 		kopts = append(kopts, kfake.SeedTopics(topic.partitions, topic.name))

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -53,6 +54,10 @@ func TestParseFlags(t *testing.T) {
 		{name: "ports run out", args: []string{"--listen", "127.0.0.1:65535", "--brokers", "2"}, wantErr: "past port 65535"},
 		{name: "no brokers", args: []string{"--brokers", "0"}, wantErr: "--brokers"},
 		{name: "bad topics", args: []string{"--topics", "logs:0"}, wantErr: "--topics"},
+		{name: "segment bytes", args: []string{"--segment-bytes", "8388608"}, want: options{host: "127.0.0.1", port: 9092, brokers: 1, segmentBytes: 8 << 20}},
+		{name: "segment bytes too small", args: []string{"--segment-bytes", "13"}, wantErr: "--segment-bytes"},
+		{name: "segment bytes negative", args: []string{"--segment-bytes", "-1"}, wantErr: "--segment-bytes"},
+		{name: "segment bytes over an int", args: []string{"--segment-bytes", "2147483648"}, wantErr: "--segment-bytes"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 		{name: "unknown flag", args: []string{"--nope"}, wantErr: "unknown flag"},
 	}
@@ -68,7 +73,7 @@ func TestParseFlags(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseFlags(%q): %v", tt.args, err)
 			}
-			if got.host != tt.want.host || got.port != tt.want.port || got.brokers != tt.want.brokers ||
+			if got.host != tt.want.host || got.port != tt.want.port || got.brokers != tt.want.brokers || got.segmentBytes != tt.want.segmentBytes ||
 				formatTopics(got.topics) != formatTopics(tt.want.topics) {
 				t.Fatalf("parseFlags(%q) = %+v, want %+v", tt.args, got, tt.want)
 			}
@@ -184,5 +189,55 @@ func checkTopics(t *testing.T, addrs []string, want map[string]int) {
 	}
 	if len(resp.Brokers) != len(addrs) {
 		t.Fatalf("metadata lists %d brokers, want %d", len(resp.Brokers), len(addrs))
+	}
+}
+
+// TestSegmentBytes: --segment-bytes becomes the brokers' log.segment.bytes,
+// and without it the brokers keep kfake's default.
+func TestSegmentBytes(t *testing.T) {
+	tests := []struct {
+		name string
+		opts options
+		want string
+	}{
+		{name: "set", opts: options{host: "127.0.0.1", brokers: 1, segmentBytes: 8 << 20}, want: "8388608"},
+		{name: "default", opts: options{host: "127.0.0.1", brokers: 1}, want: strconv.Itoa(100 << 20)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cluster, err := kfake.NewCluster(clusterOptions(tt.opts)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cluster.Close()
+			client, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req := kmsg.NewPtrDescribeConfigsRequest()
+			res := kmsg.NewDescribeConfigsRequestResource()
+			res.ResourceType = kmsg.ConfigResourceTypeBroker
+			res.ResourceName = "0"
+			res.ConfigNames = []string{"log.segment.bytes"}
+			req.Resources = append(req.Resources, res)
+			resp, err := req.RequestWith(ctx, client)
+			if err != nil {
+				t.Fatalf("describe configs: %v", err)
+			}
+			got := ""
+			for _, r := range resp.Resources {
+				for _, c := range r.Configs {
+					if c.Name == "log.segment.bytes" && c.Value != nil {
+						got = *c.Value
+					}
+				}
+			}
+			if got != tt.want {
+				t.Fatalf("log.segment.bytes %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
