@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // forward proxies an idempotent request without a body (most of a
@@ -22,14 +23,27 @@ import (
 // passed on. It reports whether the response was cut short after its
 // header was sent (the caller then aborts the client's connection, as
 // ReverseProxy does).
-func (g *Gateway) forward(w *statusWriter, req *http.Request, at *attempt) (cut bool) {
-	f := &forwarding{w: w, req: req, pool: at.pool}
+func (g *Gateway) forward(w *statusWriter, req *http.Request, at *attempt, f *forwarding) (cut bool) {
+	*f = forwarding{w: w, req: req, pool: at.pool}
+	lw, loop := w.ResponseWriter.(*response)
+	if loop {
+		// The loop's writer can take the upstream's head as its bytes.
+		f.x.rawDst = &lw.c.upstreamHead
+	}
 	resp, err := at.send(req.Context(), true, f)
 	if err != nil {
 		g.proxyErrorAt(w, req, at, err)
 		return false
 	}
 	defer resp.Body.Close()
+	if f.x.raw {
+		// No header to merge: the head's lines go to the client as they
+		// are encoded, after the gateway's own.
+		lw.raw = f.x.rawDst
+		w.WriteHeader(resp.StatusCode)
+		lw.raw = nil
+		return g.copyBody(w, resp, eventStream(f.x.rawDst.contentType)) != nil
+	}
 	removeHopByHop(resp.Header)
 	h := w.Header()
 	for k, vv := range resp.Header {
@@ -47,7 +61,11 @@ func (g *Gateway) forward(w *statusWriter, req *http.Request, at *attempt) (cut 
 		h["Trailer"] = append(h["Trailer"], strings.Join(keys, ", "))
 	}
 	w.WriteHeader(resp.StatusCode)
-	if err := g.copyBody(w, resp); err != nil {
+	var contentType string
+	if ct := resp.Header["Content-Type"]; len(ct) > 0 {
+		contentType = ct[0]
+	}
+	if err := g.copyBody(w, resp, eventStream(contentType)); err != nil {
 		return true
 	}
 	resp.Body.Close() // now: it fills resp.Trailer
@@ -66,16 +84,30 @@ func (g *Gateway) forward(w *statusWriter, req *http.Request, at *attempt) (cut 
 	return false
 }
 
+// eventStream says whether a Content-Type is server-sent events, whose
+// answers are flushed as they come.
+func eventStream[T string | []byte](contentType T) bool {
+	const sse = "text/event-stream"
+	if len(contentType) < len(sse) || string(contentType[:len(sse)]) != sse {
+		return false
+	}
+	base, _, _ := mime.ParseMediaType(string(contentType))
+	return base == "text/event-stream"
+}
+
 // forwarding is one request on the fast path: the sender and outgoing
 // request the transport needs, in one allocation.
 type forwarding struct {
 	w    *statusWriter
 	req  *http.Request
 	pool *pool
+	x    exchangeScratch
 }
 
-func (f *forwarding) sendTo(addr string) (*http.Response, error) {
-	return f.pool.h1.roundTrip(f.req.Context(), addr, f.req, f)
+func (f *forwarding) scratch() *exchangeScratch { return &f.x }
+
+func (f *forwarding) sendTo(addr string, now time.Time) (*http.Response, error) {
+	return f.pool.h1.roundTrip(f.req.Context(), addr, f.req, f, now)
 }
 
 func (f *forwarding) writeTo(bw *bufio.Writer) error { return writeRequest(bw, f.req) }
@@ -94,14 +126,8 @@ func (f *forwarding) interim(code int, h http.Header) {
 
 // copyBody copies the response body to the client, flushing after each
 // piece when the response is a stream (no length, or server-sent events).
-func (g *Gateway) copyBody(w *statusWriter, resp *http.Response) error {
-	stream := resp.ContentLength == -1
-	if !stream {
-		if ct := resp.Header["Content-Type"]; len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream") {
-			base, _, _ := mime.ParseMediaType(ct[0])
-			stream = base == "text/event-stream"
-		}
-	}
+func (g *Gateway) copyBody(w *statusWriter, resp *http.Response, events bool) error {
+	stream := resp.ContentLength == -1 || events
 	// The pool's pointer itself, not bufferPool.Put: that would allocate
 	// a new one per request.
 	bp := g.buffers.p.Get().(*[]byte)

@@ -120,6 +120,16 @@ type policy struct {
 	w    int64
 	// the header texts, made once
 	quoted, header, limit string
+	// The last answer's header values: a hot key's remaining count and
+	// reset change seldom from one request to the next, so they are
+	// usually the same and cost no allocation.
+	last *atomic.Pointer[limitValues]
+}
+
+// limitValues are the five values limitHeaders sets.
+type limitValues struct {
+	remaining, reset int64
+	values           [5]string
 }
 
 // New returns a gateway with no routes (every request gets 404).
@@ -379,6 +389,7 @@ func quota(name string, perSecond float64) policy {
 	p.quoted = strconv.Quote(name)
 	p.header = fmt.Sprintf("%s;q=%d;w=%d", p.quoted, p.q, p.w)
 	p.limit = strconv.FormatInt(p.q, 10)
+	p.last = new(atomic.Pointer[limitValues])
 	return p
 }
 
@@ -470,7 +481,11 @@ func (r *route) decide(keys []string) outcome {
 
 // ServeHTTP routes, limits and proxies one request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	start := g.opts.Now()
+	// The start is read only for a request that is logged.
+	var start time.Time
+	if g.opts.AccessLog {
+		start = g.opts.Now()
+	}
 	st := g.state.Load()
 	var rt *route
 	for _, r := range st.routes {
@@ -492,6 +507,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	if dye != "" {
+		if start.IsZero() {
+			start = g.opts.Now()
+		}
 		g.log.Info("dyed request: routed", "dye", dye, "route", rt.cfg.Name, "method", req.Method, "uri", req.RequestURI, "host", req.Host, "client", ri.ip, "headers", req.Header)
 	}
 
@@ -550,11 +568,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	at := &attempt{pool: p, hops: g.opts.Hops}
+	// The attempt, the status writer and the fast path's exchange in one
+	// allocation.
+	px := &proxied{at: attempt{pool: p, hops: g.opts.Hops}, sw: statusWriter{ResponseWriter: w}}
+	at, sw := &px.at, &px.sw
 	if p.cfg.Balance == "hash" {
 		at.hashKey = p.cfg.HashKey.key(&ri)
 	}
-	sw := &statusWriter{ResponseWriter: w}
 	// ReverseProxy panics with http.ErrAbortHandler when a body is cut
 	// short, and so do we: the limiter's slot must be given back then too.
 	answered := false
@@ -566,7 +586,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}()
 	}
 	if forwardable(req) {
-		if cut := g.forward(sw, req, at); cut {
+		if cut := g.forward(sw, req, at, &px.fwd); cut {
 			g.access(req, rt, &ri, o.status, sw.code, at.server, start, dye)
 			panic(http.ErrAbortHandler) // the client must see the body cut short
 		}
@@ -581,6 +601,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		g.opts.Dye.Hop(dye, "proxy "+at.server, fmt.Sprintf("%s %s %s -> %d (upstream %s)", rt.cfg.Name, req.Method, req.RequestURI, sw.code, at.took.Round(time.Microsecond)), g.opts.Now().Sub(start))
 	}
 	g.access(req, rt, &ri, o.status, sw.code, at.server, start, dye)
+}
+
+// proxied is a request's state on its way upstream.
+type proxied struct {
+	at  attempt
+	sw  statusWriter
+	fwd forwarding
 }
 
 // RequestTimeoutHeader carries a client's deadline ("250ms" or a number of
@@ -634,10 +661,17 @@ func (g *Gateway) limitHeaders(h http.Header, rt *route, o outcome) {
 		return
 	}
 	p := &rt.policy[o.tightest]
-	reset := strconv.FormatInt(int64(math.Ceil(o.reset.Seconds())), 10)
-	remaining := strconv.FormatInt(max(o.remaining, 0), 10)
-	// One backing array for the five values: one allocation, not five.
-	v := &[5]string{p.header, p.quoted + ";r=" + remaining + ";t=" + reset, p.limit, remaining, reset}
+	remaining, reset := max(o.remaining, 0), int64(math.Ceil(o.reset.Seconds()))
+	lv := p.last.Load()
+	if lv == nil || lv.remaining != remaining || lv.reset != reset {
+		r, t := strconv.FormatInt(remaining, 10), strconv.FormatInt(reset, 10)
+		lv = &limitValues{remaining: remaining, reset: reset,
+			values: [5]string{p.header, p.quoted + ";r=" + r + ";t=" + t, p.limit, r, t}}
+		p.last.Store(lv)
+	}
+	// The values are shared between answers and never written: a header
+	// added to later is copied first (its slices are full).
+	v := &lv.values
 	h["Ratelimit-Policy"] = v[0:1:1]
 	h["Ratelimit"] = v[1:2:2]
 	h["X-Ratelimit-Limit"] = v[2:3:3]

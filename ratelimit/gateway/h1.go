@@ -117,6 +117,20 @@ func (c *h1Conn) disarm() bool {
 type outgoing interface {
 	writeTo(*bufio.Writer) error
 	interim(code int, h http.Header)
+	// scratch holds what the exchange fills for the response.
+	scratch() *exchangeScratch
+}
+
+// exchangeScratch is the response and bodies of one exchange, allocated
+// with the request's other state rather than one by one.
+type exchangeScratch struct {
+	resp   http.Response
+	body   h1Body
+	length lengthBody
+	// rawDst, set by the caller, takes a final head raw (see rawHead);
+	// raw says the exchange did, and the response then has no Header.
+	rawDst *rawHead
+	raw    bool
 }
 
 // plainRequest sends an outbound request as net/http writes it and drops
@@ -126,6 +140,7 @@ type plainRequest struct{ *http.Request }
 
 func (r plainRequest) writeTo(w *bufio.Writer) error { return r.Write(w) }
 func (plainRequest) interim(int, http.Header)        {}
+func (plainRequest) scratch() *exchangeScratch       { return new(exchangeScratch) }
 
 // errUnexpectedSwitch is a 101 answer to a request that asked for no
 // upgrade.
@@ -154,14 +169,15 @@ func (t *h1Transport) handles(req *http.Request) bool {
 //
 // out puts the request on the connection and is told of 1xx answers
 // before the response; req gives the method (for HEAD) and is the
-// response's Request.
-func (t *h1Transport) roundTrip(ctx context.Context, addr string, req *http.Request, out outgoing) (*http.Response, error) {
+// response's Request; now is the time (for the idle connections' age).
+func (t *h1Transport) roundTrip(ctx context.Context, addr string, req *http.Request, out outgoing, now time.Time) (*http.Response, error) {
+	x := out.scratch()
 	for retried := false; ; retried = true {
-		c, reused, err := t.get(ctx, addr, retried)
+		c, reused, err := t.get(ctx, addr, retried, now)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(ctx, c, req, addr, out)
+		resp, err := t.exchange(ctx, c, req, addr, out, x)
 		if err == nil {
 			return resp, nil
 		}
@@ -182,10 +198,11 @@ func stale(err error) bool {
 
 // exchange writes the request and reads the response header; the body is
 // read by the caller and gives the connection back at its end.
-func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string, out outgoing) (*http.Response, error) {
+func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, addr string, out outgoing, x *exchangeScratch) (*http.Response, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	x.raw = false
 	c.ctx, c.armed, c.inHead, c.written = ctx, false, true, 0
 	if c.tryRead == nil {
 		c.arm()
@@ -209,7 +226,7 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 	var resp *http.Response
 	for {
 		var err error
-		resp, err = readResponse(c.br, req)
+		resp, err = readResponse(c.br, req, x)
 		if err != nil {
 			return fail(err)
 		}
@@ -229,7 +246,8 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 	if c.armed && t.headerTimeout > 0 {
 		c.SetReadDeadline(time.Time{})
 	}
-	b := &h1Body{rc: resp.Body, c: c, t: t, addr: addr, reuse: !resp.Close}
+	b := &x.body
+	*b = h1Body{rc: resp.Body, c: c, t: t, addr: addr, reuse: !resp.Close}
 	if resp.Body == http.NoBody {
 		b.finish(true)
 		return resp, nil
@@ -240,9 +258,8 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 
 // get takes the newest idle connection to addr that has not been idle too
 // long, or dials one (always, when fresh).
-func (t *h1Transport) get(ctx context.Context, addr string, fresh bool) (*h1Conn, bool, error) {
+func (t *h1Transport) get(ctx context.Context, addr string, fresh bool, now time.Time) (*h1Conn, bool, error) {
 	if !fresh {
-		now := t.now()
 		var expired []*h1Conn
 		t.mu.Lock()
 		list := t.idle[addr]

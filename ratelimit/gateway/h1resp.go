@@ -9,11 +9,13 @@ import (
 
 // readResponse reads an upstream's response head. The common answer (a
 // final status with a Content-Length, HTTP/1.x, no Transfer-Encoding) is
-// parsed in place: one string for the whole head, the header's names and
-// values cut from it. Anything else (interim and 204/304 answers, chunked
-// or close-delimited bodies, trailers, heads over the buffer, odd bytes)
-// is left to http.ReadResponse, which reads the same bytes.
-func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
+// parsed in place. When the caller takes heads raw (x.rawDst), such a head
+// is kept as bytes there (see rawHead) and the response has no Header;
+// otherwise it becomes one string, the header's names and values cut from
+// it. Anything else (interim and 204/304 answers, chunked or
+// close-delimited bodies, trailers, heads over the buffer, odd bytes) is
+// left to http.ReadResponse, which reads the same bytes.
+func readResponse(br *bufio.Reader, req *http.Request, x *exchangeScratch) (*http.Response, error) {
 	end := -1
 	for {
 		buf, _ := br.Peek(br.Buffered())
@@ -31,17 +33,35 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 		}
 	}
 	buf, _ := br.Peek(end)
+	if raw := x.rawDst; raw != nil && raw.parse(buf) {
+		br.Discard(end)
+		resp := &x.resp
+		*resp = http.Response{StatusCode: raw.code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: raw.minor,
+			ContentLength: raw.length, Request: req, Close: raw.close}
+		if raw.minor == 0 {
+			resp.Proto = "HTTP/1.0"
+		}
+		x.raw = true
+		x.setBody(resp, br, req)
+		return resp, nil
+	}
 	resp, ok := parseResponseHead(string(buf), req)
 	if !ok {
 		return http.ReadResponse(br, req)
 	}
 	br.Discard(end)
+	x.setBody(resp, br, req)
+	return resp, nil
+}
+
+// setBody gives a response parsed in place its body.
+func (x *exchangeScratch) setBody(resp *http.Response, br *bufio.Reader, req *http.Request) {
 	if resp.ContentLength == 0 || req.Method == http.MethodHead {
 		resp.Body = http.NoBody
-	} else {
-		resp.Body = &lengthBody{br: br, left: resp.ContentLength}
+		return
 	}
-	return resp, nil
+	x.length = lengthBody{br: br, left: resp.ContentLength}
+	resp.Body = &x.length
 }
 
 // parseResponseHead parses a head readResponse may serve itself; ok is

@@ -178,6 +178,9 @@ func (tp TrustedProxies) ClientIP(remoteAddr string, xff []string) string {
 	}
 	client := peer.Unmap()
 	if len(tp) == 0 || !tp.trusts(client) {
+		if peer.Is4() {
+			return host // as String would write it (ParseAddr takes no other IPv4 form), without a copy
+		}
 		return client.String()
 	}
 	for i := len(xff) - 1; i >= 0; i-- {

@@ -280,6 +280,10 @@ type serverConn struct {
 
 	deadline time.Time // the read deadline set, zero if none
 
+	// upstreamHead takes the head of the answer the request in flight
+	// gets, when the fast path passes it on raw; its buffer is reused.
+	upstreamHead rawHead
+
 	dateSec int64
 	date    []byte
 }
@@ -723,6 +727,9 @@ type response struct {
 	isHead     bool // a HEAD request: the body is counted, not sent
 	written    int64
 	buf        []byte // body held before the header goes out
+	// raw, while WriteHeader runs, is the upstream head whose lines are
+	// passed on after the header map's (see rawHead).
+	raw *rawHead
 }
 
 func (w *response) reset(req *http.Request, minor int) {
@@ -786,7 +793,9 @@ func (w *response) encodeHeader() {
 	code := w.status
 	w.bodyOK = !(code >= 100 && code <= 199) && code != http.StatusNoContent && code != http.StatusNotModified
 	w.isHead = w.req.Method == http.MethodHead
+	mapLength := false
 	if v := w.header["Content-Length"]; len(v) > 0 {
+		mapLength = true
 		if n, ok := parseContentLength(v[0]); ok {
 			w.length = n
 		}
@@ -824,7 +833,20 @@ func (w *response) encodeHeader() {
 			b = appendHeaderLine(b, k, v)
 		}
 	}
-	if _, ok := w.header["Date"]; !ok {
+	_, hasDate := w.header["Date"]
+	if raw := w.raw; raw != nil {
+		// The upstream's lines follow the map's, as the map's values of a
+		// name precede the upstream's when the two are merged. The first
+		// Content-Length decides the length: the map's, else the
+		// upstream's.
+		b = raw.appendPassed(b, mapLength && w.length < 0)
+		if !mapLength {
+			w.length = raw.passedLength
+		}
+		hasDate = hasDate || raw.hasDate
+		w.sniff = w.sniff && raw.contentType == nil
+	}
+	if !hasDate {
 		b = append(b, "Date: "...)
 		b = append(b, w.c.httpDate()...)
 		b = append(b, "\r\n"...)

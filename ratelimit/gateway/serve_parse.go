@@ -228,8 +228,8 @@ func tokenByte(c byte) bool {
 	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
-func isToken(s string) bool {
-	if s == "" {
+func isToken[T string | []byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
@@ -252,7 +252,7 @@ func validTarget(s string) bool {
 }
 
 // validFieldValue: no control bytes but tab (net/http refuses them).
-func validFieldValue(s string) bool {
+func validFieldValue[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; (c < ' ' && c != '\t') || c == 0x7f {
 			return false
@@ -275,8 +275,8 @@ func validHost(s string) bool {
 }
 
 // parseContentLength reads a decimal length; net/http refuses the rest.
-func parseContentLength(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
+func parseContentLength[T string | []byte](s T) (int64, bool) {
+	if len(s) == 0 || len(s) > 18 {
 		return 0, false
 	}
 	var n int64

@@ -201,8 +201,7 @@ func (p *pool) markFailed(s *server) {
 }
 
 // pick chooses a live server not yet tried for this request.
-func (p *pool) pick(hashKey string, tried []*server) *server {
-	now := time.Now().UnixNano()
+func (p *pool) pick(hashKey string, tried []*server, now int64) *server {
 	usable := func(s *server) bool {
 		if !s.live(now) {
 			return false
@@ -269,6 +268,7 @@ type attempt struct {
 	server  string        // the server that answered, for the access log
 	took    time.Duration // its response time (to the response header)
 	hops    *hop.Set
+	counted countedBody // the body of the answer, once one came
 }
 
 func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -281,7 +281,8 @@ func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // sender sends a request to one server of a pool.
 type sender interface {
-	sendTo(addr string) (*http.Response, error)
+	// sendTo sends to addr; now is the time the try began.
+	sendTo(addr string, now time.Time) (*http.Response, error)
 }
 
 // viaTransport sends a request ReverseProxy made.
@@ -290,11 +291,11 @@ type viaTransport struct {
 	req *http.Request
 }
 
-func (v *viaTransport) sendTo(addr string) (*http.Response, error) {
+func (v *viaTransport) sendTo(addr string, now time.Time) (*http.Response, error) {
 	v.req.URL.Scheme = "http"
 	v.req.URL.Host = addr
 	if v.p.h1.handles(v.req) {
-		return v.p.h1.roundTrip(v.req.Context(), addr, v.req, plainRequest{v.req})
+		return v.p.h1.roundTrip(v.req.Context(), addr, v.req, plainRequest{v.req}, now)
 	}
 	return v.p.transport.RoundTrip(v.req)
 }
@@ -312,15 +313,20 @@ func (at *attempt) send(ctx context.Context, idempotent bool, s sender) (*http.R
 	var triedBuf [4]*server
 	tried := triedBuf[:0]
 	var lastErr error = errNoServer
+	// One clock reading a try serves the pick, the idle connection's age
+	// and the response time.
+	sent := time.Now()
 	for i := 0; i < tries; i++ {
-		srv := p.pick(at.hashKey, tried)
+		if i > 0 {
+			sent = time.Now()
+		}
+		srv := p.pick(at.hashKey, tried, sent.UnixNano())
 		if srv == nil {
 			break
 		}
 		tried = append(tried, srv)
 		srv.inflight.Add(1)
-		sent := time.Now()
-		resp, err := s.sendTo(srv.addr)
+		resp, err := s.sendTo(srv.addr, sent)
 		if err != nil {
 			srv.inflight.Add(-1)
 			at.hops.To(srv.addr).Failed()
@@ -342,7 +348,8 @@ func (at *attempt) send(ctx context.Context, idempotent bool, s sender) (*http.R
 			srv.inflight.Add(-1)
 			return resp, nil
 		}
-		resp.Body = &countedBody{ReadCloser: resp.Body, s: srv}
+		at.counted = countedBody{ReadCloser: resp.Body, s: srv}
+		resp.Body = &at.counted
 		return resp, nil
 	}
 	return nil, lastErr

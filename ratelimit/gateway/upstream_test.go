@@ -32,15 +32,15 @@ func TestPick(t *testing.T) {
 	for _, tc := range tests {
 		p := newPool("p", tc.cfg, log)
 		tc.prepare(p)
-		if s := p.pick(tc.key, nil); s == nil || s.addr != tc.want {
+		if s := p.pick(tc.key, nil, time.Now().UnixNano()); s == nil || s.addr != tc.want {
 			t.Errorf("%s: picked %v, want %s", tc.name, s, tc.want)
 		}
 	}
 	// Tried servers are not picked again; with all tried, none is.
 	p := newPool("p", UpstreamConfig{Servers: []string{"a:1", "b:1"}}, log)
-	first := p.pick("", nil)
-	second := p.pick("", []*server{first})
-	if second == nil || second == first || p.pick("", []*server{first, second}) != nil {
+	first := p.pick("", nil, time.Now().UnixNano())
+	second := p.pick("", []*server{first}, time.Now().UnixNano())
+	if second == nil || second == first || p.pick("", []*server{first, second}, time.Now().UnixNano()) != nil {
 		t.Fatalf("retry picks: %v then %v", first, second)
 	}
 	// Rendezvous hashing: removing a server moves only its keys.
@@ -48,11 +48,11 @@ func TestPick(t *testing.T) {
 	before := map[string]string{}
 	for i := 0; i < 300; i++ {
 		k := string(rune('A'+i%26)) + time.Duration(i).String()
-		before[k] = p.pick(k, nil).addr
+		before[k] = p.pick(k, nil, time.Now().UnixNano()).addr
 	}
 	p.servers[2].healthy.Store(false)
 	for k, was := range before {
-		now := p.pick(k, nil).addr
+		now := p.pick(k, nil, time.Now().UnixNano()).addr
 		if was != "c:1" && now != was {
 			t.Fatalf("key %s moved from %s to %s though its server stayed", k, was, now)
 		}
