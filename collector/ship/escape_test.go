@@ -51,6 +51,55 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
+// TestAppendLineMatchesAppendJSON: the line's one-pass escaping writes
+// what checking it first and escaping it second writes, after what dst
+// already holds, and tells valid from invalid UTF-8.
+func TestAppendLineMatchesAppendJSON(t *testing.T) {
+	long := strings.Repeat("GET /a HTTP/1.1 200 ", 5)
+	for _, s := range []string{
+		"",
+		"plain",
+		"exactly8",
+		"sixteen bytes ok",
+		long,
+		long + `"` + long,
+		long[:9] + "\t" + long,
+		long[:16] + "\x00\x1f\x7f",
+		"naïve café " + long,
+		long + "naïve",
+		"sep\u2028para\u2029" + long,
+		long[:8] + "\u2028",
+		long[:15] + "\u2029" + long[:3] + "\u2028",
+		"€" + long[:15] + "€",
+		"bad \xff\xfe byte " + long,
+		long + "\xe2\x80",
+		long + "é" + long + "\xff",
+		"\xe2\x80\xa8\xff",
+	} {
+		valid := utf8.ValidString(s)
+		want := string(appendJSON([]byte("prefix"), []byte(s), valid))
+		got, gotValid := appendLine([]byte("prefix"), []byte(s))
+		if string(got) != want || gotValid != valid {
+			t.Errorf("%q:\n got %s (valid %v)\nwant %s (valid %v)", s, got, gotValid, want, valid)
+		}
+	}
+}
+
+// FuzzAppendLine: appendLine agrees with appendJSON and utf8.Valid on any
+// line.
+func FuzzAppendLine(f *testing.F) {
+	f.Add([]byte("10.1.2.3 - - [22/Nov/2026] \"GET / HTTP/1.1\" 200 \"Mozilla/5.0\""))
+	f.Add([]byte("caf\xc3\xa9 \xe2\x80\xa8 \xff tail of more than sixteen bytes"))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		valid := utf8.Valid(line)
+		want := appendJSON([]byte("{"), line, valid)
+		got, gotValid := appendLine([]byte("{"), line)
+		if !bytes.Equal(got, want) || gotValid != valid {
+			t.Fatalf("%q: got %s (valid %v), want %s (valid %v)", line, got, gotValid, want, valid)
+		}
+	})
+}
+
 // FuzzAppendJSON: the escaping matches encoding/json's for any input.
 func FuzzAppendJSON(f *testing.F) {
 	f.Add("10.1.2.3 - - [22/Nov/2026] \"GET / HTTP/1.1\" 200")

@@ -18,6 +18,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strconv"
 	"time"
@@ -122,8 +123,7 @@ func (e *Encoder) Append(dst []byte, ev *tail.Event) []byte {
 	dst = append(dst, `","offset":`...)
 	dst = strconv.AppendInt(dst, ev.Offset, 10)
 	dst = append(dst, `,"line":`...)
-	valid := utf8.Valid(ev.Line)
-	dst = appendJSON(dst, ev.Line, valid)
+	dst, valid := appendLine(dst, ev.Line)
 	if ev.Truncated {
 		dst = append(dst, `,"truncated":true`...)
 	}
@@ -184,12 +184,9 @@ func appendJSON[T string | []byte](dst []byte, s T, valid bool) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); i++ {
-		// Eight bytes at a time while none needs a look: log lines are
+		// Straight to the next byte that needs a look: log lines are
 		// mostly plain ASCII.
-		for i+8 <= len(s) && plainWord(load64(s, i)) {
-			i += 8
-		}
-		if i == len(s) {
+		if i = skipPlain(s, i); i == len(s) {
 			break
 		}
 		c := s[i]
@@ -215,10 +212,75 @@ func appendJSON[T string | []byte](dst []byte, s T, valid bool) []byte {
 	return append(dst, '"')
 }
 
+// appendLine appends a line as a JSON string, as appendJSON does, and
+// reports whether it is valid UTF-8; an invalid line is appended as
+// appendLossy does. The check starts at the first byte that is not ASCII
+// (those before it are), so a plain ASCII line, the common case, is
+// looked at once rather than checked first and escaped second.
+func appendLine(dst, line []byte) ([]byte, bool) {
+	mark := len(dst)
+	dst = append(dst, '"')
+	start, checked := 0, false
+	for i := 0; i < len(line); {
+		if i = skipPlain(line, i); i == len(line) {
+			break
+		}
+		switch c := line[i]; {
+		case c >= utf8.RuneSelf:
+			if !checked {
+				if !utf8.Valid(line[i:]) {
+					return appendLossy(dst[:mark], string(line)), false
+				}
+				checked = true
+			}
+			if c == 0xE2 && i+2 < len(line) && line[i+1] == 0x80 && (line[i+2] == 0xA8 || line[i+2] == 0xA9) {
+				// U+2028 and U+2029, escaped as appendJSON does.
+				dst = append(dst, line[start:i]...)
+				dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[line[i+2]&0xf])
+				i += 3
+				start = i
+				continue
+			}
+			i++
+		case c < 0x20 || c == '"' || c == '\\':
+			dst = append(dst, line[start:i]...)
+			dst = appendEscape(dst, c)
+			i++
+			start = i
+		default:
+			i++
+		}
+	}
+	dst = append(dst, line[start:]...)
+	return append(dst, '"'), true
+}
+
 const (
 	lowBits  = 0x0101010101010101
 	highBits = 0x8080808080808080
 )
+
+// skipPlain returns the index of the first byte of s from i on that is a
+// control byte, a quote, a backslash or not ASCII (possibly part of U+2028
+// or U+2029), or where fewer than eight bytes are left; it looks at
+// sixteen bytes at a time, then eight.
+func skipPlain[T string | []byte](s T, i int) int {
+	for i+16 <= len(s) {
+		if special(load64(s, i))|special(load64(s, i+8)) != 0 {
+			break
+		}
+		i += 16
+	}
+	for i+8 <= len(s) {
+		if m := special(load64(s, i)); m != 0 {
+			// The lowest byte marked is exact (a borrow only marks
+			// bytes above a marked one): the first to look at.
+			return i + bits.TrailingZeros64(m)>>3
+		}
+		i += 8
+	}
+	return i
+}
 
 // load64 reads the eight bytes of s at i, little endian.
 func load64[T string | []byte](s T, i int) uint64 {
@@ -227,13 +289,12 @@ func load64[T string | []byte](s T, i int) uint64 {
 		uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
 }
 
-// plainWord reports whether none of w's eight bytes is a control byte, a
-// quote, a backslash or a byte of a multibyte sequence (which may be
-// U+2028 or U+2029): such a word is copied as it is.
-func plainWord(w uint64) bool {
+// special marks (high bit) each of w's bytes that is a control byte, a
+// quote, a backslash or not ASCII; zero means the word is copied as it is.
+func special(w uint64) uint64 {
 	hasZero := func(v uint64) uint64 { return (v - lowBits) & ^v & highBits }
 	control := (w - 0x20*lowBits) & ^w & highBits
-	return (control | hasZero(w^('"'*lowBits)) | hasZero(w^('\\'*lowBits)) | w&highBits) == 0
+	return control | hasZero(w^('"'*lowBits)) | hasZero(w^('\\'*lowBits)) | w&highBits
 }
 
 func appendEscape(dst []byte, c byte) []byte {
