@@ -146,6 +146,9 @@ type producer struct {
 	ackedSince        int
 	ackCount          int
 	ackLatency        time.Duration
+	// acked holds the receipts of records acknowledged and not yet handed
+	// to the tailer, which takes them a few at a time under one lock.
+	acked []tail.Receipt
 	// inFlight counts the records produced by this client and not yet
 	// answered, kept only when there are several clients.
 	inFlight atomic.Int64
@@ -645,19 +648,26 @@ func (k *Kafka) promise(p *producer, r *kgo.Record, err error) {
 		if len(k.producers) > 1 {
 			idle = p.inFlight.Add(-1) == 0
 		}
+		if ctx.dyed != nil {
+			k.cfg.Dye.Hop(ctx.dyed.id, "send "+k.hop.To(), ctx.dyed.summary, took)
+		}
+		// The receipts too are handed over every few records, and
+		// whenever nothing is left in flight: a later answer, or this
+		// one, always hands over what is held.
+		p.acked = append(p.acked, ctx.receipt)
 		if p.ackCount >= ackClockEvery || idle {
 			k.produced.Add(p.ackCount)
 			k.hop.Acked(p.ackCount, p.ackLatency)
 			p.ackCount, p.ackLatency = 0, 0
+			p.handOver()
 		}
-		if ctx.dyed != nil {
-			k.cfg.Dye.Hop(ctx.dyed.id, "send "+k.hop.To(), ctx.dyed.summary, took)
-		}
-		ctx.receipt.Done()
 		// The record is Kafka's no more: its slab may be reused.
 		k.release(ctx.slab)
 		return
 	}
+	// A failed record leaves the ones acknowledged before it held: they
+	// are handed over now.
+	p.handOver()
 	if errors.Is(err, kgo.ErrClientClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		// Stopping: the event stays undelivered and is read again
 		// after the restart.
@@ -679,6 +689,17 @@ func (k *Kafka) promise(p *producer, r *kgo.Record, err error) {
 		p.client.Produce(k.prodCtx, r, p.onAck)
 	}()
 
+}
+
+// handOver marks the held receipts done. Only p's promises call it, one
+// at a time.
+func (p *producer) handOver() {
+	if len(p.acked) == 0 {
+		return
+	}
+	tail.DoneAll(p.acked)
+	clear(p.acked) // they point to the tailer's streams
+	p.acked = p.acked[:0]
 }
 
 // warn logs at most once per 10 s.

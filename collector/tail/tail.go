@@ -157,6 +157,28 @@ func (r Receipt) Done() {
 	}
 }
 
+// DoneAll marks the receipts' events delivered, as Done on each would,
+// taking the tailer's lock once for each run of receipts of one file
+// rather than once for each: an output answered for many events at once
+// (a Kafka batch) hands them over together.
+func DoneAll(rs []Receipt) {
+	for i := 0; i < len(rs); {
+		s, j := rs[i].stream, i+1
+		for j < len(rs) && rs[j].stream == s {
+			j++
+		}
+		if s != nil {
+			s.t.ackAll(s, rs[i:j])
+		}
+		for _, r := range rs[i:j] {
+			if r.onDone != nil {
+				r.onDone()
+			}
+		}
+		i = j
+	}
+}
+
 // Emitter delivers events. Emit may block to apply backpressure: reading
 // pauses meanwhile. Flush is called when the tailer has read what there
 // was, so buffered output can go out.
@@ -861,11 +883,35 @@ func (t *Tailer) emitAll(ctx context.Context, s *stream, chunks []Chunk) error {
 func (t *Tailer) ack(s *stream, seq uint64) {
 	t.ackMu.Lock()
 	defer t.ackMu.Unlock()
+	if s.mark(seq) {
+		s.advance()
+	}
+}
+
+// ackAll marks the events of receipts rs, all of stream s, delivered.
+func (t *Tailer) ackAll(s *stream, rs []Receipt) {
+	t.ackMu.Lock()
+	defer t.ackMu.Unlock()
+	for _, r := range rs {
+		s.mark(r.seq)
+	}
+	s.advance()
+}
+
+// mark notes event seq delivered, under the tailer's ackMu; it reports
+// whether seq was in the window.
+func (s *stream) mark(seq uint64) bool {
 	i := s.head + int(seq-s.base)
 	if i < s.head || i >= len(s.acked) {
-		return
+		return false
 	}
 	s.acked[i] = true
+	return true
+}
+
+// advance moves the committed offset past the delivered events at the
+// head of the window, under the tailer's ackMu.
+func (s *stream) advance() {
 	for s.head < len(s.acked) && s.acked[s.head] {
 		s.committed = s.ends[s.head]
 		s.head++

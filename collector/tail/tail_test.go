@@ -177,6 +177,59 @@ func TestOnlyDeliveredIsCheckpointed(t *testing.T) {
 	}
 }
 
+// TestDoneAll: receipts handed over together, of two files interleaved
+// and out of order, move each file's checkpoint as Done on each would, and
+// call the OnDone of events made outside a tailer.
+func TestDoneAll(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.log"), filepath.Join(dir, "b.log")
+	appendFile(t, a, "aa\nbb\ncc\ndd\n")
+	appendFile(t, b, "xxx\nyyy\n")
+	out := &collect{hold: true}
+	r := startTailer(t, Config{Inputs: []*Input{{Paths: []string{a, b}}}}, out)
+	waitFor(t, "six events", func() bool { return len(out.lines()) == 6 })
+	receipts := map[string]Receipt{}
+	for _, ev := range out.snapshot() {
+		receipts[string(ev.Line)] = ev.Receipt()
+	}
+	offsets := func() map[string]int64 {
+		got := map[string]int64{}
+		for _, cp := range r.t.Checkpoints() {
+			got[filepath.Base(cp.Path)] = cp.Offset
+		}
+		return got
+	}
+	outside := 0
+	steps := []struct {
+		done []string
+		want map[string]int64
+	}{
+		{[]string{"bb", "yyy", "dd"}, map[string]int64{"a.log": 0, "b.log": 0}},
+		{[]string{"aa", "outside", "xxx"}, map[string]int64{"a.log": 6, "b.log": 8}},
+		{[]string{"cc"}, map[string]int64{"a.log": 12, "b.log": 8}},
+	}
+	for i, step := range steps {
+		var rs []Receipt
+		for _, l := range step.done {
+			if l == "outside" {
+				rs = append(rs, (&Event{OnDone: func() { outside++ }}).Receipt())
+				continue
+			}
+			rs = append(rs, receipts[l])
+		}
+		DoneAll(rs)
+		if got := offsets(); got["a.log"] != step.want["a.log"] || got["b.log"] != step.want["b.log"] {
+			t.Fatalf("step %d: checkpoints %v, want %v", i, got, step.want)
+		}
+	}
+	if outside != 1 {
+		t.Errorf("OnDone called %d times, want 1", outside)
+	}
+	if n := r.t.InFlight(); n != 0 {
+		t.Errorf("in flight %d, want 0", n)
+	}
+}
+
 // seqWriter writes numbered lines; rotate is called under its lock every
 // `every` lines, as a logging library that rotates between writes.
 type seqWriter struct {
