@@ -21,8 +21,8 @@
 # steadier than requests a second, which other jobs on CPU 0 take from.
 #
 # Then the added latency: hey paced at half the gateway's throughput,
-# through the gateway and straight to the backend, RUNS times; the
-# difference of the p99 latencies is what the gateway adds.
+# straight to the backend, through the gateway and through nginx, RUNS
+# times; the difference of the p99 latencies is what each proxy adds.
 #
 #   bench/ratelimit-proxy.sh   (DURATION=10s CONNS=50 RUNS=3 by default;
 #                               PROFILE=FILE writes the gateway's CPU
@@ -123,23 +123,25 @@ python3 -c "print('{\"gateway_to_nginx\":%.2f,\"gateway_to_bare_reverseproxy\":%
 HALF=${RATE:-$(python3 -c "print(int($G/2))")}
 # hey paces each of its 20 workers to HALF/20 a second: at half the
 # throughput latencies are short, so its closed loop hides little.
-echo "# hey at $HALF/s (${RATE:+given, not }half the gateway's rate) for 10 s: backend direct, then through the gateway"
+echo "# hey at $HALF/s (${RATE:+given, not }half the gateway's rate) for 10 s: backend direct, then through the gateway, then through nginx"
 p99() { # $1 url
 	taskset -c 1 hey -z 10s -c 20 -q $((HALF / 20)) "$1" >"$TMP/hey.out"
 	grep -E '^ +\[[0-9]+\]|^Error distribution|^ +\[[0-9]+\] +Get' "$TMP/hey.out" | sed 's/^ */#   hey /' >&2 || true
 	awk '/Requests\/sec/ {r=$2} /  50% in/ {p50=$3} /  99% in/ {p99=$3} END {printf "{\"rps\":%s,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n", r, p50*1000, p99*1000}' "$TMP/hey.out"
 }
-# RUNS pairs, direct then through the gateway; the medians of the added
-# p50 and p99.
-ADD50= ADD99=
+# RUNS rounds, direct then through the gateway then through nginx; the
+# medians of the added p50 and p99, the gateway's and nginx's.
+ADD50= ADD99= NADD50= NADD99=
 for run in $(seq "$RUNS"); do
 	D=$(p99 "http://$BACKEND/")
 	echo "{\"run\":$run,\"path\":\"direct\",${D#\{}"
 	GW=$(p99 "http://$GPROXY/")
 	echo "{\"run\":$run,\"path\":\"gateway\",${GW#\{}"
-	read -r a50 a99 < <(python3 -c "import json;d=json.loads('$D');g=json.loads('$GW');print('%.3f %.3f' % (g['p50_ms']-d['p50_ms'], g['p99_ms']-d['p99_ms']))")
-	echo "{\"run\":$run,\"added_p99_ms\":$a99,\"added_p50_ms\":$a50,\"load_average\":$(loadavg)}"
-	ADD50="$ADD50 $a50" ADD99="$ADD99 $a99"
+	NG=$(p99 "http://$NPROXY/")
+	echo "{\"run\":$run,\"path\":\"nginx\",${NG#\{}"
+	read -r a50 a99 n50 n99 < <(python3 -c "import json;d=json.loads('$D');g=json.loads('$GW');n=json.loads('$NG');print('%.3f %.3f %.3f %.3f' % (g['p50_ms']-d['p50_ms'], g['p99_ms']-d['p99_ms'], n['p50_ms']-d['p50_ms'], n['p99_ms']-d['p99_ms']))")
+	echo "{\"run\":$run,\"added_p99_ms\":$a99,\"added_p50_ms\":$a50,\"nginx_added_p99_ms\":$n99,\"nginx_added_p50_ms\":$n50,\"load_average\":$(loadavg)}"
+	ADD50="$ADD50 $a50" ADD99="$ADD99 $a99" NADD50="$NADD50 $n50" NADD99="$NADD99 $n99"
 done
-echo "{\"median_added_p99_ms\":$(median $ADD99),\"median_added_p50_ms\":$(median $ADD50)}"
+echo "{\"median_added_p99_ms\":$(median $ADD99),\"median_added_p50_ms\":$(median $ADD50),\"nginx_median_added_p99_ms\":$(median $NADD99),\"nginx_median_added_p50_ms\":$(median $NADD50)}"
 echo "# load average $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -198,13 +198,26 @@ func parseTarget(target string, dst *url.URL) (*url.URL, error) {
 
 // plainPathByte: the bytes net/url leaves unescaped in a path (letters,
 // digits, "-._~", "$&+,;=:@" and '/'), so its RawPath stays empty.
-func plainPathByte(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
+func plainPathByte(c byte) bool { return plainPathBytes[c] }
+
+// byteSet is a set of bytes looked up in one step (a search of a string
+// of punctuation per byte showed in the profile).
+type byteSet [256]bool
+
+func newByteSet(punctuation string) *byteSet {
+	var s byteSet
+	for c := 0; c < 256; c++ {
+		s[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(punctuation, byte(c)) >= 0
 	}
-	return strings.IndexByte("-._~$&+,;=:@/", c) >= 0
+	return &s
 }
+
+// Letters, digits and the punctuation given; never written after start.
+var (
+	plainPathBytes = newByteSet("-._~$&+,;=:@/")
+	tokenBytes     = newByteSet("!#$%&'*+-.^_`|~")
+	hostBytes      = newByteSet("-._:[]")
+)
 
 // nextLine cuts the first line off s, without its CRLF or LF.
 func nextLine(s string) (line, rest string) {
@@ -220,13 +233,7 @@ func nextLine(s string) (line, rest string) {
 }
 
 // tokenByte marks the bytes of an RFC 9110 token.
-func tokenByte(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
+func tokenByte(c byte) bool { return tokenBytes[c] }
 
 func isToken[T string | []byte](s T) bool {
 	if len(s) == 0 {
@@ -266,8 +273,7 @@ func validFieldValue[T string | []byte](s T) bool {
 // ports).
 func validHost(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._:[]", c) >= 0) {
+		if !hostBytes[s[i]] {
 			return false
 		}
 	}
