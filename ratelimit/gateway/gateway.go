@@ -524,7 +524,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		if dye != "" {
 			g.log.Info("dyed request: limits", "dye", dye, "route", rt.cfg.Name, "limit_status", o.status, "zone", o.zone, "excess", o.excess, "delay", o.delay)
 		}
-		g.limitHeaders(w.Header(), rt, o)
+		g.limitHeaders(w, rt, o)
 	} else {
 		o.tightest = -1
 	}
@@ -568,9 +568,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 	}
-	// The attempt, the status writer and the fast path's exchange in one
-	// allocation.
-	px := &proxied{at: attempt{pool: p, hops: g.opts.Hops}, sw: statusWriter{ResponseWriter: w}}
+	// The attempt, the status writer and the fast path's exchange: the
+	// loop's connection keeps one for the requests the fast path
+	// forwards (nothing holds it once the handler returns); others get
+	// theirs in one allocation (ReverseProxy's Transport may hold on).
+	fast := forwardable(req)
+	var px *proxied
+	if lw, ok := w.(*response); ok && fast {
+		px = &lw.c.px
+		*px = proxied{}
+	} else {
+		px = new(proxied)
+	}
+	px.at.pool, px.at.hops, px.sw.ResponseWriter = p, g.opts.Hops, w
 	at, sw := &px.at, &px.sw
 	if p.cfg.Balance == "hash" {
 		at.hashKey = p.cfg.HashKey.key(&ri)
@@ -585,7 +595,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			}
 		}()
 	}
-	if forwardable(req) {
+	if fast {
 		if cut := g.forward(sw, req, at, &px.fwd); cut {
 			g.access(req, rt, &ri, o.status, sw.code, at.server, start, dye)
 			panic(http.ErrAbortHandler) // the client must see the body cut short
@@ -654,14 +664,35 @@ func contains(list []string, v string) bool {
 }
 
 // limitHeaders sets RateLimit-Policy and RateLimit (the IETF httpapi draft)
-// and the legacy X-RateLimit-* for the tightest limit. The header map is
-// written directly with canonical names: this runs on every request.
-func (g *Gateway) limitHeaders(h http.Header, rt *route, o outcome) {
+// and the legacy X-RateLimit-* for the tightest limit. This runs on every
+// request: the loop's writer takes them as lines, other writers' header
+// maps are written directly with canonical names.
+func (g *Gateway) limitHeaders(w http.ResponseWriter, rt *route, o outcome) {
 	if o.tightest < 0 {
 		return
 	}
 	p := &rt.policy[o.tightest]
 	remaining, reset := max(o.remaining, 0), int64(math.Ceil(o.reset.Seconds()))
+	if lw, ok := w.(*response); ok {
+		b := lw.extra[:0]
+		b = append(b, "Ratelimit-Policy: "...)
+		b = append(b, p.header...)
+		b = append(b, "\r\nRatelimit: "...)
+		b = append(b, p.quoted...)
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, remaining, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, reset, 10)
+		b = append(b, "\r\nX-Ratelimit-Limit: "...)
+		b = append(b, p.limit...)
+		b = append(b, "\r\nX-Ratelimit-Remaining: "...)
+		b = strconv.AppendInt(b, remaining, 10)
+		b = append(b, "\r\nX-Ratelimit-Reset: "...)
+		b = strconv.AppendInt(b, reset, 10)
+		lw.extra = append(b, "\r\n"...)
+		return
+	}
+	h := w.Header()
 	lv := p.last.Load()
 	if lv == nil || lv.remaining != remaining || lv.reset != reset {
 		r, t := strconv.FormatInt(remaining, 10), strconv.FormatInt(reset, 10)

@@ -57,6 +57,9 @@ type h1Conn struct {
 	inHead  bool // the response head is being read: the header deadline applies
 	written int  // bytes of this request written so far
 	stop    func() bool
+	// unblock makes the connection's reads and writes return at once;
+	// made once per connection, not once per arming.
+	unblock func()
 }
 
 // h1Wire is the connection as its buffers see it: reads and writes arm the
@@ -99,7 +102,7 @@ func (c *h1Conn) arm() {
 	if c.inHead && c.headerTimeout > 0 {
 		c.SetReadDeadline(time.Now().Add(c.headerTimeout))
 	}
-	c.stop = context.AfterFunc(c.ctx, func() { c.SetDeadline(inThePast) })
+	c.stop = context.AfterFunc(c.ctx, c.unblock)
 }
 
 // disarm unhooks the cancellation; false if it has fired (the connection's
@@ -288,6 +291,7 @@ func (t *h1Transport) get(ctx context.Context, addr string, fresh bool, now time
 		return nil, false, err
 	}
 	c := &h1Conn{Conn: nc, headerTimeout: t.headerTimeout, tryRead: nonblockingReader(nc)}
+	c.unblock = func() { c.SetDeadline(inThePast) }
 	c.br = bufio.NewReaderSize((*h1Wire)(c), 4<<10)
 	c.bw = bufio.NewWriterSize((*h1Wire)(c), 4<<10)
 	return c, false, nil

@@ -283,6 +283,9 @@ type serverConn struct {
 	// upstreamHead takes the head of the answer the request in flight
 	// gets, when the fast path passes it on raw; its buffer is reused.
 	upstreamHead rawHead
+	// px is the gateway's state for the request in flight on the fast
+	// path, reused from request to request.
+	px proxied
 
 	dateSec int64
 	date    []byte
@@ -730,6 +733,10 @@ type response struct {
 	// raw, while WriteHeader runs, is the upstream head whose lines are
 	// passed on after the header map's (see rawHead).
 	raw *rawHead
+	// extra are header lines the gateway adds (its RateLimit headers),
+	// written before the header map's: as lines they cost no map entries
+	// to set, walk and clear.
+	extra []byte
 }
 
 func (w *response) reset(req *http.Request, minor int) {
@@ -738,7 +745,7 @@ func (w *response) reset(req *http.Request, minor int) {
 	} else {
 		clear(w.header)
 	}
-	*w = response{c: w.c, req: req, minor: minor, header: w.header, head: w.head[:0], buf: w.buf[:0], trailers: w.trailers[:0], length: -1,
+	*w = response{c: w.c, req: req, minor: minor, header: w.header, head: w.head[:0], buf: w.buf[:0], trailers: w.trailers[:0], extra: w.extra[:0], length: -1,
 		closeAfter: req.Close}
 }
 
@@ -763,6 +770,7 @@ func (w *response) WriteHeader(code int) {
 func (w *response) writeInterim(code int) {
 	bw := w.c.bw
 	writeStatusLine(bw, w.minor, code)
+	bw.Write(w.extra)
 	for k, vv := range w.header {
 		for _, v := range vv {
 			writeHeaderLine(bw, k, v)
@@ -820,6 +828,7 @@ func (w *response) encodeHeader() {
 	b = append(b, ' ')
 	b = append(b, http.StatusText(code)...)
 	b = append(b, "\r\n"...)
+	b = append(b, w.extra...)
 	for k, vv := range w.header {
 		switch k {
 		case "Connection", "Transfer-Encoding", "Trailer":
