@@ -83,6 +83,22 @@ func asciiEqualFold[T string | []byte](b []byte, name T) bool {
 	return true
 }
 
+// isName compares a token with a name in lower case made of letters and
+// '-' only: a byte of the token matches when it does with its case bit set
+// (only letters can become a letter that way, and only CR, never in a
+// token, becomes '-').
+func isName(token []byte, lower string) bool {
+	if len(token) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(token); i++ {
+		if token[i]|0x20 != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // cutField splits a header line into its name and trimmed value; ok is
 // false for a line readResponse must leave to the header map (no colon, a
 // name that is not a token, a folded line, control bytes in the value).
@@ -146,16 +162,19 @@ func (h *rawHead) parse(head []byte) bool {
 		if !ok {
 			return false
 		}
+		// By length first: most names are none of these.
 		switch {
-		case asciiEqualFold(name, "content-length"):
+		case len(name) == 14 && isName(name, "content-length"):
 			v, ok := parseContentLength(value)
 			if !ok || (h.length >= 0 && v != h.length) {
 				return false
 			}
 			h.length = v
-		case asciiEqualFold(name, "transfer-encoding"), asciiEqualFold(name, "trailer"), asciiEqualFold(name, "pragma"):
+		case len(name) == 17 && isName(name, "transfer-encoding"),
+			len(name) == 7 && isName(name, "trailer"),
+			len(name) == 6 && isName(name, "pragma"):
 			return false
-		case asciiEqualFold(name, "connection"):
+		case len(name) == 10 && isName(name, "connection"):
 			for len(value) > 0 {
 				i := bytes.IndexByte(value, ',')
 				if i < 0 {
@@ -177,8 +196,8 @@ func (h *rawHead) parse(head []byte) bool {
 				start := cap(h.buf) - cap(f)
 				h.named[h.nnamed] = span{start, start + len(f)}
 				h.nnamed++
-				connClose = connClose || asciiEqualFold(f, "close")
-				keepAlive = keepAlive || asciiEqualFold(f, "keep-alive")
+				connClose = connClose || isName(f, "close")
+				keepAlive = keepAlive || isName(f, "keep-alive")
 			}
 		}
 	}
@@ -198,19 +217,19 @@ func (h *rawHead) parse(head []byte) bool {
 func hopByHop(name []byte) bool {
 	switch len(name) {
 	case 2:
-		return asciiEqualFold(name, "te")
+		return isName(name, "te")
 	case 7:
-		return asciiEqualFold(name, "upgrade") || asciiEqualFold(name, "trailer")
+		return isName(name, "upgrade") || isName(name, "trailer")
 	case 10:
-		return asciiEqualFold(name, "connection") || asciiEqualFold(name, "keep-alive")
+		return isName(name, "connection") || isName(name, "keep-alive")
 	case 16:
-		return asciiEqualFold(name, "proxy-connection")
+		return isName(name, "proxy-connection")
 	case 17:
-		return asciiEqualFold(name, "transfer-encoding")
+		return isName(name, "transfer-encoding")
 	case 18:
-		return asciiEqualFold(name, "proxy-authenticate")
+		return isName(name, "proxy-authenticate")
 	case 19:
-		return asciiEqualFold(name, "proxy-authorization")
+		return isName(name, "proxy-authorization")
 	}
 	return false
 }
@@ -251,21 +270,23 @@ func (h *rawHead) appendPassed(b []byte, skipLength bool) []byte {
 		if len(l) == 0 {
 			return b
 		}
-		name, value, _ := cutField(l) // parse checked every line
+		// parse checked every line: only cut it.
+		colon := bytes.IndexByte(l, ':')
+		name, value := l[:colon], trimBlank(l[colon+1:])
 		if !h.passed(name) {
 			continue
 		}
 		switch {
-		case asciiEqualFold(name, "content-length"):
+		case len(name) == 14 && isName(name, "content-length"):
 			if pf.passedLength < 0 {
 				pf.passedLength, _ = parseContentLength(value)
 			}
 			if skipLength {
 				continue
 			}
-		case asciiEqualFold(name, "date"):
+		case len(name) == 4 && isName(name, "date"):
 			pf.hasDate = true
-		case asciiEqualFold(name, "content-type"):
+		case len(name) == 12 && isName(name, "content-type"):
 			if pf.contentType == nil {
 				pf.contentType = value
 			}
