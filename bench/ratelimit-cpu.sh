@@ -5,7 +5,8 @@
 # GOMAXPROCS=1, nginx with one worker; the nginx backend and wrk on CPU 1).
 # Each target gets wrk -t1 -c50 for DURATION, RUNS rounds, interleaved; the
 # figures come from /proc/PID/stat (utime, stime) over the wrk run divided
-# by the requests wrk counted.
+# by the requests wrk counted. rss_mb is the proxy's resident memory after
+# the run.
 #
 #   bench/ratelimit-cpu.sh [GATEWAY_BINARY...]
 #       (no argument: the gateway built from this tree; DURATION=8s RUNS=3)
@@ -58,7 +59,8 @@ for run in $(seq "$RUNS"); do
 		load=$(cut -d' ' -f1 /proc/loadavg)
 		taskset -c 1 wrk -t1 -c50 -d"$DURATION" "${URLS[$t]}" >"$TMP/wrk.out"
 		read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-		awk -v run="$run" -v name="${NAMES[$t]}" -v load="$load" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v tick=$((1000000 / $(getconf CLK_TCK))) \
-			'/requests in/ {n=$1} /Requests\/sec/ {r=$2} END {printf "{\"run\":%d,\"target\":\"%s\",\"rps\":%s,\"user_us_per_request\":%.1f,\"sys_us_per_request\":%.1f,\"load_average\":%s}\n", run, name, r, u*tick/n, s*tick/n, load}' "$TMP/wrk.out"
+		rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+		awk -v run="$run" -v name="${NAMES[$t]}" -v load="$load" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v tick=$((1000000 / $(getconf CLK_TCK))) -v rss="$rss" \
+			'/requests in/ {n=$1} /Requests\/sec/ {r=$2} END {printf "{\"run\":%d,\"target\":\"%s\",\"rps\":%s,\"user_us_per_request\":%.1f,\"sys_us_per_request\":%.1f,\"rss_mb\":%.1f,\"load_average\":%s}\n", run, name, r, u*tick/n, s*tick/n, rss/1024, load}' "$TMP/wrk.out"
 	done
 done
