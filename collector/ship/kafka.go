@@ -106,6 +106,10 @@ type Kafka struct {
 	// slabValBytes holds about slabRecords values of short lines: the
 	// line format's values are about half the JSON events'.
 	slabValBytes int
+	// The last record key and its bytes, shared by the records that
+	// have the same key.
+	lastKey      string
+	lastKeyBytes []byte
 	// The line format's header values that repeat from record to record.
 	hostBytes []byte
 	lastPath  string
@@ -258,18 +262,43 @@ func NewKafka(cfg KafkaConfig, set *metrics.Set, log *slog.Logger) (*Kafka, erro
 
 // Key returns the record key of ev by its input's key rule.
 func Key(ev *tail.Event, host string) []byte {
+	key, ok := keyOf(ev, host)
+	if !ok {
+		return nil
+	}
+	return []byte(key)
+}
+
+// keyOf returns the record key of ev by its input's key rule, and false
+// for none.
+func keyOf(ev *tail.Event, host string) (string, bool) {
 	if ev.Input == nil {
-		return []byte(ev.Path)
+		return ev.Path, true
 	}
 	switch k := ev.Input.Key; {
 	case k == "host":
-		return []byte(host)
+		return host, true
 	case k == "none":
-		return nil
+		return "", false
 	case strings.HasPrefix(k, "field:"):
-		return []byte(ev.Input.Fields[k[len("field:"):]])
+		return ev.Input.Fields[k[len("field:"):]], true
 	}
-	return []byte(ev.Path)
+	return ev.Path, true
+}
+
+// key returns ev's record key as Key does, reusing the previous record's
+// key bytes while the key stays the same (one file's lines, or one host's):
+// a key copied for every record was an allocation a line. Records only
+// read their keys, so they can share them.
+func (k *Kafka) key(ev *tail.Event) []byte {
+	key, ok := keyOf(ev, k.cfg.Host)
+	if !ok {
+		return nil
+	}
+	if k.lastKeyBytes == nil || key != k.lastKey {
+		k.lastKey, k.lastKeyBytes = key, []byte(key)
+	}
+	return k.lastKeyBytes
 }
 
 // Emit produces ev; it blocks while the buffer is full.
@@ -278,7 +307,7 @@ func (k *Kafka) Emit(ctx context.Context, ev *tail.Event) error {
 	if ev.Input != nil {
 		topic = ev.Input.Topic
 	}
-	key := Key(ev, k.cfg.Host)
+	key := k.key(ev)
 	limit := int(k.cfg.BatchBytes) - recordOverhead - len(key)
 	var shipped *shippedRecord
 	var value []byte

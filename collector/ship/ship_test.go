@@ -59,6 +59,52 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+// TestKafkaKeysAreShared: the emitter's keys are Key's, and a run of
+// records with the same key shares one copy of it while a new key leaves
+// the earlier records' keys as they were.
+func TestKafkaKeysAreShared(t *testing.T) {
+	k, err := NewKafka(KafkaConfig{Brokers: []string{"127.0.0.1:1"}, Host: "h"}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		k.Close(ctx)
+	}()
+	byPath := &tail.Input{Key: "path"}
+	byField := &tail.Input{Key: "field:app", Fields: map[string]string{"app": "shop"}}
+	events := []struct {
+		ev     *tail.Event
+		shared bool // with the previous event's key
+	}{
+		{&tail.Event{Input: byPath, Path: "/var/log/a.log"}, false},
+		{&tail.Event{Input: byPath, Path: "/var/log/a.log"}, true},
+		{&tail.Event{Input: byPath, Path: "/var/log/b.log"}, false},
+		{&tail.Event{Input: &tail.Input{Key: "host"}, Path: "/var/log/b.log"}, false},
+		{&tail.Event{Input: &tail.Input{Key: "host"}, Path: "/var/log/c.log"}, true},
+		{&tail.Event{Input: byField, Path: "/var/log/c.log"}, false},
+		{&tail.Event{Input: nil, Path: "/var/log/c.log"}, false},
+		{&tail.Event{Input: &tail.Input{Key: "none"}, Path: "/var/log/c.log"}, false},
+	}
+	var keys [][]byte
+	for i, e := range events {
+		got, want := k.key(e.ev), Key(e.ev, "h")
+		if !bytes.Equal(got, want) || (got == nil) != (want == nil) {
+			t.Fatalf("event %d: key %q, want %q", i, got, want)
+		}
+		if i > 0 && len(got) > 0 && len(keys[i-1]) > 0 && (&got[0] == &keys[i-1][0]) != e.shared {
+			t.Errorf("event %d: shares the previous key's bytes: %v, want %v", i, !e.shared, e.shared)
+		}
+		keys = append(keys, got)
+	}
+	for i, e := range events {
+		if want := Key(e.ev, "h"); !bytes.Equal(keys[i], want) {
+			t.Errorf("event %d's key became %q, want %q", i, keys[i], want)
+		}
+	}
+}
+
 func TestKeys(t *testing.T) {
 	for _, tc := range []struct {
 		key, want string
