@@ -264,14 +264,22 @@ func testLogsKillNine(t *testing.T, extra ...string) {
 // TestCollectorLogsBrokerOutage stops the Kafka broker while lines keep
 // coming, with a small output buffer: reading pauses, memory stays
 // bounded, and every line arrives once the broker is back; with one Kafka
-// client and with records spread over two.
+// client for a short outage and, with the default two clients, for the 30
+// seconds the issue names (long enough for the clients' request retries and
+// reconnection backoff to reach their ceilings).
 func TestCollectorLogsBrokerOutage(t *testing.T) {
-	for _, producers := range []string{"1", "2"} {
-		t.Run("producers="+producers, func(t *testing.T) { testLogsBrokerOutage(t, "--kafka-producers", producers) })
+	for _, tc := range []struct {
+		producers string
+		outage    time.Duration
+	}{{"1", 3 * time.Second}, {"2", 30 * time.Second}} {
+		t.Run("producers="+tc.producers, func(t *testing.T) {
+			t.Parallel()
+			testLogsBrokerOutage(t, tc.outage, "--kafka-producers", tc.producers)
+		})
 	}
 }
 
-func testLogsBrokerOutage(t *testing.T, extra ...string) {
+func testLogsBrokerOutage(t *testing.T, outage time.Duration, extra ...string) {
 	port := logsFreePort(t)
 	kafkaDir := t.TempDir()
 	startKafka := func() *kfake.Cluster {
@@ -295,7 +303,6 @@ func testLogsBrokerOutage(t *testing.T, extra ...string) {
 	time.Sleep(500 * time.Millisecond)
 	kc.Close()
 	before := w.written.Load()
-	outage := 3 * time.Second
 	var peakRSS float64
 	for end := time.Now().Add(outage); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
 		_, m := get(t, co.URL("/metrics"))
