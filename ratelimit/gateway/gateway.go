@@ -80,6 +80,14 @@ type Gateway struct {
 
 	seenZones sync.Map // zone names with metrics registered
 	share     atomic.Int32
+
+	// The nginx zones' clock. With no clock given, every zone shares one
+	// origin, and a request's decision takes its time from the reading
+	// that also starts its upstream attempt (ngOrigin.At), not from a
+	// reading of its own.
+	ngClock  nginx.Clock
+	ngOrigin nginx.Origin
+	ngGiven  bool
 }
 
 type state struct {
@@ -143,7 +151,11 @@ func New(opts Options) *Gateway {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	g := &Gateway{opts: opts, log: opts.Log, metrics: opts.Metrics}
+	g := &Gateway{opts: opts, log: opts.Log, metrics: opts.Metrics, ngClock: opts.NginxClock}
+	if g.ngClock == nil {
+		g.ngOrigin, g.ngGiven = nginx.NewOrigin(), true
+		g.ngClock = g.ngOrigin.Clock()
+	}
 	g.buffers = bufferPool{&sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -302,7 +314,7 @@ func (g *Gateway) newZone(name, fp string, zc ZoneConfig) (*zone, error) {
 	var err error
 	if modeOf(zc) == "nginx" {
 		rate, _ := nginx.ParseRate(zc.Rate)
-		z.ng, err = nginx.NewZone(nginx.ZoneConfig{Name: name, Rate: rate, MaxKeys: zc.maxKeys(), FailOpen: zc.WhenFull == "pass"}, g.opts.NginxClock)
+		z.ng, err = nginx.NewZone(nginx.ZoneConfig{Name: name, Rate: rate, MaxKeys: zc.maxKeys(), FailOpen: zc.WhenFull == "pass"}, g.ngClock)
 	} else {
 		rate, _ := bucket.ParseRate(zc.Rate)
 		z.bk, err = bucket.NewZone(bucket.Config{Name: name, Rate: rate, Burst: zc.Burst, MaxKeys: zc.maxKeys(), IdleExpiry: zc.IdleExpiry}, g.opts.Now)
@@ -440,10 +452,17 @@ type outcome struct {
 	excess     string
 }
 
-func (r *route) decide(keys []string) outcome {
+// decide asks the route's limits; now is the request's time on the
+// nginx zones' clock when given.
+func (r *route) decide(keys []string, now uint64, given bool) outcome {
 	switch {
 	case r.nset != nil:
-		d := r.nset.Decide(keys)
+		var d nginx.Decision
+		if given {
+			d = r.nset.DecideAt(keys, now)
+		} else {
+			d = r.nset.Decide(keys)
+		}
 		o := outcome{status: d.Status.String(), tightest: d.Tightest, remaining: d.Remaining, reset: d.Reset}
 		if d.Zone >= 0 {
 			o.zone = r.zones[d.Zone].name
@@ -513,6 +532,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		g.log.Info("dyed request: routed", "dye", dye, "route", rt.cfg.Name, "method", req.Method, "uri", req.RequestURI, "host", req.Host, "client", ri.ip, "headers", req.Header)
 	}
 
+	// One clock reading serves the nginx zones' decision and, when the
+	// request waits for nothing in between, the upstream attempt's first
+	// try (its server pick, idle connection age and response time).
+	now := time.Now()
 	var o outcome
 	if len(rt.zones) > 0 {
 		var keyBuf [4]string
@@ -520,7 +543,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		for _, z := range rt.zones {
 			keys = append(keys, z.cfg.Key.key(&ri))
 		}
-		o = rt.decide(keys)
+		var ngNow uint64
+		if g.ngGiven {
+			ngNow = g.ngOrigin.At(now)
+		}
+		o = rt.decide(keys, ngNow, g.ngGiven)
 		if dye != "" {
 			g.log.Info("dyed request: limits", "dye", dye, "route", rt.cfg.Name, "limit_status", o.status, "zone", o.zone, "excess", o.excess, "delay", o.delay)
 		}
@@ -581,6 +608,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		px = new(proxied)
 	}
 	px.at.pool, px.at.hops, px.sw.ResponseWriter = p, g.opts.Hops, w
+	if o.delay == 0 && p.limiter == nil {
+		px.at.start = now // no wait since the reading
+	}
 	at, sw := &px.at, &px.sw
 	if p.cfg.Balance == "hash" {
 		at.hashKey = p.cfg.HashKey.key(&ri)

@@ -299,9 +299,11 @@ func (t *h1Transport) get(ctx context.Context, addr string, fresh bool, now time
 
 // put keeps a connection for the next request, unless the transport is
 // closed or holds enough; idle ones past their time are closed from the
-// oldest end.
-func (t *h1Transport) put(addr string, c *h1Conn) {
-	now := t.now()
+// oldest end. now is the time it goes idle (zero: read the clock).
+func (t *h1Transport) put(addr string, c *h1Conn, now time.Time) {
+	if now.IsZero() {
+		now = t.now()
+	}
 	var drop []*h1Conn
 	t.mu.Lock()
 	list := t.idle[addr]
@@ -357,6 +359,12 @@ type h1Body struct {
 	addr  string
 	reuse bool
 	done  bool
+	// idleFrom, when set, is the time the answer's head came (the
+	// attempt's reading): the connection's idle time counts from there
+	// when it goes back, so no clock is read for it. Its idle age is then
+	// overstated by the time the body took, and it may be closed that
+	// much before the idle timeout.
+	idleFrom time.Time
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {
@@ -394,7 +402,7 @@ func (b *h1Body) finish(readToEnd bool) {
 	// disarm is false once the request's cancellation has fired and set
 	// the connection's deadline in the past.
 	if b.c.disarm() && readToEnd && b.reuse {
-		b.t.put(b.addr, b.c)
+		b.t.put(b.addr, b.c, b.idleFrom)
 		return
 	}
 	b.c.Close()

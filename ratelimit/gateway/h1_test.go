@@ -398,3 +398,52 @@ func TestFastPathUnderChurn(t *testing.T) {
 		t.Fatalf("after the churn: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestIdleUpstreamTimeout: an upstream connection idle longer than the
+// transport's idle timeout is not used again, whether its idle time counts
+// from a reading of the clock when it went back or from the time its
+// answer came (the attempt's reading, given to the body).
+func TestIdleUpstreamTimeout(t *testing.T) {
+	u := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	addr := strings.TrimPrefix(u.URL, "http://")
+	const idle = 150 * time.Millisecond
+	tests := []struct {
+		name      string
+		idleFrom  func() time.Time // the time given to the body; nil gives none
+		wait      time.Duration
+		wantConns int64
+	}{
+		{"clock read, used at once", nil, 0, 1},
+		{"clock read, idle too long", nil, 2 * idle, 2},
+		{"answer's time, used at once", time.Now, 0, 1},
+		{"answer's time, idle too long", time.Now, 2 * idle, 2},
+		{"answer's time already past the timeout", func() time.Time { return time.Now().Add(-2 * idle) }, 0, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newH1Transport(&net.Dialer{}, time.Second, 4, idle)
+			before := u.conns.Load()
+			for i := 0; i < 2; i++ {
+				if i == 1 {
+					time.Sleep(tc.wait)
+				}
+				req, _ := http.NewRequest(http.MethodGet, u.URL+"/", nil)
+				resp, err := tr.roundTrip(context.Background(), addr, req, plainRequest{req}, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, ok := resp.Body.(*h1Body); ok && tc.idleFrom != nil {
+					b.idleFrom = tc.idleFrom()
+				}
+				if body, _ := io.ReadAll(resp.Body); string(body) != "ok" {
+					t.Fatalf("body %q", body)
+				}
+				resp.Body.Close()
+			}
+			if got := u.conns.Load() - before; got != tc.wantConns {
+				t.Fatalf("%d connections, want %d", got, tc.wantConns)
+			}
+			tr.closeIdle(true)
+		})
+	}
+}

@@ -269,6 +269,10 @@ type attempt struct {
 	took    time.Duration // its response time (to the response header)
 	hops    *hop.Set
 	counted countedBody // the body of the answer, once one came
+	// start, when set, is the request's clock reading, taken just before
+	// with nothing waited for since: the first try uses it rather than
+	// reading the clock again.
+	start time.Time
 }
 
 func (poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -315,9 +319,9 @@ func (at *attempt) send(ctx context.Context, idempotent bool, s sender) (*http.R
 	var lastErr error = errNoServer
 	// One clock reading a try serves the pick, the idle connection's age
 	// and the response time.
-	sent := time.Now()
+	sent := at.start
 	for i := 0; i < tries; i++ {
-		if i > 0 {
+		if i > 0 || sent.IsZero() {
 			sent = time.Now()
 		}
 		srv := p.pick(at.hashKey, tried, sent.UnixNano())
@@ -342,6 +346,9 @@ func (at *attempt) send(ctx context.Context, idempotent bool, s sender) (*http.R
 		}
 		at.server = srv.addr
 		at.took = time.Since(sent)
+		if b, ok := resp.Body.(*h1Body); ok {
+			b.idleFrom = sent.Add(at.took) // the reading just made
+		}
 		at.hops.To(srv.addr).Acked(1, at.took)
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			// The body is the upgraded connection: hand it over as it is.

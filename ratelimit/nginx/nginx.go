@@ -89,9 +89,33 @@ type Clock func() uint64
 // now of at least a day, as on any machine up for a day, that decay clears
 // the charge, as it does in nginx.
 func MonotonicClock() Clock {
-	origin := time.Now()
-	const headStart = uint64(24 * time.Hour / time.Millisecond)
-	return func() uint64 { return headStart + uint64(time.Since(origin)/time.Millisecond) }
+	return NewOrigin().Clock()
+}
+
+// Origin is the zero of a MonotonicClock, kept so that a caller that has
+// already read the time for a request can give the clock's value at that
+// time (At) instead of having the zone read the clock again.
+type Origin struct{ t time.Time }
+
+// headStart is the day a MonotonicClock starts at (see MonotonicClock).
+const headStart = uint64(24 * time.Hour / time.Millisecond)
+
+// NewOrigin starts a monotonic millisecond clock now.
+func NewOrigin() Origin { return Origin{t: time.Now()} }
+
+// Clock reads the clock.
+func (o Origin) Clock() Clock {
+	return func() uint64 { return headStart + uint64(time.Since(o.t)/time.Millisecond) }
+}
+
+// At is the clock's value at t, a time read from time.Now (its monotonic
+// reading is used); a t before the origin counts as the origin.
+func (o Origin) At(t time.Time) uint64 {
+	d := t.Sub(o.t)
+	if d < 0 {
+		d = 0
+	}
+	return headStart + uint64(d/time.Millisecond)
 }
 
 // ZoneConfig declares a zone.
@@ -226,10 +250,10 @@ const (
 
 // lookup is ngx_http_limit_req_lookup. It returns the key's node (held with
 // count+1) when the result is again.
-func (z *Zone) lookup(key string, burst uint64, account bool) (lookupResult, uint64, *node) {
+func (z *Zone) lookup(key string, burst uint64, account bool, at moment) (lookupResult, uint64, *node) {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	now := z.clock()
+	now := at.of(z)
 	if n, found := z.table.Get(key); found {
 		ms := elapsed(now, n.last)
 		excess := z.charge(n, ms)
@@ -303,10 +327,10 @@ func (z *Zone) release(n *node) {
 }
 
 // commit charges a held key now and releases it; it returns its excess.
-func (z *Zone) commit(n *node) uint64 {
+func (z *Zone) commit(n *node, at moment) uint64 {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	now := z.clock()
+	now := at.of(z)
 	ms := elapsed(now, n.last)
 	excess := z.charge(n, ms)
 	if ms != 0 {
@@ -432,6 +456,31 @@ type Decision struct {
 // ("" means not counted by that limit, as nginx does with an empty key). It
 // panics if len(keys) != s.Len().
 func (s *Set) Decide(keys []string) Decision {
+	return s.decide(keys, moment{})
+}
+
+// DecideAt is Decide at now, a reading of the clock every zone of the set
+// uses (as nginx decides with ngx_current_msec, read once per turn of its
+// event loop): the zones read no clock.
+func (s *Set) DecideAt(keys []string, now uint64) Decision {
+	return s.decide(keys, moment{ms: now, given: true})
+}
+
+// moment is the time a decision is made at: given, or each zone's clock
+// read when asked.
+type moment struct {
+	ms    uint64
+	given bool
+}
+
+func (m moment) of(z *Zone) uint64 {
+	if m.given {
+		return m.ms
+	}
+	return z.clock()
+}
+
+func (s *Set) decide(keys []string, at moment) Decision {
 	if len(keys) != len(s.limits) {
 		panic(fmt.Sprintf("nginx.Set.Decide: %d keys for %d limits", len(keys), len(s.limits)))
 	}
@@ -453,7 +502,7 @@ func (s *Set) Decide(keys []string) Decision {
 			continue
 		}
 		var r lookupResult
-		r, excess, held[n] = l.zone.lookup(keys[n], l.burst, n == len(s.limits)-1)
+		r, excess, held[n] = l.zone.lookup(keys[n], l.burst, n == len(s.limits)-1, at)
 		if r == failed && l.zone.failOpen {
 			continue
 		}
@@ -490,7 +539,7 @@ func (s *Set) Decide(keys []string) Decision {
 	if rc == ok {
 		s.note(&d, n, excess)
 	}
-	delay := s.account(held, n, &excess, &li, &d)
+	delay := s.account(held, n, &excess, &li, &d, at)
 	if delay == 0 {
 		d.Status = Passed
 		return d
@@ -518,7 +567,7 @@ func (s *Set) note(d *Decision, i int, excess uint64) {
 // account is ngx_http_limit_req_account: commit the held keys of limits
 // before n, newest first, and return the longest delay any limit asks for
 // (0 if none). *excess and *li follow the limit that set the delay.
-func (s *Set) account(held []*node, n int, excess *uint64, li *int, d *Decision) uint64 {
+func (s *Set) account(held []*node, n int, excess *uint64, li *int, d *Decision, at moment) uint64 {
 	var maxDelay uint64
 	if l := &s.limits[*li]; *excess > l.delay {
 		maxDelay = (*excess - l.delay) * 1000 / l.zone.rate.Load()
@@ -528,7 +577,7 @@ func (s *Set) account(held []*node, n int, excess *uint64, li *int, d *Decision)
 			continue
 		}
 		l := &s.limits[i]
-		e := l.zone.commit(held[i])
+		e := l.zone.commit(held[i], at)
 		s.note(d, i, e)
 		if e <= l.delay {
 			continue

@@ -238,25 +238,57 @@ func TestGolden(t *testing.T) {
 		},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			c := &fakeClock{now: t0}
-			set := newSet(t, c, tc.limits, tc.dryRun)
-			for i, st := range tc.steps {
-				c.now = t0 + st.at
-				d := set.Decide(st.keys)
-				if d.Status != st.status {
-					t.Fatalf("request %d at +%dms %v: status %v, want %v (%+v)", i+1, st.at, st.keys, d.Status, st.status, d)
-				}
-				if d.Delay != st.delay {
-					t.Errorf("request %d: delay %v, want %v", i+1, d.Delay, st.delay)
-				}
-				if st.status != Passed && st.status != NotLimited {
-					if d.Excess != st.excess || d.Zone != st.zone {
-						t.Errorf("request %d: excess %d zone %d, want %d zone %d", i+1, d.Excess, d.Zone, st.excess, st.zone)
-					}
-				}
+		// Decide reads the zones' clock; DecideAt is given the time, and
+		// the zones' clock, left at zero, must not be read.
+		for _, given := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/given=%v", tc.name, given), func(t *testing.T) {
+				golden(t, tc.limits, tc.dryRun, tc.steps, given)
+			})
+		}
+	}
+}
+
+func golden(t *testing.T, limits []limitSpec, dryRun bool, steps []step, given bool) {
+	c := &fakeClock{now: t0}
+	set := newSet(t, c, limits, dryRun)
+	for i, st := range steps {
+		var d Decision
+		if given {
+			c.now = 0 // a clock the zones must not read
+			d = set.DecideAt(st.keys, t0+st.at)
+		} else {
+			c.now = t0 + st.at
+			d = set.Decide(st.keys)
+		}
+		if d.Status != st.status {
+			t.Fatalf("request %d at +%dms %v: status %v, want %v (%+v)", i+1, st.at, st.keys, d.Status, st.status, d)
+		}
+		if d.Delay != st.delay {
+			t.Errorf("request %d: delay %v, want %v", i+1, d.Delay, st.delay)
+		}
+		if st.status != Passed && st.status != NotLimited {
+			if d.Excess != st.excess || d.Zone != st.zone {
+				t.Errorf("request %d: excess %d zone %d, want %d zone %d", i+1, d.Excess, d.Zone, st.excess, st.zone)
 			}
-		})
+		}
+	}
+}
+
+func TestOriginAt(t *testing.T) {
+	o := NewOrigin()
+	clock := o.Clock()
+	before := clock()
+	now := time.Now()
+	after := clock()
+	at := o.At(now)
+	if at < before || at > after {
+		t.Fatalf("At(now) = %d, outside the clock's %d..%d", at, before, after)
+	}
+	if got, want := o.At(now.Add(1500*time.Millisecond)), at+1500; got != want {
+		t.Fatalf("At 1.5 s later = %d, want %d", got, want)
+	}
+	if got := o.At(now.Add(-48 * time.Hour)); got != uint64(24*time.Hour/time.Millisecond) {
+		t.Fatalf("At before the origin = %d, want the head start", got)
 	}
 }
 
@@ -336,7 +368,7 @@ func TestZoneFullWithEveryKeyInUse(t *testing.T) {
 		z, _ := NewZone(ZoneConfig{Name: "z", Rate: MustParseRate("1r/s"), MaxKeys: 1, FailOpen: failOpen}, c.read)
 		// Hold the only key the way a request between lookup and commit
 		// does.
-		if r, _, _ := z.lookup("held", 0, false); r != again {
+		if r, _, _ := z.lookup("held", 0, false, moment{}); r != again {
 			t.Fatal(r)
 		}
 		set, _ := NewSet([]Limit{{Zone: z}}, false)
