@@ -42,6 +42,12 @@ func (g *Gateway) forward(w *statusWriter, req *http.Request, at *attempt, f *fo
 		lw.raw = f.x.rawDst
 		w.WriteHeader(resp.StatusCode)
 		lw.raw = nil
+		if b := &f.x.body; b.c != nil && resp.ContentLength >= 0 && int64(b.c.br.Buffered()) >= resp.ContentLength {
+			// The body came with the head: what is left is writing at
+			// most a buffer of it to the client, so the client's idle
+			// time may count from the answer's reading.
+			lw.c.answeredAt = b.idleFrom
+		}
 		return g.copyBody(w, resp, eventStream(f.x.rawDst.contentType)) != nil
 	}
 	removeHopByHop(resp.Header)

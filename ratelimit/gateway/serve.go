@@ -58,7 +58,11 @@ type ServerConfig struct {
 	// ReadHeaderTimeout bounds the time from a request's first byte (or
 	// the connection's start) to the end of its header; IdleTimeout how
 	// long a keep-alive connection may wait for its next request (0:
-	// ReadHeaderTimeout). 0 for both: no limit.
+	// ReadHeaderTimeout). 0 for both: no limit. The idle deadline moves
+	// at most once every IdleTimeout/8, and after an answer whose body
+	// came with the upstream's head it counts from when that head came,
+	// so an idle connection may close up to IdleTimeout/8 plus the time
+	// of writing that answer early.
 	ReadHeaderTimeout, IdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and header (default 1 MiB,
 	// net/http's). Heads over 8 KiB are handed to net/http, which applies
@@ -279,6 +283,10 @@ type serverConn struct {
 	watchDone  chan struct{}
 
 	deadline time.Time // the read deadline set, zero if none
+	// answeredAt, when set by the handler, is a clock reading taken as
+	// the request's answer was ready with all its bytes at hand: the idle
+	// deadline that follows counts from it instead of reading the clock.
+	answeredAt time.Time
 
 	// upstreamHead takes the head of the answer the request in flight
 	// gets, when the fast path passes it on raw; its buffer is reused.
@@ -379,13 +387,15 @@ func (c *serverConn) serve() {
 // net/http.
 func (c *serverConn) readRequest(first bool) (*http.Request, error) {
 	s := c.s
+	answeredAt := c.answeredAt
+	c.answeredAt = time.Time{}
 	if c.br.Buffered() == 0 {
 		// Waiting for the next request: the idle timeout (the first
 		// request's header timeout runs from the connection's start).
 		if first {
 			c.setReadDeadline(s.cfg.ReadHeaderTimeout, 0)
 		} else {
-			c.setReadDeadline(s.cfg.IdleTimeout, s.cfg.IdleTimeout/8)
+			c.setReadDeadlineFrom(answeredAt, s.cfg.IdleTimeout, s.cfg.IdleTimeout/8)
 			// The next request is rarely here yet: let other connections
 			// run first (see h1Transport.exchange).
 			runtime.Gosched()
@@ -626,11 +636,20 @@ func (c *serverConn) stopWatch() {
 // keep-alive connection the idle deadline then moves once every slack,
 // not once a request (each move is a timer update in the runtime).
 func (c *serverConn) setReadDeadline(d, slack time.Duration) {
+	c.setReadDeadlineFrom(time.Time{}, d, slack)
+}
+
+// setReadDeadlineFrom is setReadDeadline counting from now, a reading of
+// the clock already made (zero: read it).
+func (c *serverConn) setReadDeadlineFrom(now time.Time, d, slack time.Duration) {
 	if d <= 0 {
 		c.clearReadDeadline()
 		return
 	}
-	want := time.Now().Add(d)
+	if now.IsZero() {
+		now = time.Now()
+	}
+	want := now.Add(d)
 	if !c.deadline.IsZero() && !c.deadline.After(want) && c.deadline.After(want.Add(-slack)) {
 		return
 	}

@@ -460,3 +460,59 @@ func TestServerShutdown(t *testing.T) {
 		t.Fatal("Shutdown did not return")
 	}
 }
+
+// TestGatewayIdleTimeout: through the gateway, a client connection idle
+// for the idle timeout after an answer is closed, and one that sends its
+// next request sooner is served, whether the answer's body came with its
+// head (the idle time then counts from the upstream answer's clock
+// reading) or came later (the clock is read as the wait starts).
+func TestGatewayIdleTimeout(t *testing.T) {
+	if !*fastHTTP {
+		t.Skip("tests the gateway's own loop")
+	}
+	big := strings.Repeat("x", 256<<10)
+	u := newCountingUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			io.WriteString(w, big)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	cfg, err := Parse("test.yaml", []byte(fmt.Sprintf(`
+upstreams:
+  app: {servers: [%s]}
+routes:
+  - {name: r, upstream: app}
+`, strings.TrimPrefix(u.URL, "http://"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := New(Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := g.Load(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	const idle = 300 * time.Millisecond
+	srv, _ := serveProxyConfig(t, g, ServerConfig{ReadHeaderTimeout: 100 * time.Millisecond, IdleTimeout: idle})
+	for _, tc := range []struct{ path, body string }{{"/small", "ok"}, {"/big", big}} {
+		t.Run(tc.path, func(t *testing.T) {
+			c := dialRaw(t, srv.URL)
+			for i := 0; i < 2; i++ {
+				if i == 1 {
+					time.Sleep(idle / 2) // within the idle timeout
+				}
+				c.send("GET " + tc.path + " HTTP/1.1\r\nHost: h\r\n\r\n")
+				if resp, body := c.read("GET"); resp.StatusCode != 200 || body != tc.body {
+					t.Fatalf("request %d: %d, %d bytes", i+1, resp.StatusCode, len(body))
+				}
+			}
+			start := time.Now()
+			if !c.closed() {
+				t.Fatal("an idle connection was kept")
+			}
+			if d := time.Since(start); d < idle*2/3 {
+				t.Errorf("idle connection closed after %v, before the idle timeout", d)
+			}
+		})
+	}
+}
