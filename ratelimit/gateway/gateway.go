@@ -532,10 +532,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		g.log.Info("dyed request: routed", "dye", dye, "route", rt.cfg.Name, "method", req.Method, "uri", req.RequestURI, "host", req.Host, "client", ri.ip, "headers", req.Header)
 	}
 
-	// One clock reading serves the nginx zones' decision and, when the
-	// request waits for nothing in between, the upstream attempt's first
-	// try (its server pick, idle connection age and response time).
-	now := time.Now()
+	// One clock reading serves the client-gone watcher, the nginx zones'
+	// decision and, when the request waits for nothing in between, the
+	// upstream attempt's first try (its server pick, idle connection age
+	// and response time): the loop's, taken as the request started.
+	var now time.Time
+	if lw, ok := w.(*response); ok {
+		now = lw.c.now
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
 	var o outcome
 	if len(rt.zones) > 0 {
 		var keyBuf [4]string

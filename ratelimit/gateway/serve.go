@@ -73,7 +73,8 @@ type ServerConfig struct {
 	MaxHeaderFields int
 	// WatchAfter: a request still in flight after this long gets a read
 	// on its connection to notice the client going away (its context is
-	// then cancelled). Default 5ms; shorter requests skip that read.
+	// then cancelled); one in flight between WatchAfter/2 and WatchAfter
+	// may get it too. Default 5ms; shorter requests skip that read.
 	WatchAfter time.Duration
 	Log        *slog.Logger
 	Metrics    *metrics.Set
@@ -275,12 +276,22 @@ type serverConn struct {
 	resp     response
 
 	// The watcher: a read started on a request still in flight after
-	// WatchAfter, to see the client go away.
+	// WatchAfter, to see the client go away. The timer is not stopped
+	// when a request ends and is moved only when it would fire less than
+	// WatchAfter/2 into the next one (as the idle deadline, once every
+	// while rather than twice a request); a request is watched when the
+	// timer finds it in flight for at least WatchAfter/2.
 	watchMu    sync.Mutex
 	watchTimer *time.Timer
+	watchAt    time.Time // when the timer fires; zero if it is not set
 	inFlight   bool
+	started    time.Time // the request in flight's start
 	watching   bool
 	watchDone  chan struct{}
+
+	// now is the clock reading taken as the request in flight started;
+	// the gateway's handler takes it as the request's time.
+	now time.Time
 
 	deadline time.Time // the read deadline set, zero if none
 	// answeredAt, when set by the handler, is a clock reading taken as
@@ -554,7 +565,8 @@ func (c *serverConn) serveRequest(req *http.Request) (keep bool) {
 	c.s.served.Inc()
 	w := &c.resp
 	w.reset(req, c.head.minor)
-	c.startWatch(req)
+	c.now = time.Now()
+	c.startWatch(req, c.now)
 	defer func() {
 		if v := recover(); v != nil {
 			c.stopWatch()
@@ -578,26 +590,42 @@ func (c *serverConn) serveRequest(req *http.Request) (keep bool) {
 	return !w.closeAfter && !c.brk && c.bw.Flush() == nil
 }
 
-// startWatch arms the watcher for a request with no unread body and
-// nothing pipelined behind it (whose bytes the watcher must not take).
-func (c *serverConn) startWatch(req *http.Request) {
+// startWatch arms the watcher for a request started at now with no
+// unread body and nothing pipelined behind it (whose bytes the watcher
+// must not take). A timer set to fire at least WatchAfter/2 from now is
+// left as it is.
+func (c *serverConn) startWatch(req *http.Request, now time.Time) {
+	after := c.s.cfg.WatchAfter
 	c.watchMu.Lock()
 	c.inFlight = req.ContentLength == 0 && c.br.Buffered() == 0
-	c.watchMu.Unlock()
-	if c.inFlight {
-		c.watchTimer.Reset(c.s.cfg.WatchAfter)
+	c.started = now
+	if c.inFlight && (c.watchAt.IsZero() || c.watchAt.Sub(now) < after/2) {
+		c.watchAt = now.Add(after)
+		c.watchTimer.Reset(after)
 	}
+	c.watchMu.Unlock()
 }
 
-// watch runs on the timer's goroutine: a read that returns only when the
-// client sends more (kept for the next request), closes (the request's
-// context is cancelled) or stopWatch ends it.
+// watch runs on the timer's goroutine. For a request in flight for at
+// least WatchAfter/2 it starts a read that returns only when the client
+// sends more (kept for the next request), closes (the request's context
+// is cancelled) or stopWatch ends it; a younger one gets the timer set
+// for its WatchAfter; with none in flight the timer rests.
 func (c *serverConn) watch() {
 	c.watchMu.Lock()
 	if !c.inFlight || c.watching {
+		c.watchAt = time.Time{}
 		c.watchMu.Unlock()
 		return
 	}
+	after := c.s.cfg.WatchAfter
+	if now := time.Now(); now.Sub(c.started) < after/2 {
+		c.watchAt = c.started.Add(after)
+		c.watchTimer.Reset(c.watchAt.Sub(now))
+		c.watchMu.Unlock()
+		return
+	}
+	c.watchAt = time.Time{}
 	c.watching = true
 	c.watchDone = make(chan struct{})
 	c.rwc.SetReadDeadline(time.Time{})
@@ -615,7 +643,6 @@ func (c *serverConn) stopWatch() {
 	if !c.inFlight {
 		return
 	}
-	c.watchTimer.Stop()
 	c.watchMu.Lock()
 	c.inFlight = false
 	watching := c.watching

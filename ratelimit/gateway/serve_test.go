@@ -516,3 +516,49 @@ routes:
 		})
 	}
 }
+
+// TestServerNoticesClientGoneAfterQuickRequests: on a keep-alive
+// connection whose earlier quick requests left the watcher's timer set, a
+// later request in flight still has its context cancelled when the client
+// closes, whether it starts at once, while the timer still has more than
+// half its period to run, or with less left.
+func TestServerNoticesClientGoneAfterQuickRequests(t *testing.T) {
+	if !*fastHTTP {
+		t.Skip("tests the gateway's own loop")
+	}
+	const after = 200 * time.Millisecond
+	for _, gap := range []time.Duration{0, after / 4, after * 3 / 4, 2 * after} {
+		t.Run(gap.String(), func(t *testing.T) {
+			cancelled := make(chan struct{})
+			srv, _ := serveProxyConfig(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/quick" {
+					io.WriteString(w, "ok")
+					return
+				}
+				select {
+				case <-r.Context().Done():
+					close(cancelled)
+				case <-time.After(5 * time.Second):
+				}
+			}), ServerConfig{WatchAfter: after})
+			c := dialRaw(t, srv.URL)
+			for i := 0; i < 3; i++ {
+				c.send("GET /quick HTTP/1.1\r\nHost: h\r\n\r\n")
+				c.read("GET")
+			}
+			time.Sleep(gap)
+			c.send("GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+			time.Sleep(after + after/2) // the watch has started
+			closed := time.Now()
+			c.c.Close()
+			select {
+			case <-cancelled:
+				if d := time.Since(closed); d > time.Second {
+					t.Errorf("cancelled %v after the client closed", d)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("the request's context was not cancelled")
+			}
+		})
+	}
+}
