@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -116,7 +115,13 @@ func (f *forwarding) sendTo(addr string, now time.Time) (*http.Response, error) 
 	return f.pool.h1.roundTrip(f.req.Context(), addr, f.req, f, now)
 }
 
-func (f *forwarding) writeTo(bw *bufio.Writer) error { return writeRequest(bw, f.req) }
+func (f *forwarding) writeTo(bw *bufio.Writer) error {
+	if lw, ok := f.w.ResponseWriter.(*response); ok && f.req.RemoteAddr == lw.c.remoteAddr {
+		return writeRequest(bw, f.req, &lw.c.peer)
+	}
+	p := parsePeer(f.req.RemoteAddr)
+	return writeRequest(bw, f.req, &p)
+}
 
 // interim passes a 1xx answer on; its header is not kept for the response.
 func (f *forwarding) interim(code int, h http.Header) {
@@ -182,8 +187,9 @@ func skippedRequestHeader(k string) bool {
 
 var errBadHost = errors.New("gateway: host header with a line break")
 
-// writeRequest writes req as an HTTP/1.1 request to an upstream.
-func writeRequest(bw *bufio.Writer, req *http.Request) error {
+// writeRequest writes req as an HTTP/1.1 request to an upstream; peer is
+// req.RemoteAddr taken apart.
+func writeRequest(bw *bufio.Writer, req *http.Request, peer *peer) error {
 	if hasLineBreak(req.Host) {
 		return errBadHost
 	}
@@ -225,8 +231,8 @@ outer:
 	if req.Method == http.MethodPut {
 		bw.WriteString("Content-Length: 0\r\n")
 	}
-	if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
-		writeHeaderLine(bw, "X-Forwarded-For", ip)
+	if peer.split {
+		writeHeaderLine(bw, "X-Forwarded-For", peer.host)
 	}
 	writeHeaderLine(bw, "X-Forwarded-Host", req.Host)
 	if req.TLS != nil {

@@ -517,7 +517,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "no route for this request", http.StatusNotFound)
 		return
 	}
-	ri := requestInfo{r: req, ip: st.trusted.ClientIP(req.RemoteAddr, req.Header.Values("X-Forwarded-For")), route: rt.cfg.Name}
+	// The loop's connection has its peer's address taken apart already.
+	var pr *peer
+	if lw, ok := w.(*response); ok && req.RemoteAddr == lw.c.remoteAddr {
+		pr = &lw.c.peer
+	} else {
+		p := parsePeer(req.RemoteAddr)
+		pr = &p
+	}
+	ri := requestInfo{r: req, ip: st.trusted.clientIP(pr, req.Header.Values("X-Forwarded-For")), route: rt.cfg.Name}
 	dye := req.Header.Get(DyeHeader)
 	if dye == "" && rt.cfg.Dye != nil {
 		if v := rt.cfg.Dye.Key.key(&ri); v != "" && (len(rt.cfg.Dye.Values) == 0 || contains(rt.cfg.Dye.Values, v)) {

@@ -168,17 +168,38 @@ func (tp TrustedProxies) trusts(a netip.Addr) bool {
 // nginx's realip module does with real_ip_recursive on). A malformed entry
 // stops the walk at the last address believed.
 func (tp TrustedProxies) ClientIP(remoteAddr string, xff []string) string {
+	p := parsePeer(remoteAddr)
+	return tp.clientIP(&p, xff)
+}
+
+// peer is a connection's remote address taken apart, once a connection
+// rather than once a request.
+type peer struct {
+	host  string     // the host part, or the whole address if it has none
+	split bool       // whether it had a host and a port
+	addr  netip.Addr // the host's address; invalid if it is none
+}
+
+func parsePeer(remoteAddr string) peer {
 	host, _, err := net.SplitHostPort(remoteAddr)
+	p := peer{host: host, split: err == nil}
 	if err != nil {
-		host = remoteAddr
+		p.host = remoteAddr
 	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
+	if a, err := netip.ParseAddr(p.host); err == nil {
+		p.addr = a
+	}
+	return p
+}
+
+func (tp TrustedProxies) clientIP(p *peer, xff []string) string {
+	host, addr := p.host, p.addr
+	if !addr.IsValid() {
 		return host
 	}
-	client := peer.Unmap()
+	client := addr.Unmap()
 	if len(tp) == 0 || !tp.trusts(client) {
-		if peer.Is4() {
+		if addr.Is4() {
 			return host // as String would write it (ParseAddr takes no other IPv4 form), without a copy
 		}
 		return client.String()

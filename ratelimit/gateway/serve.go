@@ -226,6 +226,7 @@ func (s *Server) newConn(nc net.Conn) *serverConn {
 		return nil
 	}
 	c := &serverConn{s: s, rwc: nc, remoteAddr: nc.RemoteAddr().String()}
+	c.peer = parsePeer(c.remoteAddr)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	s.conns[c] = struct{}{}
 	return c
@@ -294,6 +295,7 @@ type serverConn struct {
 	now time.Time
 
 	deadline time.Time // the read deadline set, zero if none
+	peer     peer      // remoteAddr taken apart
 	// answeredAt, when set by the handler, is a clock reading taken as
 	// the request's answer was ready with all its bytes at hand: the idle
 	// deadline that follows counts from it instead of reading the clock.
