@@ -1,7 +1,31 @@
-# Sourced by bench/ratelimit-proxy.sh and bench/ratelimit-cpu.sh: the nginx
-# backend, the nginx proxy with limit_req it is compared with, and the
-# gateway's routes with the same quota, so both scripts measure the same
-# setup. Expects TMP, NGINX, BACKEND, NPROXY and the PIDS array.
+# Sourced by the ratelimit bench scripts (bench/ratelimit-proxy.sh,
+# -cpu.sh, -latency.sh, -overload.sh): the shared prelude (tools checked,
+# a temporary directory removed on exit with every process started), the
+# nginx backend, the nginx proxy with limit_req the gateway is compared
+# with, and the gateway's routes with the same quota, so every script
+# measures the same setup. start_nginx_pair expects BACKEND and NPROXY.
+
+# bench_begin NAME TOOL... fails naming the first missing tool, then sets
+# NGINX, TMP and PIDS (processes killed on exit).
+bench_begin() {
+	local name=$1 b
+	shift
+	for b in "$@"; do
+		command -v "$b" >/dev/null || [ -x "/usr/sbin/$b" ] || { echo "$name: $b not found (scripts/install-test-deps.sh)" >&2; exit 1; }
+	done
+	NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+	TMP=$(mktemp -d)
+	PIDS=()
+	trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$TMP"
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 nginx_conf() { # $1 name, $2 http block body
 	mkdir -p "$TMP/$1"

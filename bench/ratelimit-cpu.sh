@@ -16,27 +16,15 @@ set -euo pipefail
 DURATION=${DURATION:-8s}
 RUNS=${RUNS:-3}
 cd "$(dirname "$0")/.."
-for b in nginx wrk taskset; do
-	command -v $b >/dev/null || [ -x /usr/sbin/$b ] || { echo "ratelimit-cpu: $b not found (scripts/install-test-deps.sh)" >&2; exit 1; }
-done
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+. bench/ratelimit-common.sh
+bench_begin ratelimit-cpu nginx wrk taskset
 BINS=("$@")
 if [ ${#BINS[@]} -eq 0 ]; then
 	go build -o "$TMP/ratelimit" ./ratelimit
 	BINS=("$TMP/ratelimit")
 fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BACKEND=127.0.0.1:$(free_port)
 NPROXY=127.0.0.1:$(free_port)
-. bench/ratelimit-common.sh
 start_nginx_pair
 NAMES=(nginx) URLS=("http://$NPROXY/") TPIDS=($NGINX_PROXY_PID)
 i=0

@@ -39,19 +39,12 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$(dirname "$0")/.."
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+. bench/ratelimit-common.sh
+bench_begin ratelimit-overload
 
 go build -o "$TMP/ratelimit" ./ratelimit
 go build -o "$TMP/ratelimitload" ./bench/ratelimitload
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BACKEND=127.0.0.1:$(free_port)
 ADMIN=127.0.0.1:$(free_port)
 PROXY=127.0.0.1:$(free_port)

@@ -34,21 +34,10 @@ CONNS=${CONNS:-50}
 RUNS=${RUNS:-3}
 PROFILE=${PROFILE:-}
 cd "$(dirname "$0")/.."
-for b in nginx wrk hey taskset; do
-	command -v $b >/dev/null || [ -x /usr/sbin/$b ] || { echo "ratelimit-proxy: $b not found (scripts/install-test-deps.sh)" >&2; exit 1; }
-done
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$TMP"
-}
-trap cleanup EXIT
+. bench/ratelimit-common.sh
+bench_begin ratelimit-proxy nginx wrk hey taskset
 go build -o "$TMP/ratelimit" ./ratelimit
 go build -o "$TMP/ratelimitload" ./bench/ratelimitload
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 BACKEND=127.0.0.1:$(free_port)
 NPROXY=127.0.0.1:$(free_port)
 GPROXY=127.0.0.1:$(free_port)
@@ -58,7 +47,6 @@ ADMIN2=127.0.0.1:$(free_port)
 HELLO=127.0.0.1:$(free_port)
 REVPROXY=127.0.0.1:$(free_port)
 
-. bench/ratelimit-common.sh
 start_nginx_pair
 declare -A PID
 PID[nginx]=$NGINX_PROXY_PID
