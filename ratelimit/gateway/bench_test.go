@@ -49,34 +49,12 @@ func BenchmarkProxy(b *testing.B) {
 //
 //	go test -run XXX -bench ServerProxy -benchtime 20000x ./ratelimit/gateway/ [-fast-http=false]
 func BenchmarkServerProxy(b *testing.B) {
-	up, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer up.Close()
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					req.Body.Close()
-					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	_, srv := newGateway(b, benchRoutes(up.Addr().String()), nil)
+	up := newRawUpstream(b, func(c net.Conn, req *http.Request) bool {
+		req.Body.Close()
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
+		return err == nil
+	})
+	_, srv := newGateway(b, benchRoutes(up.addr), nil)
 	c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
 	if err != nil {
 		b.Fatal(err)

@@ -1,13 +1,11 @@
 package gateway
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,18 +15,11 @@ import (
 // answer whole, in part or not yet. "/hang" sends part of a body and then
 // waits for the gateway to close the connection, reported on closed.
 type scriptedUpstream struct {
-	addr   string
-	conns  atomic.Int64
+	*rawUpstream
 	closed chan struct{}
 }
 
 func newScriptedUpstream(t *testing.T, pause time.Duration) *scriptedUpstream {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	u := &scriptedUpstream{addr: ln.Addr().String(), closed: make(chan struct{}, 1)}
 	scripts := map[string][]string{
 		"/whole":       {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwhole"},
 		"/late-head":   {"HTTP/1.1 200 OK\r\nContent-Le", "ngth: 4\r\n\r\nlate"},
@@ -36,37 +27,22 @@ func newScriptedUpstream(t *testing.T, pause time.Duration) *scriptedUpstream {
 		"/stalls-head": {"HTTP/1.1 200 OK\r\nContent-Le"},
 		"/hang":        {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"},
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	u := &scriptedUpstream{closed: make(chan struct{}, 1)}
+	u.rawUpstream = newRawUpstream(t, func(c net.Conn, req *http.Request) bool {
+		for i, piece := range scripts[req.URL.Path] {
+			if i > 0 {
+				time.Sleep(pause)
 			}
-			u.conns.Add(1)
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					for i, piece := range scripts[req.URL.Path] {
-						if i > 0 {
-							time.Sleep(pause)
-						}
-						io.WriteString(c, piece)
-					}
-					switch req.URL.Path {
-					case "/stalls-head", "/hang":
-						io.Copy(io.Discard, c) // until the gateway closes it
-						u.closed <- struct{}{}
-						return
-					}
-				}
-			}()
+			io.WriteString(c, piece)
 		}
-	}()
+		switch req.URL.Path {
+		case "/stalls-head", "/hang":
+			io.Copy(io.Discard, c) // until the gateway closes it
+			u.closed <- struct{}{}
+			return false
+		}
+		return true
+	})
 	return u
 }
 

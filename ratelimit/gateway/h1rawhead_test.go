@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -235,39 +234,17 @@ func TestRawHeadAnswersAsReverseProxy(t *testing.T) {
 	const answer = "HTTP/1.1 200 OK\r\nconnection: X-Up-Hop, keep-alive\r\nx-up-hop: 1\r\nKeep-Alive: timeout=5\r\n" +
 		"Set-Cookie: a=1\r\nx-multi: 1\r\nset-cookie: b=2\r\nProxy-Authenticate: Basic\r\nContent-Type: text/plain\r\n" +
 		"Date: Sun, 22 Nov 2026 06:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					if _, err := io.WriteString(c, answer); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	up := newRawUpstream(t, func(c net.Conn, req *http.Request) bool {
+		io.Copy(io.Discard, req.Body)
+		_, err := io.WriteString(c, answer)
+		return err == nil
+	})
 	_, srv := newGateway(t, fmt.Sprintf(`
 upstreams:
   app: {servers: [%s]}
 routes:
   - {name: r, upstream: app}
-`, ln.Addr()), nil)
+`, up.addr), nil)
 	send := func(method string) http.Header {
 		t.Helper()
 		req, _ := http.NewRequest(method, srv.URL+"/x", nil)
