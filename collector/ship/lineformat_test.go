@@ -41,16 +41,7 @@ func TestKafkaLineFormat(t *testing.T) {
 	}
 	kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 1))
 	set := metrics.NewSet()
-	k, err := NewKafka(KafkaConfig{Brokers: kc.Addrs(), Host: "web-1", BatchBytes: batch, Linger: time.Millisecond, Format: FormatLine},
-		set, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		k.Close(ctx)
-	}()
+	k := newTestKafka(t, KafkaConfig{Brokers: kc.Addrs(), Host: "web-1", BatchBytes: batch, Linger: time.Millisecond, Format: FormatLine}, set)
 	acks := newAckCounter(t)
 	for i, tc := range cases {
 		ev := acks.event(tc.in, "/var/log/app.log", tc.line)

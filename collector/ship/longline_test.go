@@ -2,8 +2,6 @@ package ship
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -32,15 +30,7 @@ func TestKafkaCutsLinesLargerThanABatch(t *testing.T) {
 	}
 	kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 1))
 	set := metrics.NewSet()
-	k, err := NewKafka(KafkaConfig{Brokers: kc.Addrs(), Host: "h", BatchBytes: batch, Linger: time.Millisecond}, set, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		k.Close(ctx)
-	}()
+	k := newTestKafka(t, KafkaConfig{Brokers: kc.Addrs(), Host: "h", BatchBytes: batch, Linger: time.Millisecond}, set)
 	acks := newAckCounter(t)
 	in := &tail.Input{Topic: "logs", Key: "path"}
 	for _, c := range cases {

@@ -73,7 +73,7 @@ func TestKafkaProducersKeepEachFilesOrder(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			kc := testkit.Kafka(t, testkit.KafkaTopic("logs", partitions))
 			k := newTestKafka(t, KafkaConfig{Brokers: kc.Addrs(), Host: "h", BatchBytes: 8 << 10, BufferBytes: 32 << 10,
-				Linger: time.Millisecond, Format: format, Producers: producers})
+				Linger: time.Millisecond, Format: format, Producers: producers}, nil)
 			acks := newAckCounter(t)
 			in := &tail.Input{Topic: "logs", Key: "path"}
 			for i := range lines {
@@ -133,7 +133,7 @@ func TestKafkaProducersSpreadUnkeyedRecords(t *testing.T) {
 	const lines = 2000
 	kc := testkit.Kafka(t, testkit.KafkaTopic("logs", 3))
 	k := newTestKafka(t, KafkaConfig{Brokers: kc.Addrs(), Host: "h", BatchBytes: 8 << 10, BufferBytes: 32 << 10,
-		Linger: time.Millisecond, Producers: 3})
+		Linger: time.Millisecond, Producers: 3}, nil)
 	acks := newAckCounter(t)
 	in := &tail.Input{Topic: "logs", Key: "none"}
 	for i := range lines {
@@ -154,10 +154,14 @@ func TestKafkaProducersSpreadUnkeyedRecords(t *testing.T) {
 	}
 }
 
-// newTestKafka returns a Kafka emitter closed at the test's end.
-func newTestKafka(t *testing.T, cfg KafkaConfig) *Kafka {
+// newTestKafka returns a Kafka emitter counting into set (a new one when
+// nil), closed at the test's end.
+func newTestKafka(t *testing.T, cfg KafkaConfig, set *metrics.Set) *Kafka {
 	t.Helper()
-	k, err := NewKafka(cfg, metrics.NewSet(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if set == nil {
+		set = metrics.NewSet()
+	}
+	k, err := NewKafka(cfg, set, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

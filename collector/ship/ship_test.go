@@ -157,17 +157,7 @@ func testOutage(t *testing.T, format string, producers int) {
 		return nil, nil, false
 	})
 	set := metrics.NewSet()
-	k, err := NewKafka(KafkaConfig{Brokers: kc.Addrs(), Host: "h", BufferBytes: 64 << 10, BatchBytes: 16 << 10, Linger: time.Millisecond, Format: format, Producers: producers}, set, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := k.Close(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	k := newTestKafka(t, KafkaConfig{Brokers: kc.Addrs(), Host: "h", BufferBytes: 64 << 10, BatchBytes: 16 << 10, Linger: time.Millisecond, Format: format, Producers: producers}, set)
 	tl := newAckCounter(t)
 	in := &tail.Input{Topic: "logs", Key: "path"}
 	emit := func(from, n int) {
